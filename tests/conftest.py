@@ -1,0 +1,28 @@
+"""Test isolation: no network for model hubs, a private ROS 2 domain on localhost."""
+
+from __future__ import annotations
+
+import os
+import random
+
+# Set before anything imports open_clip/huggingface_hub or rclpy.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+if "ROS_DOMAIN_ID" not in os.environ:
+    os.environ["ROS_DOMAIN_ID"] = str(random.Random(os.getpid()).randint(1, 100))
+
+import pytest
+
+
+@pytest.fixture
+def rclpy_context():
+    """A fresh rclpy context per test, shut down afterwards."""
+    import rclpy
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        yield context
+    finally:
+        context.try_shutdown()

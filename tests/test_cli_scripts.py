@@ -1,0 +1,34 @@
+"""The console scripts exist, explain themselves, and refuse what they cannot do yet."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.mark.parametrize("script", ["ovseg3d", "ovseg3d-train", "ovseg3d_node"])
+def test_console_script_help(script):
+    exe = BIN / script
+    assert exe.exists() or shutil.which(script), f"{script} is not installed"
+    proc = subprocess.run([str(exe if exe.exists() else script), "--help"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert f"usage: {script}" in proc.stdout
+
+
+def test_ovseg3d_info_reports_every_part():
+    proc = subprocess.run([str(BIN / "ovseg3d"), "info"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for part in ("torch", "MinkowskiEngine", "open_clip", "rclpy", "ovseg3d_interfaces"):
+        assert f"ok       {part}" in proc.stdout
+
+
+def test_unknown_subcommand_is_one_clear_error():
+    proc = subprocess.run([str(BIN / "ovseg3d"), "no-such-command"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "invalid choice" in proc.stderr

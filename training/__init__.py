@@ -1,0 +1,1 @@
+"""ovseg3d_train: the offline 2D-to-3D distillation package (installed from training/)."""
