@@ -1,0 +1,1 @@
+"""Scene data: ScanNet's raw layout, OpenScene files, the synthetic world, rosbag2 streams."""

@@ -1,0 +1,1 @@
+"""Cameras, projection, visibility, voxels, normals, neighbours and superpoints."""

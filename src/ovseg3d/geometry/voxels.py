@@ -1,0 +1,41 @@
+"""Voxel grids consistent with the student's: integer cell = floor(point / voxel_size)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+STUDENT_VOXEL_SIZE = 0.02  # metres; MinkUNet students of OpenScene and this project
+
+
+@dataclass
+class Voxelization:
+    coords: np.ndarray  # (V, 3) int32 cell coordinates
+    point_to_voxel: np.ndarray  # (N,) index of each point's voxel
+    first_point: np.ndarray  # (V,) index of one representative point per voxel
+
+    @property
+    def num_voxels(self) -> int:
+        return len(self.coords)
+
+
+def voxel_cells(points: np.ndarray, voxel_size: float = STUDENT_VOXEL_SIZE) -> np.ndarray:
+    return np.floor(np.asarray(points, dtype=np.float64) / voxel_size).astype(np.int32)
+
+
+def voxelize(points: np.ndarray, voxel_size: float = STUDENT_VOXEL_SIZE) -> Voxelization:
+    """Unique occupied cells, each point's cell, and a representative point per cell."""
+    cells = voxel_cells(points, voxel_size)
+    coords, first, inverse = np.unique(cells, axis=0, return_index=True, return_inverse=True)
+    return Voxelization(coords=coords.astype(np.int32), point_to_voxel=inverse.reshape(-1),
+                        first_point=first)
+
+
+def voxel_mean(values: np.ndarray, vox: Voxelization) -> np.ndarray:
+    """Per-voxel mean of per-point values (N, C) -> (V, C)."""
+    values = np.asarray(values, dtype=np.float64)
+    out = np.zeros((vox.num_voxels, *values.shape[1:]))
+    np.add.at(out, vox.point_to_voxel, values)
+    counts = np.bincount(vox.point_to_voxel, minlength=vox.num_voxels).astype(np.float64)
+    return out / counts.reshape(-1, *([1] * (values.ndim - 1)))
