@@ -26,3 +26,20 @@ def rclpy_context():
         yield context
     finally:
         context.try_shutdown()
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory):
+    """Two test-sized synthetic scenes (the test instrument) in ScanNet's raw layout."""
+    from ovseg3d.data.synth.generate import SYNTH_PRESETS, generate_dataset
+
+    root = tmp_path_factory.mktemp("synth")
+    generate_dataset(root, scenes=2, seed=7, cfg=SYNTH_PRESETS["test"])
+    return root
+
+
+@pytest.fixture(scope="session")
+def synth_scene(synth_root):
+    from ovseg3d.data.scannet import ScanNetScene
+
+    return ScanNetScene(synth_root / "scene0000_00")

@@ -34,9 +34,18 @@ def _info_run(args: argparse.Namespace) -> int:
     return 0 if all(v.get("ok") for v in report.values()) else 1
 
 
+def _module_command(name: str) -> Command:
+    """A subcommand whose arguments and body live in ovseg3d.commands.<name> (imported lazily)."""
+    import importlib
+
+    module = importlib.import_module(f"ovseg3d.commands.{name}")
+    return module.HELP, module.add_arguments, module.run
+
+
 COMMANDS: dict[str, Command] = {
     "info": ("report the versions and availability of torch, MinkowskiEngine, open_clip and ROS 2",
              _info_args, _info_run),
+    "synth": _module_command("synth"),
 }
 
 

@@ -1,0 +1,1 @@
+"""Pictures: point clouds rendered to PNG, maps exported as PLY."""
