@@ -47,6 +47,10 @@ run_logged() {  # run_logged WHAT TODO cmd...
     if grep -qiE "NewConnectionError|Max retries exceeded|Temporary failure in name resolution|Network is unreachable|ConnectionResetError|ReadTimeoutError" "$LOG"; then
       fail "$what: the package registry could not be reached" "check the network or proxy, then rerun 'make setup' (finished steps are kept)"
     fi
+    if grep -q "(from versions: none)" "$LOG"; then
+      fail "$what: the package registry offered no version of a requirement (no network, or an index without it)" \
+        "check the network and pip's index settings (pip config list), then rerun 'make setup' (finished steps are kept)"
+    fi
     fail "$what" "$todo"
   fi
 }
@@ -61,8 +65,11 @@ CONSTRAINTS=$VENV/.setup/constraints.txt
 # ---------------------------------------------------------------- 1. system prerequisites
 check_system() {
   command -v "$PYTHON" >/dev/null || fail "no $PYTHON found" "install Python 3.10+ (Debian: apt-get install -y python3 python3-venv python3-dev)"
+  local pyver
+  pyver=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) \
+    || fail "$PYTHON does not run" "check the interpreter (PYTHON=/path/to/python3.11 make setup)"
   "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
-    || fail "$PYTHON is older than 3.10" "use Python 3.10 or newer: PYTHON=python3.11 make setup"
+    || fail "$PYTHON is Python $pyver, older than 3.10" "use Python 3.10 or newer: PYTHON=python3.11 make setup"
   "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null \
     || fail "$PYTHON has no venv/ensurepip module" "apt-get install -y python3-venv"
   command -v g++ >/dev/null && command -v gcc >/dev/null \
@@ -124,7 +131,8 @@ build_minkowski() {
       if ! ls "$dl"/MinkowskiEngine-$ME_VERSION.tar.gz >/dev/null 2>&1; then
         # pip prepares the sdist's metadata, which runs its setup.py: that needs torch, numpy,
         # OpenBLAS and the stdlib distutils that numpy.distutils was written against.
-        run_logged "downloading the MinkowskiEngine sdist" "check the network, then rerun 'make setup'" \
+        run_logged "fetching the MinkowskiEngine sdist (pip runs its setup.py, which needs a working C compiler and OpenBLAS)" \
+          "check that gcc works and libopenblas-dev is installed (log above), then rerun 'make setup'" \
           env SETUPTOOLS_USE_DISTUTILS=stdlib "${PIP[@]}" download --no-deps --no-binary :all: \
           --no-build-isolation -d "$dl" "MinkowskiEngine==$ME_VERSION"
       fi
@@ -195,14 +203,16 @@ install_ros() {
 }
 
 colcon_build() {  # colcon_build PKG_PATH NAME
-  local path=$1 name=$2
+  local path=$1 name=$2 colcon=$VENV/bin/colcon
+  [ -x "$colcon" ] || colcon=$(command -v colcon) \
+    || fail "colcon not found (system ROS 2 without colcon)" "apt-get install -y python3-colcon-common-extensions"
   say "building ROS 2 interface package $name with colcon into the venv"
   local bb=$CACHE/colcon/build-$(echo "$VENV" | sha256sum | cut -c1-8)
   mkdir -p "$bb"
   ( cd "$ROOT/ros2_ws" && run_logged "colcon build of $name" "see the log; rerun 'make setup'" \
       env AMENT_PREFIX_PATH="$VENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}" \
       CMAKE_PREFIX_PATH="$VENV${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}" PATH="$VENV/bin:$PATH" \
-      "$VENV/bin/colcon" --log-base "$bb/log" build --base-paths "$path" --packages-select "$name" \
+      "$colcon" --log-base "$bb/log" build --base-paths "$path" --packages-select "$name" \
       --build-base "$bb/build" --install-base "$VENV" --merge-install \
       --cmake-args -DBUILD_TESTING=OFF -DPython3_EXECUTABLE="$VENV/bin/python" \
       "-DCMAKE_INSTALL_RPATH=$VENV/lib" ) || exit 1
