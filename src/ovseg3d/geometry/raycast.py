@@ -64,3 +64,13 @@ class MeshRaycaster:
         """(h, w) index of the mesh vertex each pixel sees (-1 = nothing)."""
         hit = self.view(cam_to_world, K, size)
         return self.nearest_vertex(hit["prim"], hit["uv"])
+
+
+def vertex_label_image(caster: MeshRaycaster, cam_to_world: np.ndarray, K: np.ndarray,
+                       image_size: tuple[int, int], out_size: tuple[int, int], vertex_labels: np.ndarray,
+                       fill: int = -1) -> np.ndarray:
+    """(h', w') per-vertex labels seen at the pixel centres of an ``out_size`` grid over the image."""
+    from ovseg3d.geometry.camera import scale_intrinsics
+
+    vi = caster.vertex_index_image(cam_to_world, scale_intrinsics(K, image_size, out_size), out_size)
+    return np.where(vi >= 0, np.asarray(vertex_labels)[np.maximum(vi, 0)], fill)

@@ -1,0 +1,1 @@
+"""Metrics: semantic mIoU/mAcc (confusion matrix), instance AP (ScanNet's protocol)."""

@@ -1,0 +1,92 @@
+"""Semantic segmentation metrics from a confusion matrix, in a functional and an accumulating form.
+
+Conventions follow OpenScene and ScanNet: points whose ground truth is ``IGNORE`` are left out;
+a class absent from the ground truth (no true points) is left out of the means; IoU = TP / (TP +
+FP + FN) and accuracy = TP / (TP + FN) per class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ovseg3d.labels import IGNORE
+
+
+def confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> np.ndarray:
+    """(K, K) int64 counts (rows = ground truth, columns = prediction) and (K,) misses.
+
+    Points whose ground truth is ignored are left out.
+
+    A prediction outside 0..K-1 (e.g. IGNORE for "no prediction") counts as a miss of the true
+    class without a false positive anywhere.
+    """
+    pred = np.asarray(pred, dtype=np.int64).reshape(-1)
+    gt = np.asarray(gt, dtype=np.int64).reshape(-1)
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction has {pred.size} entries, ground truth {gt.size}")
+    keep = (gt >= 0) & (gt < num_classes) & (gt != IGNORE)
+    pred, gt = pred[keep], gt[keep]
+    valid_pred = (pred >= 0) & (pred < num_classes)
+    cm = np.bincount(gt[valid_pred] * num_classes + pred[valid_pred], minlength=num_classes**2)
+    cm = cm.reshape(num_classes, num_classes)
+    misses = np.bincount(gt[~valid_pred], minlength=num_classes)
+    return cm, misses
+
+
+@dataclass
+class SemanticScores:
+    iou: np.ndarray  # (K,) nan where the class is absent from the ground truth
+    acc: np.ndarray  # (K,)
+    present: np.ndarray  # (K,) bool
+    points: int
+
+    @property
+    def miou(self) -> float:
+        return float(np.nanmean(self.iou)) if self.present.any() else float("nan")
+
+    @property
+    def macc(self) -> float:
+        return float(np.nanmean(self.acc)) if self.present.any() else float("nan")
+
+    def as_dict(self, names: list[str] | tuple[str, ...] | None = None) -> dict:
+        names = list(names) if names is not None else [str(i) for i in range(len(self.iou))]
+        return {"mIoU": self.miou, "mAcc": self.macc, "points": self.points,
+                "per_class": {n: {"iou": None if np.isnan(i) else float(i), "acc": None if np.isnan(a) else float(a)}
+                              for n, i, a in zip(names, self.iou, self.acc)}}
+
+
+def scores_from_confusion(cm: np.ndarray, misses: np.ndarray | None = None) -> SemanticScores:
+    cm = np.asarray(cm, dtype=np.float64)
+    misses = np.zeros(len(cm)) if misses is None else np.asarray(misses, dtype=np.float64)
+    tp = np.diag(cm)
+    gt_count = cm.sum(1) + misses
+    pred_count = cm.sum(0)
+    present = gt_count > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(present, tp / (gt_count + pred_count - tp), np.nan)
+        acc = np.where(present, tp / gt_count, np.nan)
+    return SemanticScores(iou=iou, acc=acc, present=present, points=int(gt_count.sum()))
+
+
+def semantic_scores(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> SemanticScores:
+    """Functional form: mIoU/mAcc of one set of predictions."""
+    return scores_from_confusion(*confusion_matrix(pred, gt, num_classes))
+
+
+class SemanticMeter:
+    """Accumulating form: add scenes one by one, read the dataset-level scores."""
+
+    def __init__(self, num_classes: int):
+        self.num_classes = num_classes
+        self.cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+        self.misses = np.zeros(num_classes, dtype=np.int64)
+
+    def update(self, pred: np.ndarray, gt: np.ndarray) -> None:
+        cm, misses = confusion_matrix(pred, gt, self.num_classes)
+        self.cm += cm
+        self.misses += misses
+
+    def compute(self) -> SemanticScores:
+        return scores_from_confusion(self.cm, self.misses)

@@ -1,0 +1,1 @@
+"""Words to embeddings: the CLIP text encoder, prompt templates, vocabularies and their cache."""
