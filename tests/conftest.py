@@ -43,3 +43,25 @@ def synth_scene(synth_root):
     from ovseg3d.data.scannet import ScanNetScene
 
     return ScanNetScene(synth_root / "scene0000_00")
+
+
+TINY_CLIP_CFG = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory):
+    """A tiny open_clip ViT registered under the name 'ovseg3d-test-tiny' (random weights)."""
+    import json
+
+    import open_clip
+
+    from ovseg3d.text.clip_model import ClipSpec
+
+    path = tmp_path_factory.mktemp("clipcfg") / "ovseg3d-test-tiny.json"
+    path.write_text(json.dumps(TINY_CLIP_CFG))
+    open_clip.add_model_config(path)
+    return ClipSpec(model="ovseg3d-test-tiny")

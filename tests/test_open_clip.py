@@ -6,7 +6,7 @@ import open_clip
 import pytest
 import torch
 
-TINY_CFG = {
+TINY_CFG = {  # also in conftest (TINY_CLIP_CFG); kept here so this test reads alone
     "embed_dim": 64,
     "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},

@@ -15,15 +15,30 @@ def build_parser() -> argparse.ArgumentParser:
         "overridden as key=value. Run several processes with torchrun for DistributedDataParallel.",
     )
     parser.add_argument("--config", required=True, help="training config YAML (training/configs/*.yaml)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.epochs=10")
+    parser.add_argument("--fresh", action="store_true",
+                        help="start over: delete this run's checkpoints instead of resuming from last.pt")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    build_parser().parse_args(argv)
-    print("ovseg3d-train: error: the distillation trainer is not implemented yet (tracked in the "
-          "student and training issue); nothing was run.", file=sys.stderr)
-    return 2
+    args = build_parser().parse_args(argv)
+    from ovseg3d.errors import UserError
+
+    from .config import load_config
+    from .trainer import train
+
+    try:
+        cfg = load_config(args.config, args.overrides)
+        path = train(cfg, fresh=args.fresh)
+    except UserError as exc:
+        print(f"ovseg3d-train: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ovseg3d-train: interrupted; rerun the same command to resume from the last epoch", file=sys.stderr)
+        return 130
+    print(f"ovseg3d-train: done; checkpoint {path}")
+    return 0
 
 
 if __name__ == "__main__":

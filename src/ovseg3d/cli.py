@@ -46,6 +46,9 @@ COMMANDS: dict[str, Command] = {
     "info": ("report the versions and availability of torch, MinkowskiEngine, open_clip and ROS 2",
              _info_args, _info_run),
     "synth": _module_command("synth"),
+    "teachers": _module_command("teachers"),
+    "calibrate": _module_command("calibrate"),
+    "extract": _module_command("extract"),
 }
 
 

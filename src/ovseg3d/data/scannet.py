@@ -17,6 +17,7 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from ovseg3d.data.images import read_color, read_depth, read_matrix
 from ovseg3d.data.ply import read_ply
@@ -145,12 +146,10 @@ class ScanNetScene:
         if not agg_path.exists() or not segs:
             raise UserError(f"scene {self.name} has no instance annotation (.aggregation.json + .segs.json)")
         try:
-            seg_indices = np.asarray(json.loads(segs[0].read_text())["segIndices"], dtype=np.int64)
+            seg_indices = self.segments
             groups = json.loads(agg_path.read_text())["segGroups"]
-        except (json.JSONDecodeError, KeyError, OSError) as exc:
+        except (json.JSONDecodeError, KeyError, OSError, UserError) as exc:
             raise UserError(f"cannot read the instance annotation of {self.name}: {exc}") from None
-        if len(seg_indices) != self.num_points:
-            raise UserError(f"{segs[0].name} has {len(seg_indices)} entries for {self.num_points} vertices")
         instance = np.zeros(self.num_points, dtype=np.int64)
         labels = [""]
         seg_to_vertices: dict[int, np.ndarray] = {}
@@ -167,6 +166,20 @@ class ScanNetScene:
                 if int(s) in seg_to_vertices:
                     instance[seg_to_vertices[int(s)]] = obj
         return instance, labels
+
+    @cached_property
+    def segments(self) -> np.ndarray:
+        """Per-vertex superpoint id from the scene's `.segs.json` (ScanNet's segmentator)."""
+        segs = sorted(self.path.glob(f"{self.name}_vh_clean*.segs.json"))
+        if not segs:
+            raise UserError(f"scene {self.name} has no .segs.json over-segmentation")
+        try:
+            seg = np.asarray(json.loads(segs[0].read_text())["segIndices"], dtype=np.int64)
+        except (json.JSONDecodeError, KeyError, OSError) as exc:
+            raise UserError(f"cannot read {segs[0].name}: {exc}") from None
+        if len(seg) != self.num_points:
+            raise UserError(f"{segs[0].name} has {len(seg)} entries for {self.num_points} vertices")
+        return seg
 
     @property
     def instance_ids(self) -> np.ndarray:
@@ -231,10 +244,11 @@ class ScanNetScene:
         return pose if np.isfinite(pose).all() else None
 
     def frames(self, stride: int = 1, image_size: tuple[int, int] | None = None,
-               frame_ids: list[int] | None = None) -> Iterator[Frame]:
+               frame_ids: list[int] | None = None, with_color: bool = True) -> Iterator[Frame]:
         """Posed frames, lazily; ``image_size`` (w, h) resizes colour and aligns depth to it.
 
         Without ``image_size`` frames come at the depth camera's resolution (ScanNet: 640x480).
+        ``with_color=False`` skips decoding colour (geometry-only passes); the colour is then black.
         """
         if stride < 1:
             raise UserError(f"frame stride must be >= 1, got {stride}")
@@ -248,9 +262,14 @@ class ScanNetScene:
                 continue
             dpath = self.path / "depth" / f"{fid}.png"
             try:
-                color = read_color(self._color_path(fid))
+                cpath = self._color_path(fid)
+                if with_color:
+                    color = read_color(cpath)
+                else:
+                    with Image.open(cpath) as im:  # reads the header only
+                        color = np.zeros((im.height, im.width, 3), np.uint8)
                 depth = read_depth(dpath)
-            except UserError:
+            except (UserError, OSError, UnidentifiedImageError):
                 self.skipped["missing or unreadable image"] += 1
                 continue
             csize, dsize = (color.shape[1], color.shape[0]), (depth.shape[1], depth.shape[0])
@@ -265,9 +284,8 @@ class ScanNetScene:
             size = image_size or dsize
             K = scale_intrinsics(K_color, csize, size)
             if csize != size:
-                from PIL import Image
-
-                color = np.asarray(Image.fromarray(color).resize(size, Image.BILINEAR))
+                color = (np.asarray(Image.fromarray(color).resize(size, Image.BILINEAR)) if with_color
+                         else np.zeros((size[1], size[0], 3), np.uint8))
             depth = align_depth(depth, K_depth, K, size)
             yield Frame(frame_id=fid, color=color, depth=depth, pose=pose, K=K)
 

@@ -15,7 +15,7 @@ import torch
 
 from ovseg3d.data.scannet import Frame
 from ovseg3d.errors import UserError
-from ovseg3d.geometry.camera import DEFAULT_OCCLUSION_RATIO, visible_points
+from ovseg3d.geometry.camera import DEFAULT_OCCLUSION_RATIO, Visibility, visible_points
 
 
 @dataclass
@@ -64,36 +64,59 @@ def sample_feature_map(fm: FeatureMap, v: np.ndarray, u: np.ndarray, image_size:
     return feats, conf
 
 
+class FusionAccumulator:
+    """Running weighted sums of one source's features over views (bounded memory: (N, C))."""
+
+    def __init__(self, num_points: int):
+        self.n = num_points
+        self.acc: torch.Tensor | None = None
+        self.weight = torch.zeros(num_points, dtype=torch.float64)
+        self.views = torch.zeros(num_points, dtype=torch.float64)
+        self.frames_used = 0
+
+    def add(self, vis: Visibility, fm: FeatureMap, frame: Frame) -> None:
+        if not len(vis.index):
+            return
+        feats, conf = sample_feature_map(fm, vis.v, vis.u, frame.image_size)
+        if self.acc is None:
+            self.acc = torch.zeros(self.n, feats.shape[1], dtype=torch.float32)
+        elif feats.shape[1] != self.acc.shape[1]:
+            raise UserError(f"feature dimension changed from {self.acc.shape[1]} to {feats.shape[1]} "
+                            f"at frame {frame.frame_id}")
+        idx = torch.as_tensor(vis.index)
+        w = conf if conf is not None else torch.ones(len(idx))
+        self.acc.index_add_(0, idx, feats * w[:, None])
+        self.weight.index_add_(0, idx, w.double())
+        self.views.index_add_(0, idx, torch.ones(len(idx), dtype=torch.float64))
+        self.frames_used += 1
+
+    def result(self) -> FusedFeatures:
+        if self.acc is None:
+            raise UserError("no frame saw any point: check poses, intrinsics and depth units")
+        mask = self.weight > 0
+        out = self.acc.clone()
+        out[mask] /= self.weight[mask, None].float()
+        return FusedFeatures(features=out, mask=mask, weight=self.views.float(), frames_used=self.frames_used)
+
+
+def fuse_many(points: np.ndarray, frames: Iterable[Frame], sources: dict[str, FeatureSource],
+              occlusion_ratio: float = DEFAULT_OCCLUSION_RATIO,
+              on_frame: Callable[[int], None] | None = None) -> dict[str, FusedFeatures]:
+    """Fuse several sources in one pass over the frames (each frame is read and projected once)."""
+    points = np.asarray(points, dtype=np.float64)
+    accs = {name: FusionAccumulator(len(points)) for name in sources}
+    for frame in frames:
+        vis = visible_points(points, frame.pose, frame.K, frame.image_size, frame.depth, occlusion_ratio)
+        if len(vis.index):
+            for name, source in sources.items():
+                accs[name].add(vis, _as_feature_map(source(frame)), frame)
+        if on_frame is not None:
+            on_frame(frame.frame_id)
+    return {name: acc.result() for name, acc in accs.items()}
+
+
 def fuse_features(points: np.ndarray, frames: Iterable[Frame], source: FeatureSource,
                   occlusion_ratio: float = DEFAULT_OCCLUSION_RATIO,
                   on_frame: Callable[[int], None] | None = None) -> FusedFeatures:
     """Mean of the source's features over every view in which each point is visible."""
-    points = np.asarray(points, dtype=np.float64)
-    n = len(points)
-    acc: torch.Tensor | None = None
-    weight = torch.zeros(n, dtype=torch.float64)
-    views = torch.zeros(n, dtype=torch.float64)
-    used = 0
-    for frame in frames:
-        vis = visible_points(points, frame.pose, frame.K, frame.image_size, frame.depth, occlusion_ratio)
-        if len(vis.index):
-            fm = _as_feature_map(source(frame))
-            feats, conf = sample_feature_map(fm, vis.v, vis.u, frame.image_size)
-            if acc is None:
-                acc = torch.zeros(n, feats.shape[1], dtype=torch.float32)
-            elif feats.shape[1] != acc.shape[1]:
-                raise UserError(f"feature dimension changed from {acc.shape[1]} to {feats.shape[1]} "
-                                f"at frame {frame.frame_id}")
-            idx = torch.as_tensor(vis.index)
-            w = conf if conf is not None else torch.ones(len(idx))
-            acc.index_add_(0, idx, feats * w[:, None])
-            weight.index_add_(0, idx, w.double())
-            views.index_add_(0, idx, torch.ones(len(idx), dtype=torch.float64))
-            used += 1
-        if on_frame is not None:
-            on_frame(frame.frame_id)
-    if acc is None:
-        raise UserError("no frame saw any point: check poses, intrinsics and depth units")
-    mask = weight > 0
-    acc[mask] /= weight[mask, None].float()
-    return FusedFeatures(features=acc, mask=mask, weight=views.float(), frames_used=used)
+    return fuse_many(points, frames, {"source": source}, occlusion_ratio, on_frame)["source"]

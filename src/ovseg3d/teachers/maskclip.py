@@ -89,7 +89,7 @@ class MaskClipTeacher(Teacher):
         return self._dim
 
     def preprocess(self, color: np.ndarray) -> torch.Tensor:
-        img = torch.from_numpy(np.ascontiguousarray(color)).permute(2, 0, 1).float().div(255)[None]
+        img = torch.from_numpy(np.array(color, dtype=np.float32)).permute(2, 0, 1).div(255)[None]
         w, h = self.input_size
         img = F.interpolate(img, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
         mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)

@@ -107,7 +107,8 @@ class SimulatedSegmenter:
             raise UserError("the simulated teacher was not given its scene (begin_scene)")
         rng = np.random.default_rng([self.cfg.seed, self.scene_key, frame.frame_id])
         sem, inst, hit = self._cell_labels(frame)
-        names = np.array([*self.labels.names, ""], dtype=object)
+        # a class is named by its (first) prompt name, as the vocabulary embeds it
+        names = np.array([*(p[0] for p in self.labels.prompts), ""], dtype=object)
         words = np.where(sem >= 0, names[sem], "")
         for i in np.unique(inst[hit & (sem == IGNORE)]):
             words[(inst == i) & (sem == IGNORE)] = self.other_words.get(int(i), "")
@@ -117,7 +118,8 @@ class SimulatedSegmenter:
             row = {k: v for k, v in self.cfg.confusion.get(cls, {}).items() if k in self.labels.names}
             if row and rng.random() < sum(row.values()):
                 others, probs = zip(*row.items())
-                words[inst == i] = rng.choice(others, p=np.asarray(probs) / sum(probs))
+                other = rng.choice(others, p=np.asarray(probs) / sum(probs))
+                words[inst == i] = self.labels.prompts[self.labels.names.index(other)][0]
         words = self._bleed(words, rng)
         return [Segment(mask=words == w, label=str(w)) for w in np.unique(words) if w]
 

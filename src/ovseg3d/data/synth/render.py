@@ -160,13 +160,20 @@ def look_at(eye: np.ndarray, target: np.ndarray, up=(0.0, 0.0, 1.0)) -> np.ndarr
 
 
 def camera_path(size: np.ndarray, n: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """A smooth loop through the room at head height, looking across it at varying heights."""
+    """A smooth loop through the room at head height, looking across it at varying heights.
+
+    Like a person scanning a room, the camera slows down and lingers in places (its speed
+    varies between 0.2x and 1.8x the mean), so consecutive frames are sometimes redundant.
+    """
     c = size / 2
     a, b = 0.25 * size[0], 0.25 * size[1]
     phase, lag = rng.uniform(0, 2 * np.pi), rng.uniform(0.6, 1.2)
+    k, speed_phase = int(rng.integers(2, 5)), rng.uniform(0, 2 * np.pi)
     poses = []
     for i in range(n):
-        th = phase + 2 * np.pi * i / n
+        s = i / n  # progress g(s) = s + 0.8 sin(2 pi k s + p) / (2 pi k), speed 1 + 0.8 cos(...)
+        g = s + 0.8 * (np.sin(2 * np.pi * k * s + speed_phase) - np.sin(speed_phase)) / (2 * np.pi * k)
+        th = phase + 2 * np.pi * g
         eye = np.array([c[0] + a * np.cos(th), c[1] + b * np.sin(th), 1.45 + 0.1 * np.sin(2 * th)])
         tgt = np.array([c[0] - 0.9 * size[0] / 2 * np.cos(th + lag), c[1] - 0.9 * size[1] / 2 * np.sin(th + lag),
                         0.7 + 0.5 * np.sin(3 * th)])

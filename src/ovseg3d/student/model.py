@@ -1,0 +1,102 @@
+"""The student: points in, one CLIP-space feature per point out.
+
+Points are voxelised on the student's grid inside a MinkowskiEngine TensorField, the sparse
+U-Net runs on the occupied voxels, and ``slice`` maps voxel features back to every input point
+(OpenScene's TensorField -> sparse -> slice). The input is geometry alone by default (a constant
+occupancy feature per voxel; the coordinates carry the shape); colour can be added.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import MinkowskiEngine as ME
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ovseg3d.errors import UserError
+from ovseg3d.student.minkunet import MinkUNet18A
+
+ARCHS = {"MinkUNet18A": MinkUNet18A}
+INPUTS = ("occupancy", "color")
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    arch: str = "MinkUNet18A"
+    feature_dim: int = 512  # the teacher's text-space dimension (512 for ViT-B, 768 for ViT-L)
+    voxel_size: float = 0.02  # metres
+    input: str = "occupancy"  # "occupancy" (geometry only) or "color" (occupancy + RGB)
+
+    def validate(self) -> None:
+        if self.arch not in ARCHS:
+            raise UserError(f"student.arch: unknown architecture {self.arch!r}; available: {', '.join(ARCHS)}")
+        if self.input not in INPUTS:
+            raise UserError(f"student.input must be one of {', '.join(INPUTS)}, got {self.input!r}")
+        if self.voxel_size <= 0 or self.feature_dim <= 0:
+            raise UserError("student.voxel_size and student.feature_dim must be positive")
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Student(nn.Module):
+    def __init__(self, cfg: StudentConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.net = ARCHS[cfg.arch](in_channels=1 if cfg.input == "occupancy" else 4, out_channels=cfg.feature_dim)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def make_field(self, points: Sequence[torch.Tensor | np.ndarray],
+                   colors: Sequence[torch.Tensor | np.ndarray] | None = None) -> ME.TensorField:
+        """A batched TensorField of one or more point clouds (metres; colours uint8 or [0, 1])."""
+        pts = [torch.as_tensor(np.asarray(p, dtype=np.float32)) if not isinstance(p, torch.Tensor) else p.float()
+               for p in points]
+        if any(p.ndim != 2 or p.shape[1] != 3 for p in pts):
+            raise UserError("points must be (N, 3) arrays")
+        if any(len(p) == 0 for p in pts):
+            raise UserError("cannot run the student on an empty point cloud")
+        if any(not torch.isfinite(p).all() for p in pts):
+            raise UserError("points contain NaN or inf")
+        coords = ME.utils.batched_coordinates([p / self.cfg.voxel_size for p in pts], dtype=torch.float32)
+        ones = torch.ones(len(coords), 1)
+        if self.cfg.input == "color":
+            if colors is None:
+                raise UserError("this student takes colour input; pass colours")
+            col = torch.cat([torch.as_tensor(np.asarray(c, dtype=np.float32)) for c in colors])
+            col = col / 255.0 if col.max() > 1.0 else col
+            feats = torch.cat([ones, col - 0.5], dim=1)
+        else:
+            feats = ones
+        return ME.TensorField(features=feats.to(self.device), coordinates=coords.to(self.device),
+                              quantization_mode=ME.SparseTensorQuantizationMode.UNWEIGHTED_AVERAGE,
+                              minkowski_algorithm=ME.MinkowskiAlgorithm.SPEED_OPTIMIZED, device=str(self.device))
+
+    def forward(self, field: ME.TensorField) -> torch.Tensor:
+        """(total points, feature_dim) features, one per input point, in input order."""
+        return self.net(field.sparse()).slice(field).F
+
+    def backbone_features(self, field: ME.TensorField) -> torch.Tensor:
+        """(total points, backbone width) features before the head (for adapters and affinity)."""
+        return self.net.backbone(field.sparse()).slice(field).F
+
+    @torch.no_grad()
+    def predict(self, points: np.ndarray, colors: np.ndarray | None = None) -> torch.Tensor:
+        """(N, D) unit features of one point cloud, in eval mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            out = self(self.make_field([points], None if colors is None else [colors]))
+        finally:
+            self.train(was_training)
+        return torch.nn.functional.normalize(out.float(), dim=1).cpu()
+
+    def config_dict(self) -> dict:
+        return asdict(self.cfg)

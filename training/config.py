@@ -1,0 +1,195 @@
+"""Typed training configs: YAML files plus ``key.sub=value`` overrides, checked key by key.
+
+Every key must exist in the dataclasses below and every value must have the declared type; a
+mistake names the key. The resolved config is saved beside every checkpoint (``config.yaml``)
+and inside it, so a run can always be reproduced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ovseg3d.errors import UserError
+
+
+@dataclass
+class StudentSection:
+    arch: str = "MinkUNet18A"
+    feature_dim: int = 512
+    voxel_size: float = 0.02
+    input: str = "occupancy"  # occupancy (geometry only) | color
+
+
+@dataclass
+class DataSection:
+    scenes: str = ""  # dataset root in ScanNet's layout
+    targets: str = ""  # folder of fused teacher features (OpenScene <scene>_0.pt)
+    train: list[str] = field(default_factory=list)  # scene names; empty: every scene with targets not in val
+    val: list[str] = field(default_factory=list)
+    chunk: float = 0.0  # metres: train on random square columns of this side (0: whole scenes)
+    max_points: int = 300000  # points per training sample at most (random subset beyond)
+
+
+@dataclass
+class AugmentSection:
+    rotate_z: bool = True  # random rotation about the vertical axis
+    scale: list[float] = field(default_factory=lambda: [0.9, 1.1])
+    jitter: float = 0.005  # metres, Gaussian
+    flip_x: bool = True
+
+
+@dataclass
+class LossSection:
+    cosine: float = 1.0  # OpenScene: 1 - cos(student, fused teacher) on every point with a target
+    superpoint: float = 0.0  # SAS: the same on superpoint-averaged student and teacher features
+    superpoint_uncertainty: bool = False  # GeoGuide: weight superpoints by their teachers' agreement
+    superpoint_k_thresh: float = 0.01
+    superpoint_min_verts: int = 20
+
+
+@dataclass
+class OptimSection:
+    epochs: int = 50
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_scenes: int = 1  # samples per step on each process
+    schedule: str = "cosine"  # cosine | constant
+    grad_clip: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    name: str = "run"
+    out: str = "runs"  # the run folder is <out>/<name>
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    labels: str = "scannet20"  # label set of the validation mIoU and of the checkpoint
+    clip_model: str = "ViT-B-16"  # text encoder of the validation vocabulary
+    clip_weights: str = ""  # tag or file; empty: random weights (seed 0)
+    val_every: int = 1  # epochs
+    threads: int = 0  # torch CPU threads (0: torch's default)
+    student: StudentSection = field(default_factory=StudentSection)
+    data: DataSection = field(default_factory=DataSection)
+    augment: AugmentSection = field(default_factory=AugmentSection)
+    loss: LossSection = field(default_factory=LossSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out) / self.name
+
+
+def _check_value(key: str, value, typ):
+    origin = typing.get_origin(typ)
+    if origin is list:
+        if not isinstance(value, list):
+            raise UserError(f"config key {key!r} must be a list, got {type(value).__name__} {value!r}")
+        (item,) = typing.get_args(typ)
+        return [_check_value(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise UserError(f"config key {key!r} must be a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"config key {key!r} must be true or false, got {value!r}")
+        return value
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"config key {key!r} must be an integer, got {type(value).__name__} {value!r}")
+        return value
+    if typ is str:
+        if value is None:
+            return ""
+        if not isinstance(value, str | int | float):
+            raise UserError(f"config key {key!r} must be a string, got {type(value).__name__}")
+        return str(value)
+    raise UserError(f"config key {key!r} has an unsupported type {typ}")  # pragma: no cover
+
+
+def _apply(obj, data: dict, prefix: str = "") -> None:
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            raise UserError(f"unknown config key {full!r} (known here: {', '.join(sorted(names))})")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise UserError(f"config key {full!r} is a section; give its keys ({full}.KEY=...)")
+            _apply(current, value, f"{full}.")
+        else:
+            typ = hints[key]
+            if isinstance(typ, types.UnionType):  # pragma: no cover - not used
+                typ = typing.get_args(typ)[0]
+            setattr(obj, key, _check_value(full, value, typ))
+
+
+def _nest(key: str, value) -> dict:
+    out: dict = {}
+    cur = out
+    parts = key.split(".")
+    for p in parts[:-1]:
+        cur = cur.setdefault(p, {})
+    cur[parts[-1]] = value
+    return out
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
+    cfg = TrainConfig()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"config file {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise UserError(f"config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise UserError(f"config file {path} must hold a mapping of keys")
+        _apply(cfg, data)
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"override {item!r} must look like key=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        _apply(cfg, _nest(key.strip(), value))
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: TrainConfig) -> None:
+    from ovseg3d.student.model import StudentConfig
+
+    StudentConfig(**dataclasses.asdict(cfg.student)).validate()
+    if not cfg.data.scenes:
+        raise UserError("config key 'data.scenes' is required: the dataset root")
+    if not cfg.data.targets:
+        raise UserError("config key 'data.targets' is required: the folder of fused teacher features")
+    if cfg.optim.epochs < 1 or cfg.optim.batch_scenes < 1:
+        raise UserError("config keys 'optim.epochs' and 'optim.batch_scenes' must be >= 1")
+    if cfg.optim.schedule not in ("cosine", "constant"):
+        raise UserError(f"config key 'optim.schedule' must be cosine or constant, got {cfg.optim.schedule!r}")
+    if len(cfg.augment.scale) != 2 or cfg.augment.scale[0] <= 0 or cfg.augment.scale[0] > cfg.augment.scale[1]:
+        raise UserError("config key 'augment.scale' must be [low, high] with 0 < low <= high")
+    if cfg.loss.cosine <= 0 and cfg.loss.superpoint <= 0:
+        raise UserError("config keys 'loss.cosine' and 'loss.superpoint' are both 0: nothing to train")
+
+
+def to_dict(cfg: TrainConfig) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: TrainConfig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -1,0 +1,116 @@
+"""Training samples: scene points with their fused teacher targets, chunked and augmented.
+
+Randomness is drawn from (seed, epoch, sample) so that an epoch sees the same samples whether
+or not the run was interrupted and resumed in between, and on every process count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ovseg3d.data.openscene import fused_path, load_fused
+from ovseg3d.data.scannet import ScanNetScene, list_scenes
+from ovseg3d.errors import UserError
+from ovseg3d.geometry.superpoints import point_superpoints
+
+from .config import TrainConfig
+
+
+@dataclass
+class Sample:
+    name: str
+    points: np.ndarray  # (N, 3) float32, augmented
+    colors: np.ndarray  # (N, 3) uint8
+    target: torch.Tensor  # (N, D) float32, zero where ``mask`` is False
+    mask: torch.Tensor  # (N,) bool: the teacher saw this point
+    superpoints: torch.Tensor  # (N,) int64
+
+
+def split_scenes(cfg: TrainConfig) -> tuple[list[str], list[str]]:
+    root, targets = Path(cfg.data.scenes), Path(cfg.data.targets)
+    if not root.exists():
+        raise UserError(f"config key 'data.scenes': {root} does not exist")
+    if not targets.is_dir():
+        raise UserError(f"config key 'data.targets': {targets} is not a folder of fused features")
+    available = [p.name for p in list_scenes(root)]
+    val = list(cfg.data.val)
+    train = list(cfg.data.train) or [n for n in available if n not in val and fused_path(targets, n).exists()]
+    for key, names in (("data.train", train), ("data.val", val)):
+        missing = [n for n in names if n not in available]
+        if missing:
+            raise UserError(f"config key {key!r}: no scene folder for {', '.join(missing[:5])} under {root}")
+    no_target = [n for n in train if not fused_path(targets, n).exists()]
+    if no_target:
+        raise UserError(f"config key 'data.targets': no fused features for {', '.join(no_target[:5])} "
+                        f"in {targets} (run `ovseg3d extract`)")
+    if not train:
+        raise UserError(f"no training scenes: {root} has no scene with fused features in {targets}")
+    return train, val
+
+
+class DistillDataset:
+    def __init__(self, cfg: TrainConfig, names: list[str]):
+        self.cfg = cfg
+        self.names = names
+        self._cache: dict[str, tuple] = {}
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def scene(self, name: str) -> ScanNetScene:
+        return ScanNetScene(Path(self.cfg.data.scenes) / name)
+
+    def _load(self, name: str):
+        if name not in self._cache:
+            scene = self.scene(name)
+            feat, mask = load_fused(fused_path(Path(self.cfg.data.targets), name), num_points=scene.num_points)
+            target = torch.zeros(scene.num_points, feat.shape[1], dtype=torch.float16)
+            target[mask] = feat.half()
+            if feat.shape[1] != self.cfg.student.feature_dim:
+                raise UserError(f"targets of {name} are {feat.shape[1]}-d but student.feature_dim is "
+                                f"{self.cfg.student.feature_dim}")
+            try:
+                sp = scene.segments
+            except UserError:
+                sp = point_superpoints(scene.points, colors=scene.colors, k_thresh=self.cfg.loss.superpoint_k_thresh,
+                                       min_verts=self.cfg.loss.superpoint_min_verts)
+            self._cache[name] = (scene.points.astype(np.float32), scene.colors, target, mask, torch.as_tensor(sp))
+        return self._cache[name]
+
+    def sample(self, index: int, epoch: int, augment: bool = True) -> Sample:
+        name = self.names[index]
+        points, colors, target, mask, sp = self._load(name)
+        rng = np.random.default_rng([self.cfg.seed, epoch, index])
+        keep = np.arange(len(points))
+        if augment and self.cfg.data.chunk > 0:
+            c = points[rng.integers(len(points))]
+            half = self.cfg.data.chunk / 2
+            inside = np.nonzero((np.abs(points[:, 0] - c[0]) <= half) & (np.abs(points[:, 1] - c[1]) <= half))[0]
+            keep = inside if len(inside) >= 100 else keep
+        if len(keep) > self.cfg.data.max_points:
+            keep = np.sort(rng.choice(keep, self.cfg.data.max_points, replace=False))
+        pts = points[keep].astype(np.float64)
+        if augment:
+            pts = self._augment(pts, rng)
+        idx = torch.as_tensor(keep)
+        return Sample(name=name, points=pts.astype(np.float32), colors=colors[keep],
+                      target=target[idx].float(), mask=mask[idx], superpoints=sp[idx])
+
+    def _augment(self, pts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        a = self.cfg.augment
+        centre = pts.mean(0)
+        pts = pts - centre
+        if a.rotate_z:
+            t = rng.uniform(0, 2 * np.pi)
+            c, s = np.cos(t), np.sin(t)
+            pts = pts @ np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]).T
+        if a.flip_x and rng.random() < 0.5:
+            pts[:, 0] = -pts[:, 0]
+        pts = pts * rng.uniform(a.scale[0], a.scale[1])
+        if a.jitter > 0:
+            pts = pts + rng.normal(0, a.jitter, pts.shape)
+        return pts + centre

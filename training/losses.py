@@ -1,0 +1,71 @@
+"""Distillation losses, each from the paper that introduced it (all switchable in the config).
+
+- ``cosine_distillation`` (OpenScene): 1 - cos(student, fused teacher) on points with a target.
+- ``superpoint_distillation`` (SAS, after GGSD): the same on features averaged inside each
+  superpoint, so a superpoint learns one consistent feature even where the teacher's views
+  disagree; with ``uncertainty`` (GeoGuide) each superpoint is weighted by how much its
+  teacher features agree (mean cosine to their mean), so noisy superpoints count less.
+- ``relation_consistency`` (GeoGuide): MSE between the instance-to-instance cosine similarity
+  matrices of two feature sets (e.g. geometric backbone features and semantic features).
+- ``instance_mask_bce`` (GeoGuide): binary cross-entropy of predicted instance masks.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def cosine_distillation(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    if mask is not None:
+        pred, target = pred[mask], target[mask]
+    if len(pred) == 0:
+        return pred.sum() * 0.0
+    return (1.0 - F.cosine_similarity(pred, target.to(pred.dtype), dim=1)).mean()
+
+
+def segment_mean(values: torch.Tensor, segments: torch.Tensor, num_segments: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(S, C) mean of the rows in each segment and (S,) row counts."""
+    sums = values.new_zeros(num_segments, values.shape[1]).index_add_(0, segments, values)
+    counts = torch.bincount(segments, minlength=num_segments).to(values.dtype)
+    return sums / counts.clamp(min=1)[:, None], counts
+
+
+def superpoint_distillation(pred: torch.Tensor, target: torch.Tensor, superpoints: torch.Tensor,
+                            mask: torch.Tensor | None = None, uncertainty: bool = False) -> torch.Tensor:
+    """1 - cos between superpoint-averaged student and teacher features, over superpoints with targets."""
+    if mask is not None:
+        pred, target, superpoints = pred[mask], target[mask], superpoints[mask]
+    if len(pred) == 0:
+        return pred.sum() * 0.0
+    _, seg = torch.unique(superpoints, return_inverse=True)
+    n = int(seg.max()) + 1
+    target = target.to(pred.dtype)
+    sp_pred, _ = segment_mean(pred, seg, n)
+    sp_target, _ = segment_mean(target, seg, n)
+    loss = 1.0 - F.cosine_similarity(sp_pred, sp_target, dim=1)
+    if not uncertainty:
+        return loss.mean()
+    agree, _ = segment_mean(F.cosine_similarity(target, sp_target[seg], dim=1)[:, None], seg, n)
+    w = agree[:, 0].clamp(min=0).detach()
+    return (w * loss).sum() / w.sum().clamp(min=1e-12)
+
+
+def relation_consistency(a: torch.Tensor, b: torch.Tensor, instances: torch.Tensor) -> torch.Tensor:
+    """MSE between instance-level cosine-similarity matrices of two per-point feature sets."""
+    keep = instances >= 0
+    _, inst = torch.unique(instances[keep], return_inverse=True)
+    n = int(inst.max()) + 1 if len(inst) else 0
+    if n < 2:
+        return a.sum() * 0.0
+    ma, _ = segment_mean(a[keep], inst, n)
+    mb, _ = segment_mean(b[keep], inst, n)
+    sa = F.normalize(ma, dim=1) @ F.normalize(ma, dim=1).T
+    sb = F.normalize(mb, dim=1) @ F.normalize(mb, dim=1).T
+    return F.mse_loss(sa, sb)
+
+
+def instance_mask_bce(mask_logits: torch.Tensor, instances: torch.Tensor) -> torch.Tensor:
+    """BCE of (M, N) predicted masks of instances 0..M-1 against per-point instance ids (-1: none)."""
+    target = (instances[None, :] == torch.arange(mask_logits.shape[0], device=instances.device)[:, None]).float()
+    return F.binary_cross_entropy_with_logits(mask_logits, target)

@@ -1,0 +1,230 @@
+"""The distillation loop: student, losses, schedule, checkpoints, exact resume, DistributedDataParallel.
+
+Under torchrun each process trains on its own share of every epoch's samples and gradients are
+averaged (gloo on CPU, NCCL on GPUs); rank 0 validates, logs and writes checkpoints. A run folder
+holds ``config.yaml`` (the resolved config), ``log.csv`` (one row per epoch), ``last.pt`` (every
+epoch, with optimizer, schedule and RNG state for an exact resume) and ``best.pt`` (best
+validation mIoU).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ovseg3d.errors import UserError
+from ovseg3d.eval.semantic import SemanticMeter
+from ovseg3d.labels import load_label_set
+from ovseg3d.progress import bar
+from ovseg3d.student.checkpoint import read_checkpoint, save_checkpoint
+from ovseg3d.student.model import Student, StudentConfig, default_device
+from ovseg3d.text.clip_model import ClipSpec
+from ovseg3d.text.vocabulary import build_vocabulary
+
+from .config import TrainConfig, save_config, to_dict
+from .data import DistillDataset, split_scenes
+from .losses import cosine_distillation, superpoint_distillation
+
+LOG_FIELDS = ["epoch", "lr", "loss", "loss_cosine", "loss_superpoint", "val_miou", "val_macc", "seconds"]
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _init_distributed(device: torch.device) -> None:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+
+def _lr_factor(cfg: TrainConfig, epoch: int) -> float:
+    if cfg.optim.schedule == "constant":
+        return 1.0
+    return 0.5 * (1 + math.cos(math.pi * epoch / cfg.optim.epochs))
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+        self.device = default_device() if cfg.device == "auto" else torch.device(cfg.device)
+        _init_distributed(self.device)
+        self.rank, self.world = _world()
+        torch.manual_seed(cfg.seed)
+        train, self.val_names = split_scenes(cfg)
+        self.data = DistillDataset(cfg, train)
+        self.val = DistillDataset(cfg, self.val_names)
+        self.student = Student(StudentConfig(**dataclasses.asdict(cfg.student))).to(self.device)
+        self.model = self.student
+        if self.world > 1:
+            self.model = torch.nn.parallel.DistributedDataParallel(self.student)
+        self.opt = torch.optim.AdamW(self.student.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda e: _lr_factor(cfg, e))
+        self.run_dir = cfg.run_dir
+        self.start_epoch = 0
+        self.best = -1.0
+        self.labels = load_label_set(cfg.labels)
+        self._vocab = None
+
+    @property
+    def vocab(self):
+        if self._vocab is None:
+            spec = ClipSpec(model=self.cfg.clip_model, pretrained=self.cfg.clip_weights or None)
+            self._vocab = build_vocabulary(self.labels, spec)
+            if self._vocab.dim != self.cfg.student.feature_dim:
+                raise UserError(f"the text encoder gives {self._vocab.dim}-d embeddings but student.feature_dim "
+                                f"is {self.cfg.student.feature_dim}")
+        return self._vocab
+
+    # ---------------------------------------------------------------- checkpoints
+    def _state(self, epoch: int) -> dict:
+        return {"epoch": epoch, "best_val_miou": self.best, "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(), "torch_rng": torch.get_rng_state()}
+
+    def resume(self) -> bool:
+        path = self.run_dir / "last.pt"
+        if not path.exists():
+            return False
+        data = read_checkpoint(path)
+        if data.get("config", {}).get("student") != to_dict(self.cfg)["student"]:
+            raise UserError(f"{path} was trained with another student config; use a new run name or --fresh")
+        self.student.load_state_dict(data["state_dict"])
+        train = data.get("train", {})
+        self.opt.load_state_dict(train["optimizer"])
+        self.sched.load_state_dict(train["scheduler"])
+        torch.set_rng_state(train["torch_rng"])
+        self.start_epoch = int(train["epoch"]) + 1
+        self.best = float(train.get("best_val_miou", -1.0))
+        return True
+
+    def save(self, name: str, epoch: int) -> Path:
+        return save_checkpoint(self.run_dir / name, self.student, to_dict(self.cfg), self.labels.name,
+                               train=self._state(epoch))
+
+    # ---------------------------------------------------------------- steps
+    def _losses(self, pred: torch.Tensor, sample) -> dict[str, torch.Tensor]:
+        target, mask = sample.target.to(self.device), sample.mask.to(self.device)
+        out = {}
+        if self.cfg.loss.cosine > 0:
+            out["cosine"] = cosine_distillation(pred, target, mask)
+        if self.cfg.loss.superpoint > 0:
+            out["superpoint"] = superpoint_distillation(pred, target, sample.superpoints.to(self.device), mask,
+                                                        uncertainty=self.cfg.loss.superpoint_uncertainty)
+        return out
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        self.model.train()
+        order = np.random.default_rng([self.cfg.seed, epoch, 7]).permutation(len(self.data))
+        mine = order[self.rank::self.world]
+        B = self.cfg.optim.batch_scenes
+        sums: dict[str, float] = {}
+        steps = 0
+        with bar(len(mine), f"epoch {epoch + 1}/{self.cfg.optim.epochs}", "sample") as pbar:
+            if self.rank != 0:
+                pbar.disable = True
+            for b in range(0, len(mine), B):
+                samples = [self.data.sample(int(i), epoch) for i in mine[b:b + B]]
+                field = self.student.make_field([s.points for s in samples], [s.colors for s in samples])
+                pred = self.model(field)
+                offsets = np.cumsum([0] + [len(s.points) for s in samples])
+                total = pred.sum() * 0.0
+                for s, lo, hi in zip(samples, offsets[:-1], offsets[1:]):
+                    for name, value in self._losses(pred[lo:hi], s).items():
+                        weight = getattr(self.cfg.loss, name)
+                        total = total + weight * value / len(samples)
+                        sums[name] = sums.get(name, 0.0) + value.item() / len(samples)
+                self.opt.zero_grad(set_to_none=True)
+                total.backward()
+                if self.cfg.optim.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.cfg.optim.grad_clip)
+                self.opt.step()
+                steps += 1
+                sums["loss"] = sums.get("loss", 0.0) + total.item()
+                pbar.update(len(samples))
+                pbar.set_postfix(loss=f"{sums['loss'] / steps:.4f}")
+        return {k: v / max(steps, 1) for k, v in sums.items()}
+
+    @torch.no_grad()
+    def validate(self) -> tuple[float, float]:
+        if not self.val_names:
+            return float("nan"), float("nan")
+        meter = SemanticMeter(len(self.labels))
+        for name in self.val_names:
+            scene = self.val.scene(name)
+            feats = self.student.predict(scene.points, scene.colors)
+            meter.update(self.vocab.classify(feats)[0].numpy(), scene.semantic(self.labels))
+        s = meter.compute()
+        return s.miou, s.macc
+
+    # ---------------------------------------------------------------- the run
+    def fit(self) -> Path:
+        if self.rank == 0:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(self.cfg, self.run_dir / "config.yaml")
+        log_path = self.run_dir / "log.csv"
+        print(f"ovseg3d-train: {len(self.data)} training scene(s), {len(self.val_names)} validation, "
+              f"{self.world} process(es) on {self.device}; run folder {self.run_dir}"
+              + (f"; resuming after epoch {self.start_epoch}" if self.start_epoch else ""), flush=True)
+        for epoch in range(self.start_epoch, self.cfg.optim.epochs):
+            t0 = time.perf_counter()
+            lr = self.opt.param_groups[0]["lr"]
+            stats = self.train_epoch(epoch)
+            self.sched.step()
+            if self.rank == 0:
+                miou = macc = float("nan")
+                if self.val_names and ((epoch + 1) % self.cfg.val_every == 0 or epoch + 1 == self.cfg.optim.epochs):
+                    miou, macc = self.validate()
+                if not math.isnan(miou) and miou > self.best:
+                    self.best = miou
+                    self.save("best.pt", epoch)
+                self.save("last.pt", epoch)
+                row = {"epoch": epoch + 1, "lr": lr, "loss": stats.get("loss"), "loss_cosine": stats.get("cosine"),
+                       "loss_superpoint": stats.get("superpoint"), "val_miou": miou, "val_macc": macc,
+                       "seconds": round(time.perf_counter() - t0, 2)}
+                new = not log_path.exists()
+                with open(log_path, "a", newline="") as fh:
+                    w = csv.DictWriter(fh, fieldnames=LOG_FIELDS)
+                    if new:
+                        w.writeheader()
+                    w.writerow({k: ("" if v is None else v) for k, v in row.items()})
+                print(f"epoch {epoch + 1}: loss {stats.get('loss', float('nan')):.4f}"
+                      + (f", val mIoU {miou * 100:.1f}" if not math.isnan(miou) else "")
+                      + f" ({row['seconds']} s)", flush=True)
+            if self.world > 1:
+                dist.barrier()
+        self._report_replicas()
+        return self.run_dir / "last.pt"
+
+    def _report_replicas(self) -> None:
+        """Each process records a checksum of its weights: replicas must agree after DDP."""
+        checksum = float(sum(p.detach().double().sum() for p in self.student.parameters()))
+        (self.run_dir / f"replica{self.rank}.json").write_text(json.dumps({"rank": self.rank, "world": self.world,
+                                                                           "param_sum": checksum}))
+
+
+def train(cfg: TrainConfig, fresh: bool = False) -> Path:
+    trainer = Trainer(cfg)
+    if fresh and trainer.rank == 0:
+        for name in ("last.pt", "best.pt", "log.csv"):
+            (trainer.run_dir / name).unlink(missing_ok=True)
+    if trainer.world > 1:
+        dist.barrier()
+    if not fresh:
+        trainer.resume()
+    try:
+        return trainer.fit()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
