@@ -69,7 +69,7 @@ def test_two_teachers_with_capability_tables(synth_root, tmp_path):
     out = tmp_path / "fused"
     run("extract", synth_root, "--teacher", "simulated_a", "--teacher", "simulated_b", "--capability", caps[0],
         "--capability", caps[1], "--out", out, *FAST)
-    feat, mask = load_fused(out / "scene0000_00_0.pt")
+    feat, _ = load_fused(out / "scene0000_00_0.pt")
     assert torch.isfinite(feat.float()).all()
     bad = run("extract", synth_root, "--teacher", "simulated_a", "--teacher", "simulated_b", "--capability", caps[1],
               "--capability", caps[0], "--out", out, check=False)

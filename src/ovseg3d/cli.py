@@ -49,6 +49,7 @@ COMMANDS: dict[str, Command] = {
     "teachers": _module_command("teachers"),
     "calibrate": _module_command("calibrate"),
     "extract": _module_command("extract"),
+    "infer": _module_command("infer"),
 }
 
 

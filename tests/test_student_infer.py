@@ -1,0 +1,116 @@
+"""Student checkpoints, geometric pooling, the 2D-3D ensemble and `ovseg3d infer`."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ovseg3d.errors import UserError
+from ovseg3d.segment.labeling import ensemble_2d_3d
+from ovseg3d.student.checkpoint import load_student, save_checkpoint
+from ovseg3d.student.model import Student, StudentConfig
+from ovseg3d.student.pooling import affinity_matrix, geometric_pooling
+from ovseg3d.text.vocabulary import Vocabulary
+
+OVSEG3D = str(Path(sys.executable).parent / "ovseg3d")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    student = Student(StudentConfig(voxel_size=0.05))
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "student.pt", student, {"note": "test"}, "scannet20")
+
+
+def test_student_slices_back_to_every_point_in_order(checkpoint):
+    student, data = load_student(checkpoint, "cpu")
+    pts = np.random.default_rng(0).uniform(0, 2, (500, 3)).astype(np.float32)
+    pts[1] = pts[0] + 0.001  # two points in one voxel share its feature
+    f = student.predict(pts)
+    assert f.shape == (500, 512) and torch.allclose(f[0], f[1])
+    assert torch.allclose(student.predict(pts[::-1].copy()).flip(0), f, atol=1e-5)
+    assert data["version"] == 1 and data["student"]["voxel_size"] == 0.05
+
+
+def test_bad_checkpoints_are_clear_errors(tmp_path, checkpoint):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"\x80\x04garbage")
+    with pytest.raises(UserError, match="not a valid ovseg3d student checkpoint"):
+        load_student(junk)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(3)}, other)
+    with pytest.raises(UserError, match="not an ovseg3d student checkpoint"):
+        load_student(other)
+    data = torch.load(checkpoint, weights_only=True)
+    data["state_dict"].pop("net.head.kernel")
+    broken = tmp_path / "broken.pt"
+    torch.save(data, broken)
+    with pytest.raises(UserError, match="weights do not fit"):
+        load_student(broken)
+    with pytest.raises(UserError, match="does not exist"):
+        load_student(tmp_path / "missing.pt")
+    student, _ = load_student(checkpoint, "cpu")
+    for bad in (np.zeros((0, 3)), np.full((4, 3), np.nan), np.zeros((4, 2))):
+        with pytest.raises(UserError):
+            student.predict(bad)
+
+
+def test_geometric_pooling_smooths_within_geometry_not_across():
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0, 0.3, (60, 3))
+    b = rng.uniform(0, 0.3, (60, 3)) + [2.0, 0, 0]  # far away: never a neighbour of a
+    pts = np.concatenate([a, b])
+    feats = torch.zeros(120, 2)
+    feats[:60, 0] = 1.0
+    feats[60:, 1] = 1.0
+    feats[5] = torch.tensor([0.0, 1.0])  # a wrong feature inside cluster a
+    aff = torch.zeros(120, 4)
+    aff[:60, 0] = 1.0
+    aff[60:, 1] = 1.0  # affinity features say which object a point belongs to
+    A = affinity_matrix(pts, aff, k=16, sharpen=20.0)
+    assert torch.allclose(A.to_dense().sum(1), torch.ones(120), atol=1e-5)  # row-stochastic
+    out = geometric_pooling(pts, feats, aff, k=16, steps=5)
+    assert out[5, 0] > out[5, 1]  # the outlier is pulled to its object's feature
+    assert (out[60:, 0] < 1e-6).all()  # nothing leaks into the other object
+    assert torch.equal(geometric_pooling(pts, feats, aff, steps=0), feats)
+
+
+def test_ensemble_keeps_the_more_confident_feature():
+    vocab = Vocabulary(["a", "b"], torch.eye(2), torch.arange(2))
+    f3d = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
+    f2d = torch.tensor([[0.6, 0.8], [0.0, 1.0], [1.0, 0.0]])
+    mask = torch.tensor([True, True, False])
+    out, chose = ensemble_2d_3d(f3d, f2d, mask, vocab)
+    assert chose.tolist() == [False, True, False]
+    assert torch.allclose(out[1], f2d[1]) and torch.allclose(out[2], f3d[2])
+
+
+def test_infer_modes(synth_root, checkpoint, tmp_path):
+    feats = tmp_path / "feat"
+    subprocess.run([OVSEG3D, "extract", str(synth_root), "--teacher", "simulated", "--out", str(feats), "--stride",
+                    "8", "--teacher-option", "patch=32"], check=True, capture_output=True)
+    for mode in ("3d", "2d", "ensemble"):
+        out = tmp_path / mode
+        proc = subprocess.run([OVSEG3D, "infer", str(synth_root / "scene0000_00"), "--checkpoint", str(checkpoint),
+                               "--features", str(feats), "--mode", mode, "--out", str(out)],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        pred = np.load(out / "scene0000_00.npz")
+        assert pred["labels"].shape == pred["scores"].shape and len(pred["names"]) == 20
+        assert (out / "scene0000_00.png").exists() and (out / "scene0000_00.ply").exists()
+    assert (np.load(tmp_path / "2d" / "scene0000_00.npz")["labels"] == -1).any()  # unseen points: no label
+    assert (np.load(tmp_path / "3d" / "scene0000_00.npz")["labels"] >= 0).all()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--mode", "3d"], "needs --checkpoint"),
+    (["--mode", "2d"], "needs --features"),
+    (["--checkpoint", "/nonexistent.pt"], "does not exist"),
+])
+def test_infer_bad_input(synth_root, tmp_path, args, message):
+    proc = subprocess.run([OVSEG3D, "infer", str(synth_root), "--out", str(tmp_path / "o"), *args],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,185 @@
+"""The distillation training package: configs, losses on hand-made inputs, a one-epoch smoke run,
+exact resume, and a two-process gloo DistributedDataParallel run."""
+
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ovseg3d.errors import UserError
+from ovseg3d.student.checkpoint import load_student, read_checkpoint
+from ovseg3d_train.config import load_config
+from ovseg3d_train.losses import (
+    cosine_distillation,
+    instance_mask_bce,
+    relation_consistency,
+    superpoint_distillation,
+)
+from ovseg3d_train.trainer import Trainer, train
+
+BIN = Path(sys.executable).parent
+CONFIG = Path(__file__).resolve().parents[1] / "training" / "configs" / "synthetic.yaml"
+
+
+# ---------------------------------------------------------------- losses, by hand
+def test_cosine_distillation_by_hand():
+    pred = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    target = torch.tensor([[1.0, 0.0], [1.0, 0.0], [5.0, 5.0]])
+    assert cosine_distillation(pred, target).item() == pytest.approx((0 + 1 + 0) / 3)
+    assert cosine_distillation(pred, target, torch.tensor([True, False, True])).item() == pytest.approx(0.0, abs=1e-6)
+    assert cosine_distillation(pred, target, torch.zeros(3, dtype=torch.bool)).item() == 0.0
+
+
+def test_superpoint_distillation_by_hand():
+    # superpoint 5: targets e0 and e1 average to (1, 1)/2; predictions (0, 2) and (2, 0) to (1, 1)
+    pred = torch.tensor([[0.0, 2.0], [2.0, 0.0], [1.0, 0.0]])
+    target = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    sp = torch.tensor([5, 5, 9])
+    # point-wise every row disagrees; per superpoint only superpoint 9 does (cos 0)
+    assert cosine_distillation(pred, target).item() == pytest.approx(1.0)
+    assert superpoint_distillation(pred, target, sp).item() == pytest.approx(0.5)
+    # with uncertainty: superpoint 5's targets disagree (agreement cos 45 deg), superpoint 9 agrees fully
+    w5, w9 = math.cos(math.pi / 4), 1.0
+    expected = (w5 * 0.0 + w9 * 1.0) / (w5 + w9)
+    assert superpoint_distillation(pred, target, sp, uncertainty=True).item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_relation_consistency_and_instance_masks_by_hand():
+    a = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    inst = torch.tensor([0, 0, 1])
+    assert relation_consistency(a, a, inst).item() == pytest.approx(0.0, abs=1e-6)
+    b = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])  # the two instances look alike in b
+    # similarity matrices [[1,0],[0,1]] vs [[1,1],[1,1]]: MSE = 2/4
+    assert relation_consistency(a, b, inst).item() == pytest.approx(0.5)
+    logits = torch.tensor([[10.0, 10.0, -10.0], [-10.0, -10.0, 10.0]])
+    assert instance_mask_bce(logits, inst).item() < 1e-4
+    assert instance_mask_bce(-logits, inst).item() > 9
+
+
+# ---------------------------------------------------------------- configs
+def test_config_overrides_and_errors(tmp_path):
+    cfg = load_config(CONFIG, ["data.scenes=/x", "data.targets=/y", "optim.epochs=3", "loss.superpoint=0.5",
+                               "data.train=[a, b]"])
+    assert cfg.optim.epochs == 3 and cfg.loss.superpoint == 0.5 and cfg.data.train == ["a", "b"]
+    assert cfg.student.voxel_size == 0.05
+    base = ["data.scenes=/x", "data.targets=/y"]
+    cases = [
+        (["optim.epoch=3"], "unknown config key 'optim.epoch'"),
+        (["optim.epochs=three"], "config key 'optim.epochs' must be an integer"),
+        (["loss.cosine=[1]"], "config key 'loss.cosine' must be a number"),
+        (["augment.rotate_z=1"], "config key 'augment.rotate_z' must be true or false"),
+        (["student.arch=PointNet"], "student.arch: unknown architecture"),
+        (["optim=3"], "config key 'optim' is a section"),
+        (["nonsense"], "must look like key=value"),
+    ]
+    for override, message in cases:
+        with pytest.raises(UserError, match=re.escape(message)):
+            load_config(CONFIG, base + override)
+    with pytest.raises(UserError, match=r"'data\.targets' is required"):
+        load_config(CONFIG, ["data.scenes=/x", "data.targets="])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("student: {voxel_size: [}")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_missing_data_is_named(tmp_path, synth_root):
+    cfg = load_config(CONFIG, [f"data.scenes={tmp_path / 'nope'}", f"data.targets={tmp_path}"])
+    with pytest.raises(UserError, match=r"'data\.scenes'.*does not exist"):
+        Trainer(cfg)
+    cfg = load_config(CONFIG, [f"data.scenes={synth_root}", f"data.targets={tmp_path}", "data.train=[scene0000_00]"])
+    with pytest.raises(UserError, match="no fused features for scene0000_00"):
+        Trainer(cfg)
+
+
+# ---------------------------------------------------------------- runs on tiny synthetic scenes
+@pytest.fixture(scope="module")
+def targets(synth_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("targets")
+    subprocess.run([str(BIN / "ovseg3d"), "extract", str(synth_root), "--teacher", "simulated", "--out", str(out),
+                    "--stride", "6", "--teacher-option", "patch=32"], check=True, capture_output=True)
+    return out
+
+
+def _cfg(synth_root, targets, out, *extra):
+    return load_config(CONFIG, [f"data.scenes={synth_root}", f"data.targets={targets}", f"out={out}",
+                                "data.max_points=2500", "data.train=[scene0000_00,scene0001_00]", "threads=1",
+                                "optim.epochs=2", *extra])
+
+
+def test_one_epoch_smoke_run_writes_a_loadable_checkpoint(synth_root, targets, tmp_path):
+    cfg = _cfg(synth_root, targets, tmp_path, "optim.epochs=1", "data.val=[scene0001_00]", "name=smoke")
+    path = train(cfg)
+    student, data = load_student(path, "cpu")
+    assert data["label_set"] == "scannet20" and data["feature_dim"] == 512
+    assert data["config"]["optim"]["epochs"] == 1
+    assert (tmp_path / "smoke" / "config.yaml").exists()
+    log = (tmp_path / "smoke" / "log.csv").read_text().splitlines()
+    assert log[0].startswith("epoch,lr,loss") and len(log) == 2
+    feats = student.predict(torch.rand(100, 3).numpy())
+    assert feats.shape == (100, 512) and torch.isfinite(feats).all()
+
+
+def _train_cmd(synth_root, targets, out, name, *extra):
+    return [str(BIN / "ovseg3d-train"), "--config", str(CONFIG), f"data.scenes={synth_root}",
+            f"data.targets={targets}", f"out={out}", f"name={name}", "data.max_points=2500",
+            "data.train=[scene0000_00,scene0001_00]", "threads=1", "optim.epochs=2", *extra]
+
+
+# MinkowskiEngine's CPU kernels use the system OpenMP runtime, not torch's: only OMP_NUM_THREADS
+# (set before the process starts) makes them single-threaded and so bit-reproducible.
+DETERMINISTIC = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def test_resume_gives_the_same_weights(synth_root, targets, tmp_path):
+    subprocess.run(_train_cmd(synth_root, targets, tmp_path, "straight"), check=True, capture_output=True,
+                   env=DETERMINISTIC, timeout=600)
+    proc = subprocess.Popen(_train_cmd(synth_root, targets, tmp_path, "resumed"), env=DETERMINISTIC,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "resumed" / "log.csv"
+    end = time.monotonic() + 600
+    while proc.poll() is None and time.monotonic() < end:
+        if log.exists() and len(log.read_text().splitlines()) >= 2:  # epoch 1 logged, after last.pt
+            proc.send_signal(signal.SIGINT)
+            break
+        time.sleep(0.05)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130 and "rerun the same command to resume" in err
+    assert read_checkpoint(tmp_path / "resumed" / "last.pt")["train"]["epoch"] == 0
+    done = subprocess.run(_train_cmd(synth_root, targets, tmp_path, "resumed"), capture_output=True, text=True,
+                          env=DETERMINISTIC, timeout=600)
+    assert done.returncode == 0 and "resuming after epoch 1" in done.stdout
+    a = read_checkpoint(tmp_path / "straight" / "last.pt")["state_dict"]
+    b = read_checkpoint(tmp_path / "resumed" / "last.pt")["state_dict"]
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_two_process_gloo_ddp(synth_root, targets, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "ovseg3d_train.cli",
+           "--config", str(CONFIG), f"data.scenes={synth_root}", f"data.targets={targets}", f"out={tmp_path}",
+           "name=ddp", "data.max_points=2500", "data.train=[scene0000_00,scene0001_00]", "optim.epochs=1", "threads=1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 process(es)" in proc.stdout
+
+    sums = [json.loads((tmp_path / "ddp" / f"replica{r}.json").read_text()) for r in (0, 1)]
+    assert sums[0]["world"] == 2 and sums[0]["param_sum"] == sums[1]["param_sum"]
+    load_student(tmp_path / "ddp" / "last.pt", "cpu")
+
+
+def test_train_cli_bad_config_is_one_line(tmp_path):
+    proc = subprocess.run([str(BIN / "ovseg3d-train"), "--config", str(CONFIG), "optim.epoch=3"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "unknown config key 'optim.epoch'" in proc.stderr
+    assert "Traceback" not in proc.stderr
