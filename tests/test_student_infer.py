@@ -61,7 +61,7 @@ def test_bad_checkpoints_are_clear_errors(tmp_path, checkpoint):
 def test_geometric_pooling_smooths_within_geometry_not_across():
     rng = np.random.default_rng(0)
     a = rng.uniform(0, 0.3, (60, 3))
-    b = rng.uniform(0, 0.3, (60, 3)) + [2.0, 0, 0]  # far away: never a neighbour of a
+    b = rng.uniform(0, 0.3, (60, 3)) + np.array([2.0, 0, 0])  # far away: never a neighbour of a
     pts = np.concatenate([a, b])
     feats = torch.zeros(120, 2)
     feats[:60, 0] = 1.0

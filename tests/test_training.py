@@ -16,12 +16,16 @@ import torch
 
 from ovseg3d.errors import UserError
 from ovseg3d.student.checkpoint import load_student, read_checkpoint
+from ovseg3d.text.vocabulary import Vocabulary
 from ovseg3d_train.config import load_config
 from ovseg3d_train.losses import (
+    adept_expert_loss,
     cosine_distillation,
     instance_mask_bce,
     relation_consistency,
     superpoint_distillation,
+    superpoint_pseudo_labels,
+    text_cross_entropy,
 )
 from ovseg3d_train.trainer import Trainer, train
 
@@ -62,6 +66,30 @@ def test_relation_consistency_and_instance_masks_by_hand():
     logits = torch.tensor([[10.0, 10.0, -10.0], [-10.0, -10.0, 10.0]])
     assert instance_mask_bce(logits, inst).item() < 1e-4
     assert instance_mask_bce(-logits, inst).item() > 9
+
+
+def test_temporal_ensembling_pseudo_labels_by_hand():
+    vocab = Vocabulary(["a", "b"], torch.eye(2), torch.arange(2))
+    history = torch.tensor([[1.0, 0.0], [0.0, 0.9], [1.0, 0.2], [0.1, 1.0]])
+    sp = torch.tensor([3, 3, 3, 8])  # superpoint 3 averages to (2, 1.1)/3: class a
+    labels = superpoint_pseudo_labels(history, sp, vocab)
+    assert labels.tolist() == [0, 0, 0, 1]
+    pred = torch.tensor([[5.0, 0.0], [5.0, 0.0], [5.0, 0.0], [0.0, 5.0]])
+    assert text_cross_entropy(pred, labels, vocab, scale=100.0).item() < 1e-6
+    assert text_cross_entropy(-pred, labels, vocab, scale=100.0).item() > 50
+
+
+def test_adept_expert_loss_by_hand():
+    vocab = Vocabulary(["a", "b"], torch.eye(2), torch.arange(2))
+    target = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])  # teacher classes a, b, b
+    mask = torch.tensor([True, True, False])
+    pred = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
+    expert_a = (torch.tensor([[0.0, 1.0]] * 3), torch.tensor([True, False]))  # adept at a only
+    expert_b = (torch.tensor([[1.0, 0.0]] * 3), torch.tensor([False, True]))  # adept at b only
+    # point 0 (class a) is supervised by expert_a (cos 0 -> loss 1); point 1 (class b) by
+    # expert_b (cos 1 -> loss 0); point 2 has no teacher target
+    assert adept_expert_loss(pred, target, mask, [expert_a, expert_b], vocab).item() == pytest.approx(0.5)
+    assert adept_expert_loss(pred, target, mask, [], vocab).item() == 0.0
 
 
 # ---------------------------------------------------------------- configs
@@ -162,6 +190,25 @@ def test_resume_gives_the_same_weights(synth_root, targets, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_self_distillation_snapshots_and_frozen_adapter(synth_root, targets, tmp_path):
+    """SAS temporal ensembling, HAS-KD experts and a GeoGuide adapter train together, and a frozen
+    backbone stays exactly as initialised while its adapter learns."""
+    cfg = _cfg(synth_root, targets, tmp_path, "name=all", "data.val=[scene0001_00]", "data.train=[scene0000_00]",
+               "loss.temporal_ensembling=0.5", "loss.te_start_epoch=1", "loss.snapshot_experts=0.5",
+               "loss.snapshot_every=1", "student.adapter_hidden=32")
+    first = train(cfg)
+    log = (tmp_path / "all" / "log.csv").read_text().splitlines()
+    header = log[0].split(",")
+    row2 = dict(zip(header, log[2].split(",")))
+    assert float(row2["loss_temporal_ensembling"]) > 0 and row2["loss_snapshot_experts"] != ""
+    assert len(read_checkpoint(first)["train"]["experts"]) == 2
+    frozen = train(_cfg(synth_root, targets, tmp_path, "name=frozen", "optim.epochs=1", "data.train=[scene0000_00]",
+                        "student.adapter_hidden=32", f"student.init={first}", "student.freeze_backbone=true"))
+    a, b = read_checkpoint(first)["state_dict"], read_checkpoint(frozen)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("net."))
+    assert not all(torch.equal(a[k], b[k]) for k in a if k.startswith("adapter."))
 
 
 def test_two_process_gloo_ddp(synth_root, targets, tmp_path):

@@ -24,6 +24,9 @@ class StudentSection:
     feature_dim: int = 512
     voxel_size: float = 0.02
     input: str = "occupancy"  # occupancy (geometry only) | color
+    adapter_hidden: int = 0  # GeoGuide: > 0 puts a two-layer MLP adapter on the backbone instead of the head
+    init: str = ""  # checkpoint whose weights start the run (e.g. a pretrained 3D backbone)
+    freeze_backbone: bool = False  # GeoGuide: train only the adapter (or head) on a frozen backbone
 
 
 @dataclass
@@ -51,6 +54,17 @@ class LossSection:
     superpoint_uncertainty: bool = False  # GeoGuide: weight superpoints by their teachers' agreement
     superpoint_k_thresh: float = 0.01
     superpoint_min_verts: int = 20
+    # SAS temporal-ensembling self-distillation: a history (EMA) copy of the student labels each
+    # superpoint by the argmax of its averaged features; the student learns those labels (CE).
+    temporal_ensembling: float = 0.0
+    te_momentum: float = 0.9999
+    te_start_epoch: int = 1  # epochs of plain distillation before the history model starts
+    te_logit_scale: float = 100.0  # CLIP's logit scale for the student's text logits
+    # HAS-KD adept snapshot distillation: snapshots taken every `snapshot_every` epochs; each
+    # supervises (cosine) only the points of the classes on which it has the best validation IoU.
+    snapshot_experts: float = 0.0
+    snapshot_every: int = 5
+    max_experts: int = 2
 
 
 @dataclass
@@ -168,10 +182,17 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConf
     return cfg
 
 
-def validate(cfg: TrainConfig) -> None:
+def student_config(cfg: TrainConfig):
+    """The StudentConfig part of the student section (the rest says how training starts)."""
     from ovseg3d.student.model import StudentConfig
 
-    StudentConfig(**dataclasses.asdict(cfg.student)).validate()
+    s = cfg.student
+    return StudentConfig(arch=s.arch, feature_dim=s.feature_dim, voxel_size=s.voxel_size, input=s.input,
+                         adapter_hidden=s.adapter_hidden)
+
+
+def validate(cfg: TrainConfig) -> None:
+    student_config(cfg).validate()
     if not cfg.data.scenes:
         raise UserError("config key 'data.scenes' is required: the dataset root")
     if not cfg.data.targets:
@@ -182,6 +203,13 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError(f"config key 'optim.schedule' must be cosine or constant, got {cfg.optim.schedule!r}")
     if len(cfg.augment.scale) != 2 or cfg.augment.scale[0] <= 0 or cfg.augment.scale[0] > cfg.augment.scale[1]:
         raise UserError("config key 'augment.scale' must be [low, high] with 0 < low <= high")
+    if cfg.loss.snapshot_experts > 0 and not cfg.data.val:
+        raise UserError("config key 'loss.snapshot_experts' needs validation scenes (data.val) to find "
+                        "each snapshot's adept classes")
+    if not 0 < cfg.loss.te_momentum < 1:
+        raise UserError("config key 'loss.te_momentum' must be in (0, 1)")
+    if cfg.student.freeze_backbone and not cfg.student.init:
+        raise UserError("config key 'student.freeze_backbone' needs 'student.init' (the backbone to freeze)")
     if cfg.loss.cosine <= 0 and cfg.loss.superpoint <= 0:
         raise UserError("config keys 'loss.cosine' and 'loss.superpoint' are both 0: nothing to train")
 

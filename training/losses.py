@@ -8,6 +8,11 @@
 - ``relation_consistency`` (GeoGuide): MSE between the instance-to-instance cosine similarity
   matrices of two feature sets (e.g. geometric backbone features and semantic features).
 - ``instance_mask_bce`` (GeoGuide): binary cross-entropy of predicted instance masks.
+- ``superpoint_pseudo_labels`` + ``text_cross_entropy`` (SAS temporal-ensembling
+  self-distillation): a history model's features, averaged per superpoint, give one class per
+  superpoint; the student's text logits learn it with cross-entropy.
+- ``adept_expert_loss`` (HAS-KD adept snapshot distillation): each training snapshot supervises
+  only the points whose teacher class is one it is adept at.
 """
 
 from __future__ import annotations
@@ -69,3 +74,40 @@ def instance_mask_bce(mask_logits: torch.Tensor, instances: torch.Tensor) -> tor
     """BCE of (M, N) predicted masks of instances 0..M-1 against per-point instance ids (-1: none)."""
     target = (instances[None, :] == torch.arange(mask_logits.shape[0], device=instances.device)[:, None]).float()
     return F.binary_cross_entropy_with_logits(mask_logits, target)
+
+
+def text_logits(pred: torch.Tensor, vocab, scale: float) -> torch.Tensor:
+    """(N, K) scaled cosine similarity of features to each class's text embedding."""
+    return scale * F.normalize(pred, dim=1) @ vocab.class_embeddings().to(pred.device, pred.dtype).T
+
+
+def superpoint_pseudo_labels(history: torch.Tensor, superpoints: torch.Tensor, vocab) -> torch.Tensor:
+    """Per point, the class of its superpoint's averaged (history) feature."""
+    _, seg = torch.unique(superpoints, return_inverse=True)
+    mean, _ = segment_mean(F.normalize(history.float(), dim=1), seg, int(seg.max()) + 1)
+    return vocab.classify(mean.cpu())[0].to(history.device)[seg]
+
+
+def text_cross_entropy(pred: torch.Tensor, labels: torch.Tensor, vocab, scale: float = 100.0) -> torch.Tensor:
+    return F.cross_entropy(text_logits(pred, vocab, scale), labels)
+
+
+def adept_expert_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+                      experts: list[tuple[torch.Tensor, torch.Tensor]], vocab) -> torch.Tensor:
+    """Cosine loss to each expert's features on the points of the classes it is adept at.
+
+    ``experts``: (expert features (N, D), adept (K,) bool) pairs; a point's class is its teacher
+    target's class.
+    """
+    if not experts or not mask.any():
+        return pred.sum() * 0.0
+    cls = torch.full((len(pred),), -1, dtype=torch.long, device=pred.device)
+    cls[mask] = vocab.classify(target[mask].float().cpu())[0].to(pred.device)
+    total, count = pred.sum() * 0.0, 0
+    for feats, adept in experts:
+        adept = adept.to(pred.device)
+        sel = (cls >= 0) & adept[cls.clamp(min=0)]
+        if sel.any():
+            total = total + (1.0 - F.cosine_similarity(pred[sel], feats[sel].to(pred.dtype), dim=1)).sum()
+            count += int(sel.sum())
+    return total / max(count, 1)

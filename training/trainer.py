@@ -10,7 +10,6 @@ validation mIoU).
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import math
 import os
@@ -26,15 +25,22 @@ from ovseg3d.eval.semantic import SemanticMeter
 from ovseg3d.labels import load_label_set
 from ovseg3d.progress import bar
 from ovseg3d.student.checkpoint import read_checkpoint, save_checkpoint
-from ovseg3d.student.model import Student, StudentConfig, default_device
+from ovseg3d.student.model import Student, default_device
 from ovseg3d.text.clip_model import ClipSpec
 from ovseg3d.text.vocabulary import build_vocabulary
 
-from .config import TrainConfig, save_config, to_dict
+from .config import TrainConfig, save_config, student_config, to_dict
 from .data import DistillDataset, split_scenes
-from .losses import cosine_distillation, superpoint_distillation
+from .losses import (
+    adept_expert_loss,
+    cosine_distillation,
+    superpoint_distillation,
+    superpoint_pseudo_labels,
+    text_cross_entropy,
+)
 
-LOG_FIELDS = ["epoch", "lr", "loss", "loss_cosine", "loss_superpoint", "val_miou", "val_macc", "seconds"]
+LOSSES = ["cosine", "superpoint", "temporal_ensembling", "snapshot_experts"]
+LOG_FIELDS = ["epoch", "lr", "loss", *(f"loss_{k}" for k in LOSSES), "val_miou", "val_macc", "seconds"]
 
 
 def _world() -> tuple[int, int]:
@@ -66,17 +72,30 @@ class Trainer:
         train, self.val_names = split_scenes(cfg)
         self.data = DistillDataset(cfg, train)
         self.val = DistillDataset(cfg, self.val_names)
-        self.student = Student(StudentConfig(**dataclasses.asdict(cfg.student))).to(self.device)
+        self.student = Student(student_config(cfg)).to(self.device)
+        if cfg.student.init:
+            self._init_weights(Path(cfg.student.init))
+        trainable = list(self.student.parameters())
+        if cfg.student.freeze_backbone:  # GeoGuide: only the adapter (or the head) learns
+            keep = self.student.adapter if self.student.adapter is not None else self.student.net.head
+            for p in self.student.parameters():
+                p.requires_grad_(False)
+            for p in keep.parameters():
+                p.requires_grad_(True)
+            trainable = list(keep.parameters())
         self.model = self.student
         if self.world > 1:
             self.model = torch.nn.parallel.DistributedDataParallel(self.student)
-        self.opt = torch.optim.AdamW(self.student.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        self.opt = torch.optim.AdamW(trainable, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        self.history: Student | None = None  # SAS temporal-ensembling model
+        self.experts: list[tuple[Student, np.ndarray]] = []  # HAS-KD snapshots and their per-class IoU
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda e: _lr_factor(cfg, e))
         self.run_dir = cfg.run_dir
         self.start_epoch = 0
         self.best = -1.0
         self.labels = load_label_set(cfg.labels)
         self._vocab = None
+        self._class_iou: np.ndarray | None = None
 
     @property
     def vocab(self):
@@ -88,10 +107,40 @@ class Trainer:
                                 f"is {self.cfg.student.feature_dim}")
         return self._vocab
 
+    def _clone(self) -> Student:
+        """A frozen copy of the student (MinkowskiEngine modules do not survive copy.deepcopy)."""
+        twin = Student(self.student.cfg).to(self.device)
+        twin.load_state_dict(self.student.state_dict())
+        for p in twin.parameters():
+            p.requires_grad_(False)
+        return twin.eval()
+
+    def _init_weights(self, path: Path) -> None:
+        state = read_checkpoint(path)["state_dict"]
+        own = self.student.state_dict()
+        usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        if not usable:
+            raise UserError(f"config key 'student.init': {path} has no weights that fit this student")
+        self.student.load_state_dict(usable, strict=False)
+        fresh = sorted(set(own) - set(usable))
+        if self.rank == 0 and fresh:
+            print(f"student.init: {len(usable)} tensors from {path}; {len(fresh)} start fresh "
+                  f"({', '.join(fresh[:4])}{', ...' if len(fresh) > 4 else ''})")
+
+    def train(self, mode: bool = True) -> None:
+        self.model.train(mode)
+        if mode and self.cfg.student.freeze_backbone:
+            self.student.net.eval()  # frozen batch-norm statistics stay as they were
+
     # ---------------------------------------------------------------- checkpoints
     def _state(self, epoch: int) -> dict:
+        def weights(m: Student) -> dict:
+            return {k: v.detach().cpu() for k, v in m.state_dict().items()}
+
         return {"epoch": epoch, "best_val_miou": self.best, "optimizer": self.opt.state_dict(),
-                "scheduler": self.sched.state_dict(), "torch_rng": torch.get_rng_state()}
+                "scheduler": self.sched.state_dict(), "torch_rng": torch.get_rng_state(),
+                "history": weights(self.history) if self.history is not None else None,
+                "experts": [{"weights": weights(m), "iou": [float(x) for x in iou]} for m, iou in self.experts]}
 
     def resume(self) -> bool:
         path = self.run_dir / "last.pt"
@@ -105,6 +154,13 @@ class Trainer:
         self.opt.load_state_dict(train["optimizer"])
         self.sched.load_state_dict(train["scheduler"])
         torch.set_rng_state(train["torch_rng"])
+        if train.get("history") is not None:
+            self.history = self._clone()
+            self.history.load_state_dict(train["history"])
+        for e in train.get("experts", []):
+            expert = self._clone()
+            expert.load_state_dict(e["weights"])
+            self.experts.append((expert, np.asarray(e["iou"])))
         self.start_epoch = int(train["epoch"]) + 1
         self.best = float(train.get("best_val_miou", -1.0))
         return True
@@ -114,18 +170,55 @@ class Trainer:
                                train=self._state(epoch))
 
     # ---------------------------------------------------------------- steps
-    def _losses(self, pred: torch.Tensor, sample) -> dict[str, torch.Tensor]:
+    def _losses(self, pred: torch.Tensor, sample, extra: dict) -> dict[str, torch.Tensor]:
+        L = self.cfg.loss
         target, mask = sample.target.to(self.device), sample.mask.to(self.device)
+        sp = sample.superpoints.to(self.device)
         out = {}
-        if self.cfg.loss.cosine > 0:
+        if L.cosine > 0:
             out["cosine"] = cosine_distillation(pred, target, mask)
-        if self.cfg.loss.superpoint > 0:
-            out["superpoint"] = superpoint_distillation(pred, target, sample.superpoints.to(self.device), mask,
-                                                        uncertainty=self.cfg.loss.superpoint_uncertainty)
+        if L.superpoint > 0:
+            out["superpoint"] = superpoint_distillation(pred, target, sp, mask, uncertainty=L.superpoint_uncertainty)
+        if "history" in extra:
+            labels = superpoint_pseudo_labels(extra["history"], sp, self.vocab)
+            out["temporal_ensembling"] = text_cross_entropy(pred, labels, self.vocab, L.te_logit_scale)
+        if "experts" in extra:
+            out["snapshot_experts"] = adept_expert_loss(pred, target, mask, extra["experts"], self.vocab)
         return out
 
+    def _extra_targets(self, samples, offsets) -> list[dict]:
+        """Per sample: the history model's features and the adept experts' features, if enabled."""
+        extras: list[dict] = [{} for _ in range(len(offsets) - 1)]
+
+        def field():  # each network needs its own field: MinkowskiEngine keys its maps per forward
+            return self.student.make_field([s.points for s in samples], [s.colors for s in samples])
+
+        with torch.no_grad():
+            if self.history is not None:
+                h = self.history(field())
+                for e, lo, hi in zip(extras, offsets[:-1], offsets[1:]):
+                    e["history"] = h[lo:hi]
+            if self.experts and self.cfg.loss.snapshot_experts > 0:
+                current = self._class_iou if self._class_iou is not None else np.zeros(len(self.labels))
+                feats = [(m(field()), np.asarray(iou) > current) for m, iou in self.experts]
+                best = np.argmax(np.stack([iou for _, iou in self.experts]), axis=0)
+                for e, lo, hi in zip(extras, offsets[:-1], offsets[1:]):
+                    e["experts"] = [(f[lo:hi], torch.as_tensor((best == i) & better))
+                                    for i, (f, better) in enumerate(feats)]
+        return extras
+
+    def _update_history(self) -> None:
+        m = self.cfg.loss.te_momentum
+        with torch.no_grad():
+            for ph, ps in zip(self.history.parameters(), self.student.parameters()):
+                ph.mul_(m).add_(ps.detach(), alpha=1 - m)
+            for bh, bs in zip(self.history.buffers(), self.student.buffers()):
+                bh.copy_(bs)
+
     def train_epoch(self, epoch: int) -> dict[str, float]:
-        self.model.train()
+        self.train()
+        if self.cfg.loss.temporal_ensembling > 0 and epoch >= self.cfg.loss.te_start_epoch and self.history is None:
+            self.history = self._clone()
         order = np.random.default_rng([self.cfg.seed, epoch, 7]).permutation(len(self.data))
         mine = order[self.rank::self.world]
         B = self.cfg.optim.batch_scenes
@@ -139,9 +232,10 @@ class Trainer:
                 field = self.student.make_field([s.points for s in samples], [s.colors for s in samples])
                 pred = self.model(field)
                 offsets = np.cumsum([0] + [len(s.points) for s in samples])
+                extras = self._extra_targets(samples, offsets)
                 total = pred.sum() * 0.0
-                for s, lo, hi in zip(samples, offsets[:-1], offsets[1:]):
-                    for name, value in self._losses(pred[lo:hi], s).items():
+                for s, lo, hi, extra in zip(samples, offsets[:-1], offsets[1:], extras):
+                    for name, value in self._losses(pred[lo:hi], s, extra).items():
                         weight = getattr(self.cfg.loss, name)
                         total = total + weight * value / len(samples)
                         sums[name] = sums.get(name, 0.0) + value.item() / len(samples)
@@ -150,6 +244,8 @@ class Trainer:
                 if self.cfg.optim.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.cfg.optim.grad_clip)
                 self.opt.step()
+                if self.history is not None:
+                    self._update_history()
                 steps += 1
                 sums["loss"] = sums.get("loss", 0.0) + total.item()
                 pbar.update(len(samples))
@@ -166,7 +262,17 @@ class Trainer:
             feats = self.student.predict(scene.points, scene.colors)
             meter.update(self.vocab.classify(feats)[0].numpy(), scene.semantic(self.labels))
         s = meter.compute()
+        self._class_iou = np.nan_to_num(s.iou, nan=0.0)
         return s.miou, s.macc
+
+    def _snapshot(self, epoch: int) -> None:
+        """HAS-KD: keep the current student as an expert with its per-class validation IoU."""
+        if self.cfg.loss.snapshot_experts <= 0 or (epoch + 1) % self.cfg.loss.snapshot_every:
+            return
+        if self.rank != 0 or self._class_iou is None:
+            self.validate()  # every process needs the experts' IoU; validation is deterministic
+        self.experts.append((self._clone(), self._class_iou.copy()))
+        self.experts = self.experts[-self.cfg.loss.max_experts:]
 
     # ---------------------------------------------------------------- the run
     def fit(self) -> Path:
@@ -182,16 +288,19 @@ class Trainer:
             lr = self.opt.param_groups[0]["lr"]
             stats = self.train_epoch(epoch)
             self.sched.step()
+            self._class_iou = None
+            miou = macc = float("nan")
+            last = epoch + 1 == self.cfg.optim.epochs
+            if self.rank == 0 and self.val_names and ((epoch + 1) % self.cfg.val_every == 0 or last):
+                miou, macc = self.validate()
+            self._snapshot(epoch)
             if self.rank == 0:
-                miou = macc = float("nan")
-                if self.val_names and ((epoch + 1) % self.cfg.val_every == 0 or epoch + 1 == self.cfg.optim.epochs):
-                    miou, macc = self.validate()
                 if not math.isnan(miou) and miou > self.best:
                     self.best = miou
                     self.save("best.pt", epoch)
                 self.save("last.pt", epoch)
-                row = {"epoch": epoch + 1, "lr": lr, "loss": stats.get("loss"), "loss_cosine": stats.get("cosine"),
-                       "loss_superpoint": stats.get("superpoint"), "val_miou": miou, "val_macc": macc,
+                row = {"epoch": epoch + 1, "lr": lr, "loss": stats.get("loss"),
+                       **{f"loss_{k}": stats.get(k) for k in LOSSES}, "val_miou": miou, "val_macc": macc,
                        "seconds": round(time.perf_counter() - t0, 2)}
                 new = not log_path.exists()
                 with open(log_path, "a", newline="") as fh:

@@ -29,6 +29,7 @@ class StudentConfig:
     feature_dim: int = 512  # the teacher's text-space dimension (512 for ViT-B, 768 for ViT-L)
     voxel_size: float = 0.02  # metres
     input: str = "occupancy"  # "occupancy" (geometry only) or "color" (occupancy + RGB)
+    adapter_hidden: int = 0  # > 0: a two-layer MLP adapter on backbone features replaces the 1x1 head (GeoGuide)
 
     def validate(self) -> None:
         if self.arch not in ARCHS:
@@ -49,6 +50,11 @@ class Student(nn.Module):
         cfg.validate()
         self.cfg = cfg
         self.net = ARCHS[cfg.arch](in_channels=1 if cfg.input == "occupancy" else 4, out_channels=cfg.feature_dim)
+        self.adapter = None
+        if cfg.adapter_hidden > 0:
+            width = self.net.backbone_dim
+            self.adapter = nn.Sequential(nn.Linear(width, cfg.adapter_hidden), nn.ReLU(inplace=True),
+                                         nn.Linear(cfg.adapter_hidden, cfg.feature_dim))
 
     @property
     def device(self) -> torch.device:
@@ -81,6 +87,8 @@ class Student(nn.Module):
 
     def forward(self, field: ME.TensorField) -> torch.Tensor:
         """(total points, feature_dim) features, one per input point, in input order."""
+        if self.adapter is not None:
+            return self.adapter(self.backbone_features(field))
         return self.net(field.sparse()).slice(field).F
 
     def backbone_features(self, field: ME.TensorField) -> torch.Tensor:
