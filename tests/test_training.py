@@ -211,6 +211,40 @@ def test_self_distillation_snapshots_and_frozen_adapter(synth_root, targets, tmp
     assert not all(torch.equal(a[k], b[k]) for k in a if k.startswith("adapter."))
 
 
+def test_affinity_student_trains_and_drives_pooling(synth_root, targets, tmp_path):
+    teacher = train(_cfg(synth_root, targets, tmp_path, "name=teacher", "optim.epochs=1"))
+    affinity = train(load_config(CONFIG, [f"data.scenes={synth_root}", f"out={tmp_path}", "name=aff", "task=affinity",
+                                          f"affinity.teacher={teacher}", "affinity.anchors=512", "optim.epochs=2",
+                                          "threads=1", "data.train=[scene0000_00]", "data.targets="]))
+    log = (tmp_path / "aff" / "log.csv").read_text().splitlines()
+    assert len(log) == 3 and float(log[1].split(",")[1]) > 0
+    student, data = load_student(affinity, "cpu")
+    assert data["role"] == "affinity" and student.cfg.arch == "MinkUNetSmall" and student.cfg.feature_dim == 128
+    out = tmp_path / "pred"
+    proc = subprocess.run([str(BIN / "ovseg3d"), "infer", str(synth_root / "scene0001_00"), "--checkpoint",
+                           str(teacher), "--pooling", "--affinity", str(affinity), "--pooling-steps", "2",
+                           "--out", str(out), "--no-pictures"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (out / "scene0001_00.npz").exists()
+
+
+def test_contrastive_loss_prefers_the_matching_teacher_feature():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from ovseg3d_train.affinity import contrastive_loss
+
+    rng = np.random.default_rng(0)
+    pts = rng.uniform(0, 1, (300, 3))
+    teacher = torch.randn(300, 8)
+    cfg = SimpleNamespace(affinity=SimpleNamespace(anchors=64, pool=128, global_negatives=8, local_negatives=4,
+                                                   local_k=8, tau=0.07))
+    good = contrastive_loss(teacher.clone(), teacher, pts, cfg, np.random.default_rng(1))
+    bad = contrastive_loss(torch.randn(300, 8), teacher, pts, cfg, np.random.default_rng(1))
+    assert good.item() < 0.1 < bad.item()
+
+
 def test_two_process_gloo_ddp(synth_root, targets, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "ovseg3d_train.cli",

@@ -50,6 +50,11 @@ class AugmentSection:
 @dataclass
 class LossSection:
     cosine: float = 1.0  # OpenScene: 1 - cos(student, fused teacher) on every point with a target
+    # Ours: subtract the training targets' mean direction from student and teacher features before
+    # the cosine (point and superpoint losses). CLIP embeddings of different classes share most of
+    # their direction, so the plain cosine is dominated by that shared part; centring measures the
+    # class-discriminative part and learns it several times faster on small budgets.
+    center_targets: bool = False
     superpoint: float = 0.0  # SAS: the same on superpoint-averaged student and teacher features
     superpoint_uncertainty: bool = False  # GeoGuide: weight superpoints by their teachers' agreement
     superpoint_k_thresh: float = 0.01
@@ -68,6 +73,20 @@ class LossSection:
 
 
 @dataclass
+class AffinitySection:
+    """GeoPurify: a light affinity student learns geometry contrastively from a frozen 3D teacher."""
+
+    teacher: str = ""  # checkpoint of the frozen 3D teacher (our distilled student serves)
+    dim: int = 128  # affinity embedding size
+    anchors: int = 4096
+    global_negatives: int = 48  # macro-negatives: the least similar points (teacher space) of a random pool
+    local_negatives: int = 16  # micro-negatives: the most dissimilar of the anchor's spatial neighbours
+    local_k: int = 32
+    pool: int = 2048  # candidates for the macro-negatives
+    tau: float = 0.07
+
+
+@dataclass
 class OptimSection:
     epochs: int = 50
     lr: float = 1e-3
@@ -75,11 +94,13 @@ class OptimSection:
     batch_scenes: int = 1  # samples per step on each process
     schedule: str = "cosine"  # cosine | constant
     grad_clip: float = 0.0
+    head_init_mean: bool = True  # start the output head at the targets' mean direction (fresh runs)
 
 
 @dataclass
 class TrainConfig:
     name: str = "run"
+    task: str = "distill"  # distill: the 3D student from fused 2D targets; affinity: GeoPurify's affinity student
     out: str = "runs"  # the run folder is <out>/<name>
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
@@ -93,6 +114,7 @@ class TrainConfig:
     augment: AugmentSection = field(default_factory=AugmentSection)
     loss: LossSection = field(default_factory=LossSection)
     optim: OptimSection = field(default_factory=OptimSection)
+    affinity: AffinitySection = field(default_factory=AffinitySection)
 
     @property
     def run_dir(self) -> Path:
@@ -195,7 +217,11 @@ def validate(cfg: TrainConfig) -> None:
     student_config(cfg).validate()
     if not cfg.data.scenes:
         raise UserError("config key 'data.scenes' is required: the dataset root")
-    if not cfg.data.targets:
+    if cfg.task not in ("distill", "affinity"):
+        raise UserError(f"config key 'task' must be distill or affinity, got {cfg.task!r}")
+    if cfg.task == "affinity" and not cfg.affinity.teacher:
+        raise UserError("config key 'affinity.teacher' is required for task affinity: the frozen 3D teacher checkpoint")
+    if cfg.task == "distill" and not cfg.data.targets:
         raise UserError("config key 'data.targets' is required: the folder of fused teacher features")
     if cfg.optim.epochs < 1 or cfg.optim.batch_scenes < 1:
         raise UserError("config keys 'optim.epochs' and 'optim.batch_scenes' must be >= 1")

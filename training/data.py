@@ -61,6 +61,18 @@ class DistillDataset:
     def __len__(self) -> int:
         return len(self.names)
 
+    def target_mean(self) -> torch.Tensor:
+        """Mean of the unit teacher features over every target point of these scenes."""
+        total, count = None, 0
+        for name in self.names:
+            _, _, target, mask, _ = self._load(name)
+            unit = torch.nn.functional.normalize(target[mask].float(), dim=1)
+            total = unit.sum(0) if total is None else total + unit.sum(0)
+            count += len(unit)
+        if not count:
+            raise UserError("the training targets mark no point as seen by the teacher")
+        return total / count
+
     def scene(self, name: str) -> ScanNetScene:
         return ScanNetScene(Path(self.cfg.data.scenes) / name)
 

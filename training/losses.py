@@ -21,12 +21,22 @@ import torch
 import torch.nn.functional as F
 
 
-def cosine_distillation(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+def center(pred: torch.Tensor, target: torch.Tensor, mean: torch.Tensor | None):
+    """Student and (unit) teacher features with a fixed mean direction removed (``mean=None``: as is)."""
+    if mean is None:
+        return pred, target.to(pred.dtype)
+    mean = mean.to(pred.device, pred.dtype)
+    return pred - mean, F.normalize(target.to(pred.dtype), dim=1) - mean
+
+
+def cosine_distillation(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
+                        mean: torch.Tensor | None = None) -> torch.Tensor:
     if mask is not None:
         pred, target = pred[mask], target[mask]
     if len(pred) == 0:
         return pred.sum() * 0.0
-    return (1.0 - F.cosine_similarity(pred, target.to(pred.dtype), dim=1)).mean()
+    pred, target = center(pred, target, mean)
+    return (1.0 - F.cosine_similarity(pred, target, dim=1)).mean()
 
 
 def segment_mean(values: torch.Tensor, segments: torch.Tensor, num_segments: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,7 +47,8 @@ def segment_mean(values: torch.Tensor, segments: torch.Tensor, num_segments: int
 
 
 def superpoint_distillation(pred: torch.Tensor, target: torch.Tensor, superpoints: torch.Tensor,
-                            mask: torch.Tensor | None = None, uncertainty: bool = False) -> torch.Tensor:
+                            mask: torch.Tensor | None = None, uncertainty: bool = False,
+                            mean: torch.Tensor | None = None) -> torch.Tensor:
     """1 - cos between superpoint-averaged student and teacher features, over superpoints with targets."""
     if mask is not None:
         pred, target, superpoints = pred[mask], target[mask], superpoints[mask]
@@ -45,7 +56,7 @@ def superpoint_distillation(pred: torch.Tensor, target: torch.Tensor, superpoint
         return pred.sum() * 0.0
     _, seg = torch.unique(superpoints, return_inverse=True)
     n = int(seg.max()) + 1
-    target = target.to(pred.dtype)
+    pred, target = center(pred, target, mean)
     sp_pred, _ = segment_mean(pred, seg, n)
     sp_target, _ = segment_mean(target, seg, n)
     loss = 1.0 - F.cosine_similarity(sp_pred, sp_target, dim=1)

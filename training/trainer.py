@@ -87,6 +87,9 @@ class Trainer:
         if self.world > 1:
             self.model = torch.nn.parallel.DistributedDataParallel(self.student)
         self.opt = torch.optim.AdamW(trainable, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        self.target_mean = self.data.target_mean().to(self.device)  # mean unit teacher feature
+        if cfg.optim.head_init_mean and not cfg.student.init:
+            self._init_head_to_mean()
         self.history: Student | None = None  # SAS temporal-ensembling model
         self.experts: list[tuple[Student, np.ndarray]] = []  # HAS-KD snapshots and their per-class IoU
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda e: _lr_factor(cfg, e))
@@ -114,6 +117,18 @@ class Trainer:
         for p in twin.parameters():
             p.requires_grad_(False)
         return twin.eval()
+
+    def _init_head_to_mean(self) -> None:
+        """Start predicting the targets' mean direction: the plain cosine loss otherwise spends its
+        first many steps only turning a random output towards it."""
+        with torch.no_grad():
+            if self.student.adapter is not None:
+                last = self.student.adapter[-1]
+                last.weight.mul_(0.1)
+                last.bias.copy_(self.target_mean)
+            else:
+                self.student.net.head.kernel.mul_(0.1)
+                self.student.net.head.bias.copy_(self.target_mean)
 
     def _init_weights(self, path: Path) -> None:
         state = read_checkpoint(path)["state_dict"]
@@ -175,10 +190,12 @@ class Trainer:
         target, mask = sample.target.to(self.device), sample.mask.to(self.device)
         sp = sample.superpoints.to(self.device)
         out = {}
+        mean = self.target_mean if L.center_targets else None
         if L.cosine > 0:
-            out["cosine"] = cosine_distillation(pred, target, mask)
+            out["cosine"] = cosine_distillation(pred, target, mask, mean)
         if L.superpoint > 0:
-            out["superpoint"] = superpoint_distillation(pred, target, sp, mask, uncertainty=L.superpoint_uncertainty)
+            out["superpoint"] = superpoint_distillation(pred, target, sp, mask, uncertainty=L.superpoint_uncertainty,
+                                                        mean=mean)
         if "history" in extra:
             labels = superpoint_pseudo_labels(extra["history"], sp, self.vocab)
             out["temporal_ensembling"] = text_cross_entropy(pred, labels, self.vocab, L.te_logit_scale)
@@ -324,6 +341,10 @@ class Trainer:
 
 
 def train(cfg: TrainConfig, fresh: bool = False) -> Path:
+    if cfg.task == "affinity":
+        from .affinity import train_affinity
+
+        return train_affinity(cfg, fresh)
     trainer = Trainer(cfg)
     if fresh and trainer.rank == 0:
         for name in ("last.pt", "best.pt", "log.csv"):

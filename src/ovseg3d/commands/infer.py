@@ -22,6 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vocabulary", type=Path, help="precomputed vocabulary embedding file instead of a text encoder")
     p.add_argument("--pooling", action="store_true",
                    help="geometry-guided feature pooling (GeoPurify: K=96, sharpening 20, 18 steps)")
+    p.add_argument("--affinity", type=Path,
+                   help="GeoPurify affinity student checkpoint for --pooling (default: the student's own backbone)")
     p.add_argument("--pooling-k", type=int, default=96)
     p.add_argument("--pooling-steps", type=int, default=18)
     p.add_argument("--save-features", action="store_true", help="also store fp16 features in the .npz")
@@ -58,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--mode {args.mode} needs --features (the `ovseg3d extract` output)")
     device = default_device() if args.device == "auto" else torch.device(args.device)
     student, ckpt = load_student(args.checkpoint, device) if need_3d else (None, {})
+    affinity = load_student(args.affinity, device)[0] if args.affinity else None
     labels = load_label_set(args.labels or ckpt.get("label_set", "scannet20"))
     if args.vocabulary:
         vocab = load_vocabulary(args.vocabulary)
@@ -85,8 +88,12 @@ def run(args: argparse.Namespace) -> int:
                 feats = student.predict(scene.points, scene.colors if student.cfg.input == "color" else None)
                 if args.pooling:
                     with torch.no_grad():
-                        aff = student.backbone_features(student.make_field(
-                            [scene.points], [scene.colors] if student.cfg.input == "color" else None)).cpu()
+                        if affinity is not None:
+                            aff = affinity.predict(scene.points,
+                                                   scene.colors if affinity.cfg.input == "color" else None)
+                        else:
+                            aff = student.backbone_features(student.make_field(
+                                [scene.points], [scene.colors] if student.cfg.input == "color" else None)).cpu()
                     feats = geometric_pooling(scene.points, feats, aff, k=args.pooling_k, steps=args.pooling_steps)
             if need_2d:
                 f2d_seen, mask = load_fused(fused_path(args.features, scene.name), num_points=scene.num_points)

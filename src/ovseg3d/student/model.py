@@ -19,7 +19,16 @@ import torch.nn as nn
 from ovseg3d.errors import UserError
 from ovseg3d.student.minkunet import MinkUNet18A
 
-ARCHS = {"MinkUNet18A": MinkUNet18A}
+
+class MinkUNetSmall(MinkUNet18A):
+    """A quarter-width, one-block-per-stage U-Net: GeoPurify's light affinity student."""
+
+    def __init__(self, in_channels: int, out_channels: int, D: int = 3):
+        super().__init__(in_channels, out_channels, D, planes=(16, 32, 64, 128, 64, 64, 48, 48),
+                         layers=(1,) * 8, init_dim=16)
+
+
+ARCHS = {"MinkUNet18A": MinkUNet18A, "MinkUNetSmall": MinkUNetSmall}
 INPUTS = ("occupancy", "color")
 
 

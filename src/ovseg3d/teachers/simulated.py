@@ -52,7 +52,7 @@ class SimulatedTeacherConfig:
     confusion: Confusion = field(default_factory=lambda: dict(TYPICAL_CONFUSIONS))
     bleed_cells: int = 1  # how far labels bleed over object boundaries, in patches
     bleed_prob: float = 0.4  # chance that a boundary patch takes its neighbour's label
-    noise: float = 0.05  # std of Gaussian noise added to each unit feature
+    noise: float = 0.3  # norm of the Gaussian noise vector added to each unit feature (relative to 1)
     seed: int = 0
 
 
@@ -152,7 +152,8 @@ class SimulatedTeacher(LabelTeacher):
         if self.cfg.noise > 0:
             g = torch.Generator().manual_seed(int(self.segmenter.scene_key) * 100003 + frame.frame_id + self.cfg.seed)
             seen = fm.confidence > 0
-            fm.features[:, seen] += self.cfg.noise * torch.randn(fm.features.shape[0], int(seen.sum()), generator=g)
+            d = fm.features.shape[0]  # per-dimension std noise / sqrt(D): the noise vector's norm is ~noise
+            fm.features[:, seen] += self.cfg.noise / d**0.5 * torch.randn(d, int(seen.sum()), generator=g)
         return fm
 
 
@@ -165,7 +166,7 @@ def _simulated(confusion: Confusion):
             patch=int(o.get("patch", 16)),
             confusion=parse_confusion(o["confusion"]) if "confusion" in o else dict(confusion),
             bleed_cells=int(o.get("bleed_cells", 1)), bleed_prob=float(o.get("bleed_prob", 0.4)),
-            noise=float(o.get("noise", 0.05)), seed=int(o.get("seed", 0)))
+            noise=float(o.get("noise", 0.3)), seed=int(o.get("seed", 0)))
         return SimulatedTeacher(ctx.labels, ctx, cfg)
     return build
 
