@@ -40,6 +40,7 @@ def main() -> None:
     p.add_argument("--train-scenes", type=int, default=6)
     p.add_argument("--val-scenes", type=int, default=2)
     p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--affinity-epochs", type=int, default=10)
     p.add_argument("--work", type=Path, default=Path("runs/bench_distill"))
     args = p.parse_args()
     work = args.work
@@ -59,10 +60,16 @@ def main() -> None:
                                    f"data.scenes={data}", f"data.targets={feats}", f"data.train=[{','.join(train)}]",
                                    f"data.val=[{','.join(val)}]", f"optim.epochs={args.epochs}", f"out={work}/runs",
                                    f"name={run}", "val_every=5", *extra)
+    times["train affinity (GeoPurify)"] = sh(
+        BIN / "ovseg3d-train", "--config", "training/configs/geopurify_affinity.yaml", f"data.scenes={data}",
+        f"data.train=[{','.join(train)}]", f"affinity.teacher={work}/runs/cosine+superpoint/last.pt",
+        "student.voxel_size=0.05", f"optim.epochs={args.affinity_epochs}", f"out={work}/runs", "name=affinity")
     labels = load_label_set("scannet20")
     vocab = build_vocabulary(labels)
     meters = {k: SemanticMeter(len(labels)) for k in ("2D fusion (teacher)", "3D cosine", "3D cosine+superpoint",
-                                                      "3D cosine+superpoint + geometric pooling")}
+                                                      "3D cosine+superpoint + pooling (own backbone)",
+                                                      "3D cosine+superpoint + pooling (affinity student)")}
+    affinity = load_student(work / "runs" / "affinity" / "last.pt", "cpu")[0]
     students = {run: load_student(work / "runs" / run / "last.pt", "cpu")[0] for run in runs}
     t_pool = 0.0
     for name in val:
@@ -76,20 +83,22 @@ def main() -> None:
             f3d = st.predict(scene.points)
             meters[f"3D {run}"].update(vocab.classify(f3d)[0].numpy(), gt)
         st = students["cosine+superpoint"]
+        f3d = st.predict(scene.points)
         with torch.no_grad():
             st.eval()
-            aff = st.backbone_features(st.make_field([scene.points]))
+            own = st.backbone_features(st.make_field([scene.points]))
+        for key, aff in (("own backbone", own), ("affinity student", affinity.predict(scene.points))):
             t0 = time.perf_counter()
-            pooled = geometric_pooling(scene.points, st.predict(scene.points), aff)
+            pooled = geometric_pooling(scene.points, f3d, aff)
             t_pool += time.perf_counter() - t0
-        meters["3D cosine+superpoint + geometric pooling"].update(vocab.classify(pooled)[0].numpy(), gt)
+            meters[f"3D cosine+superpoint + pooling ({key})"].update(vocab.classify(pooled)[0].numpy(), gt)
     print(f"\n== distillation ablation on {len(val)} held-out synthetic scenes ({len(train)} training scenes, "
           f"{args.epochs} epochs; simulated teacher; random CLIP) ==")
     base = meters["2D fusion (teacher)"].compute().miou
-    print(f"{'method':<44}{'mIoU':>7}{'mAcc':>7}{'vs 2D':>8}")
+    print(f"{'method':<52}{'mIoU':>7}{'mAcc':>7}{'vs 2D':>8}")
     for k, m in meters.items():
         s = m.compute()
-        print(f"{k:<44}{s.miou * 100:>7.1f}{s.macc * 100:>7.1f}{s.miou / base:>8.2f}")
+        print(f"{k:<52}{s.miou * 100:>7.1f}{s.macc * 100:>7.1f}{s.miou / base:>8.2f}")
     print("times: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + f", pooling {t_pool:.1f} s")
 
 

@@ -193,16 +193,18 @@ def test_resume_gives_the_same_weights(synth_root, targets, tmp_path):
 
 
 def test_self_distillation_snapshots_and_frozen_adapter(synth_root, targets, tmp_path):
-    """SAS temporal ensembling, HAS-KD experts and a GeoGuide adapter train together, and a frozen
+    """SAS temporal ensembling, HAS-KD experts, GeoGuide's adapter and relation consistency train
+    together, and a frozen
     backbone stays exactly as initialised while its adapter learns."""
     cfg = _cfg(synth_root, targets, tmp_path, "name=all", "data.val=[scene0001_00]", "data.train=[scene0000_00]",
                "loss.temporal_ensembling=0.5", "loss.te_start_epoch=1", "loss.snapshot_experts=0.5",
-               "loss.snapshot_every=1", "student.adapter_hidden=32")
+               "loss.snapshot_every=1", "student.adapter_hidden=32", "loss.relation=0.1")
     first = train(cfg)
     log = (tmp_path / "all" / "log.csv").read_text().splitlines()
     header = log[0].split(",")
     row2 = dict(zip(header, log[2].split(",")))
     assert float(row2["loss_temporal_ensembling"]) > 0 and row2["loss_snapshot_experts"] != ""
+    assert float(row2["loss_relation"]) > 0
     assert len(read_checkpoint(first)["train"]["experts"]) == 2
     frozen = train(_cfg(synth_root, targets, tmp_path, "name=frozen", "optim.epochs=1", "data.train=[scene0000_00]",
                         "student.adapter_hidden=32", f"student.init={first}", "student.freeze_backbone=true"))

@@ -59,6 +59,11 @@ class LossSection:
     superpoint_uncertainty: bool = False  # GeoGuide: weight superpoints by their teachers' agreement
     superpoint_k_thresh: float = 0.01
     superpoint_min_verts: int = 20
+    # GeoGuide inter-instance relation consistency, with superpoints as the geometric instances:
+    # the superpoint-to-superpoint similarities of the backbone (geometric) features and of the
+    # output (semantic) features should agree (MSE), over at most `relation_groups` superpoints.
+    relation: float = 0.0
+    relation_groups: int = 64
     # SAS temporal-ensembling self-distillation: a history (EMA) copy of the student labels each
     # superpoint by the argmax of its averaged features; the student learns those labels (CE).
     temporal_ensembling: float = 0.0

@@ -34,12 +34,13 @@ from .data import DistillDataset, split_scenes
 from .losses import (
     adept_expert_loss,
     cosine_distillation,
+    relation_consistency,
     superpoint_distillation,
     superpoint_pseudo_labels,
     text_cross_entropy,
 )
 
-LOSSES = ["cosine", "superpoint", "temporal_ensembling", "snapshot_experts"]
+LOSSES = ["cosine", "superpoint", "relation", "temporal_ensembling", "snapshot_experts"]
 LOG_FIELDS = ["epoch", "lr", "loss", *(f"loss_{k}" for k in LOSSES), "val_miou", "val_macc", "seconds"]
 
 
@@ -196,12 +197,21 @@ class Trainer:
         if L.superpoint > 0:
             out["superpoint"] = superpoint_distillation(pred, target, sp, mask, uncertainty=L.superpoint_uncertainty,
                                                         mean=mean)
+        if "backbone" in extra:
+            out["relation"] = relation_consistency(extra["backbone"], pred, self._relation_groups(sp))
         if "history" in extra:
             labels = superpoint_pseudo_labels(extra["history"], sp, self.vocab)
             out["temporal_ensembling"] = text_cross_entropy(pred, labels, self.vocab, L.te_logit_scale)
         if "experts" in extra:
             out["snapshot_experts"] = adept_expert_loss(pred, target, mask, extra["experts"], self.vocab)
         return out
+
+    def _relation_groups(self, superpoints: torch.Tensor) -> torch.Tensor:
+        """Superpoint ids with all but ``relation_groups`` random superpoints set to -1 (ignored)."""
+        ids = torch.unique(superpoints)
+        g = torch.Generator().manual_seed(int(ids.sum()))
+        keep = ids[torch.randperm(len(ids), generator=g)[: self.cfg.loss.relation_groups]]
+        return torch.where(torch.isin(superpoints, keep.to(superpoints.device)), superpoints, -1)
 
     def _extra_targets(self, samples, offsets) -> list[dict]:
         """Per sample: the history model's features and the adept experts' features, if enabled."""
@@ -210,6 +220,10 @@ class Trainer:
         def field():  # each network needs its own field: MinkowskiEngine keys its maps per forward
             return self.student.make_field([s.points for s in samples], [s.colors for s in samples])
 
+        if self.cfg.loss.relation > 0:  # geometric features of the student itself, with gradients
+            b = self.student.backbone_features(field())
+            for e, lo, hi in zip(extras, offsets[:-1], offsets[1:]):
+                e["backbone"] = b[lo:hi]
         with torch.no_grad():
             if self.history is not None:
                 h = self.history(field())
