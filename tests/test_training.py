@@ -22,6 +22,7 @@ from ovseg3d_train.losses import (
     adept_expert_loss,
     cosine_distillation,
     instance_mask_bce,
+    reconstruct_instance_masks,
     relation_consistency,
     superpoint_distillation,
     superpoint_pseudo_labels,
@@ -66,6 +67,9 @@ def test_relation_consistency_and_instance_masks_by_hand():
     logits = torch.tensor([[10.0, 10.0, -10.0], [-10.0, -10.0, 10.0]])
     assert instance_mask_bce(logits, inst).item() < 1e-4
     assert instance_mask_bce(-logits, inst).item() > 9
+    # features that separate the two groups reconstruct their masks well; identical ones cannot
+    good = reconstruct_instance_masks(a, inst, scale=20.0).item()
+    assert good < reconstruct_instance_masks(b, inst, scale=20.0).item()
 
 
 def test_temporal_ensembling_pseudo_labels_by_hand():
@@ -198,13 +202,13 @@ def test_self_distillation_snapshots_and_frozen_adapter(synth_root, targets, tmp
     backbone stays exactly as initialised while its adapter learns."""
     cfg = _cfg(synth_root, targets, tmp_path, "name=all", "data.val=[scene0001_00]", "data.train=[scene0000_00]",
                "loss.temporal_ensembling=0.5", "loss.te_start_epoch=1", "loss.snapshot_experts=0.5",
-               "loss.snapshot_every=1", "student.adapter_hidden=32", "loss.relation=0.1")
+               "loss.snapshot_every=1", "student.adapter_hidden=32", "loss.relation=0.1", "loss.instance_masks=0.1")
     first = train(cfg)
     log = (tmp_path / "all" / "log.csv").read_text().splitlines()
     header = log[0].split(",")
     row2 = dict(zip(header, log[2].split(",")))
     assert float(row2["loss_temporal_ensembling"]) > 0 and row2["loss_snapshot_experts"] != ""
-    assert float(row2["loss_relation"]) > 0
+    assert float(row2["loss_relation"]) > 0 and float(row2["loss_instance_masks"]) > 0
     assert len(read_checkpoint(first)["train"]["experts"]) == 2
     frozen = train(_cfg(synth_root, targets, tmp_path, "name=frozen", "optim.epochs=1", "data.train=[scene0000_00]",
                         "student.adapter_hidden=32", f"student.init={first}", "student.freeze_backbone=true"))

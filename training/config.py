@@ -64,6 +64,11 @@ class LossSection:
     # output (semantic) features should agree (MSE), over at most `relation_groups` superpoints.
     relation: float = 0.0
     relation_groups: int = 64
+    # GeoGuide instance mask reconstruction, superpoints standing in for class-agnostic instances:
+    # each group's mean feature, as a query, must reconstruct the group's mask over the sample's
+    # points (BCE on scaled cosine logits).
+    instance_masks: float = 0.0
+    instance_mask_scale: float = 10.0
     # SAS temporal-ensembling self-distillation: a history (EMA) copy of the student labels each
     # superpoint by the argmax of its averaged features; the student learns those labels (CE).
     temporal_ensembling: float = 0.0

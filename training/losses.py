@@ -122,3 +122,19 @@ def adept_expert_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tens
             total = total + (1.0 - F.cosine_similarity(pred[sel], feats[sel].to(pred.dtype), dim=1)).sum()
             count += int(sel.sum())
     return total / max(count, 1)
+
+
+def reconstruct_instance_masks(pred: torch.Tensor, groups: torch.Tensor, scale: float = 10.0) -> torch.Tensor:
+    """BCE of masks predicted from each group's mean feature: logit_ij = scale * (cos(q_i, f_j) - 0.5).
+
+    ``groups``: per point a group id (-1: ignored); the masks cover every point of the sample.
+    """
+    keep = groups >= 0
+    if not keep.any():
+        return pred.sum() * 0.0
+    ids, inv = torch.unique(groups[keep], return_inverse=True)
+    queries, _ = segment_mean(F.normalize(pred[keep], dim=1), inv, len(ids))
+    logits = scale * (F.normalize(queries, dim=1) @ F.normalize(pred, dim=1).T - 0.5)
+    member = torch.full_like(groups, -1)
+    member[keep] = inv
+    return instance_mask_bce(logits, member)

@@ -34,13 +34,14 @@ from .data import DistillDataset, split_scenes
 from .losses import (
     adept_expert_loss,
     cosine_distillation,
+    reconstruct_instance_masks,
     relation_consistency,
     superpoint_distillation,
     superpoint_pseudo_labels,
     text_cross_entropy,
 )
 
-LOSSES = ["cosine", "superpoint", "relation", "temporal_ensembling", "snapshot_experts"]
+LOSSES = ["cosine", "superpoint", "relation", "instance_masks", "temporal_ensembling", "snapshot_experts"]
 LOG_FIELDS = ["epoch", "lr", "loss", *(f"loss_{k}" for k in LOSSES), "val_miou", "val_macc", "seconds"]
 
 
@@ -199,6 +200,8 @@ class Trainer:
                                                         mean=mean)
         if "backbone" in extra:
             out["relation"] = relation_consistency(extra["backbone"], pred, self._relation_groups(sp))
+        if L.instance_masks > 0:
+            out["instance_masks"] = reconstruct_instance_masks(pred, self._relation_groups(sp), L.instance_mask_scale)
         if "history" in extra:
             labels = superpoint_pseudo_labels(extra["history"], sp, self.vocab)
             out["temporal_ensembling"] = text_cross_entropy(pred, labels, self.vocab, L.te_logit_scale)
@@ -207,7 +210,9 @@ class Trainer:
         return out
 
     def _relation_groups(self, superpoints: torch.Tensor) -> torch.Tensor:
-        """Superpoint ids with all but ``relation_groups`` random superpoints set to -1 (ignored)."""
+        """Superpoint ids with all but ``relation_groups`` random superpoints set to -1 (ignored).
+
+        Used as the instances of GeoGuide's relation and mask losses."""
         ids = torch.unique(superpoints)
         g = torch.Generator().manual_seed(int(ids.sum()))
         keep = ids[torch.randperm(len(ids), generator=g)[: self.cfg.loss.relation_groups]]
