@@ -21,6 +21,7 @@ from ovseg3d.data.openscene import fused_path, load_fused
 from ovseg3d.data.scannet import ScanNetScene
 from ovseg3d.data.synth.generate import SYNTH_PRESETS, generate_dataset
 from ovseg3d.eval.semantic import SemanticMeter
+from ovseg3d.eval.tables import miou_table
 from ovseg3d.labels import load_label_set
 from ovseg3d.student.checkpoint import load_student
 from ovseg3d.student.pooling import geometric_pooling
@@ -94,11 +95,7 @@ def main() -> None:
             meters[f"3D cosine+superpoint + pooling ({key})"].update(vocab.classify(pooled)[0].numpy(), gt)
     print(f"\n== distillation ablation on {len(val)} held-out synthetic scenes ({len(train)} training scenes, "
           f"{args.epochs} epochs; simulated teacher; random CLIP) ==")
-    base = meters["2D fusion (teacher)"].compute().miou
-    print(f"{'method':<52}{'mIoU':>7}{'mAcc':>7}{'vs 2D':>8}")
-    for k, m in meters.items():
-        s = m.compute()
-        print(f"{k:<52}{s.miou * 100:>7.1f}{s.macc * 100:>7.1f}{s.miou / base:>8.2f}")
+    print(miou_table({k: m.compute() for k, m in meters.items()}, "2D fusion (teacher)"))
     print("times: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + f", pooling {t_pool:.1f} s")
 
 

@@ -19,6 +19,7 @@ import torch
 from ovseg3d.data.scannet import ScanNetScene
 from ovseg3d.data.synth.generate import SYNTH_PRESETS, generate_dataset
 from ovseg3d.eval.semantic import SemanticMeter
+from ovseg3d.eval.tables import miou_table
 from ovseg3d.fusion.frame_selection import coverage, frame_visibility, select_frames
 from ovseg3d.fusion.multiteacher import fuse_teachers, measure_capability
 from ovseg3d.fusion.multiview import fuse_many
@@ -73,11 +74,7 @@ def ablation(scenes: list[ScanNetScene], labels, spec: ClipSpec) -> None:
     t_ext = time.perf_counter() - t0
     print(f"\n== 2D fusion mIoU, two simulated teachers failing on different classes ({len(evals)} held-out "
           f"scenes; capability from {len(calib)} others) ==")
-    base = meters["average"].compute().miou
-    print(f"{'fusion':<28}{'mIoU':>8}{'mAcc':>8}{'vs average':>12}")
-    for key, m in meters.items():
-        sc = m.compute()
-        print(f"{key:<28}{sc.miou * 100:>8.1f}{sc.macc * 100:>8.1f}{sc.miou / base:>12.2f}")
+    print(miou_table({k: m.compute() for k, m in meters.items()}, "average", header="fusion"))
     points = sum(s.num_points for s in evals)
     print(f"calibration {t_cal:.1f} s; extract of 2 teachers: {frames} frames, {points} points in {t_ext:.1f} s "
           f"({frames / t_ext:.1f} frames/s, {frames * 2 / t_ext:.1f} teacher calls/s)")

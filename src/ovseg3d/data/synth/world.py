@@ -85,13 +85,20 @@ class _Layout:
             return False
         return not any(_overlap(rect, f) for f in self.footprints if f is not ignore)
 
+    def wall_spot(self, w: float, end_margin: float):
+        """A random wall and a position along it for something ``w`` wide, or None if too short."""
+        wall = int(self.rng.integers(4))
+        origin, along, inward, length = self.wall_frame(wall)
+        if length < w + 2 * end_margin + 0.1:
+            return None
+        return wall, origin, along, inward, self.rng.uniform(w / 2 + end_margin, length - w / 2 - end_margin)
+
     def place_against_wall(self, w: float, d: float) -> tuple[float, float, float] | None:
         for _ in range(200):
-            wall = int(self.rng.integers(4))
-            origin, along, inward, length = self.wall_frame(wall)
-            if length < w + 0.2:
+            spot = self.wall_spot(w, 0.05)
+            if spot is None:
                 continue
-            s = self.rng.uniform(w / 2 + 0.05, length - w / 2 - 0.05)
+            _, origin, along, inward, s = spot
             centre = origin + along * s + inward * (d / 2 + 0.02)
             # the object's back (+y in its frame) faces the wall: rotate +y onto -inward
             yaw = float(np.arctan2(inward[0], -inward[1]))
@@ -116,11 +123,10 @@ class _Layout:
                       ) -> tuple[float, float, float, float] | None:
         """(x, y, yaw, bottom z) of a wall-mounted panel of width w."""
         for _ in range(60):
-            wall = int(self.rng.integers(4))
-            origin, along, inward, length = self.wall_frame(wall)
-            if length < w + 0.4:
+            spot = self.wall_spot(w, 0.15)
+            if spot is None:
                 continue
-            s = self.rng.uniform(w / 2 + 0.15, length - w / 2 - 0.15)
+            wall, origin, along, inward, s = spot
             if any(abs(s - c) < (w + sw) / 2 + 0.1 for c, sw in self.wall_spans[wall]):
                 continue
             pos = origin + along * s + inward * 0.03
