@@ -50,6 +50,7 @@ COMMANDS: dict[str, Command] = {
     "calibrate": _module_command("calibrate"),
     "extract": _module_command("extract"),
     "infer": _module_command("infer"),
+    "eval": _module_command("evaluate"),
 }
 
 
