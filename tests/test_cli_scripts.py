@@ -32,3 +32,16 @@ def test_unknown_subcommand_is_one_clear_error():
                           timeout=120)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "invalid choice" in proc.stderr
+
+
+def test_bench_unknown_name_is_one_line():
+    proc = subprocess.run([str(BIN / "ovseg3d"), "bench", "nope"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "unknown benchmark nope; available:" in proc.stderr
+
+
+@pytest.mark.slow
+def test_quick_speed_benchmark_runs():
+    proc = subprocess.run([str(BIN / "ovseg3d"), "bench", "speed", "--quick"], capture_output=True, text=True,
+                          timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "3D speed-up" in proc.stdout and "labels s" in proc.stdout

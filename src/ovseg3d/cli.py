@@ -51,6 +51,7 @@ COMMANDS: dict[str, Command] = {
     "extract": _module_command("extract"),
     "infer": _module_command("infer"),
     "eval": _module_command("evaluate"),
+    "bench": _module_command("bench"),
 }
 
 

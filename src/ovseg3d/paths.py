@@ -19,3 +19,13 @@ def config_dir() -> Path:
             return path
     raise FileNotFoundError("ovseg3d's config/ folder was not found (looked in: "
                             + ", ".join(str(p) for p in candidates) + "); set OVSEG3D_CONFIG_DIR")
+
+
+def benchmarks_dir() -> Path:
+    """The source tree's benchmarks/ folder (benchmarks are not installed with the package)."""
+    from ovseg3d.errors import UserError
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks"
+    if not path.is_dir():
+        raise UserError("benchmarks/ is not here: `ovseg3d bench` runs from a source checkout")
+    return path

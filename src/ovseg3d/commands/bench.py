@@ -1,0 +1,36 @@
+"""`ovseg3d bench`: run the benchmark scripts (speed, memory and method ablations, side by side)."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "run benchmarks that print ratios measured side by side in one run"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("names", nargs="*", help="which benchmarks (default: speed scenes teachers); see benchmarks/")
+    p.add_argument("--quick", action="store_true", help="smaller sizes where the benchmark supports it")
+
+
+def run(args: argparse.Namespace) -> int:
+    import subprocess
+    import sys
+
+    from ovseg3d.errors import UserError
+    from ovseg3d.paths import benchmarks_dir
+
+    folder = benchmarks_dir()
+    available = sorted(p.stem.removeprefix("bench_") for p in folder.glob("bench_*.py"))
+    names = args.names or ["speed", "scenes", "teachers"]
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise UserError(f"unknown benchmark {', '.join(unknown)}; available: {', '.join(available)}")
+    quick_ok = {"speed", "scenes"}
+    for name in names:
+        cmd = [sys.executable, str(folder / f"bench_{name}.py")]
+        if args.quick and name in quick_ok:
+            cmd.append("--quick")
+        print(f"### ovseg3d bench {name}", flush=True)
+        if subprocess.run(cmd).returncode != 0:
+            raise UserError(f"benchmark {name} failed (output above)")
+    return 0
