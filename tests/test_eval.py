@@ -28,6 +28,15 @@ def test_miou_by_hand_with_ignored_points_and_absent_classes():
     assert s.points == 7
 
 
+def test_long_tail_split_means_by_hand():
+    s = semantic_scores(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]), 4)  # IoU 1, 1/2, 1/2, absent
+    splits = ("head", "head", "tail", "tail")
+    assert s.split_mious(splits) == pytest.approx({"head": 0.75, "tail": 0.5})
+    s200 = load_label_set("scannet200")
+    assert s200.splits.count("head") == 66 and s200.splits.count("common") == 68 and s200.splits.count("tail") == 66
+    assert s200.splits[s200.names.index("fire extinguisher")] == "tail"
+
+
 def test_no_prediction_is_a_miss_not_a_false_positive():
     s = semantic_scores(np.array([-1, 0]), np.array([0, 0]), 2)
     assert s.iou[0] == pytest.approx(0.5) and s.acc[0] == pytest.approx(0.5)

@@ -28,6 +28,7 @@ class LabelSet:
     names: tuple[str, ...]
     prompts: tuple[tuple[str, ...], ...]  # per class, one or more names for text prompts
     colors: np.ndarray  # (K, 3) uint8
+    splits: tuple[str, ...] = ()  # per class a long-tail split (ScanNet200: head/common/tail), or empty
 
     def __len__(self) -> int:
         return len(self.names)
@@ -94,5 +95,6 @@ def load_label_set(name_or_path: str | Path) -> LabelSet:
     for i, c in enumerate(classes):
         if "color" in c:
             colors[i] = np.asarray(c["color"], dtype=np.uint8)
+    splits = tuple(str(c["split"]) for c in classes) if all("split" in c for c in classes) else ()
     return LabelSet(name=str(spec.get("name", path.stem)), id_space=str(spec.get("id_space", "index")),
-                    ids=ids, names=names, prompts=tuple(prompts), colors=colors)
+                    ids=ids, names=names, prompts=tuple(prompts), colors=colors, splits=splits)

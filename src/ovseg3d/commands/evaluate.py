@@ -83,6 +83,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name:<18}{iou * 100:>7.1f}{acc * 100:>7.1f}")
     print(f"{'mean':<18}{scores.miou * 100:>7.1f}{scores.macc * 100:>7.1f}   ({len(scenes)} scenes, "
           f"{scores.points} labelled points; classes absent from the ground truth are left out)")
+    if labels.splits:
+        report["splits"] = scores.split_mious(labels.splits)
+        print("long tail: " + ", ".join(f"{k} {v * 100:.1f}" for k, v in report["splits"].items()))
     if has_instances:
         ap = inst.compute()
         report["instances"] = ap

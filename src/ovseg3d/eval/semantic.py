@@ -50,6 +50,14 @@ class SemanticScores:
     def macc(self) -> float:
         return float(np.nanmean(self.acc)) if self.present.any() else float("nan")
 
+    def split_mious(self, splits: tuple[str, ...] | list[str]) -> dict[str, float]:
+        """mIoU over each long-tail split's present classes (e.g. ScanNet200 head/common/tail)."""
+        out = {}
+        for name in dict.fromkeys(splits):
+            sel = np.array([s == name for s in splits]) & self.present
+            out[name] = float(np.nanmean(self.iou[sel])) if sel.any() else float("nan")
+        return out
+
     def as_dict(self, names: list[str] | tuple[str, ...] | None = None) -> dict:
         names = list(names) if names is not None else [str(i) for i in range(len(self.iou))]
         return {"mIoU": self.miou, "mAcc": self.macc, "points": self.points,
