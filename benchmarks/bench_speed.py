@@ -45,6 +45,31 @@ MEASURE = textwrap.dedent('''
         fuse_features(scene.points, frames, teacher)
         out["seconds"] = time.perf_counter() - t0
         out["frames"] = len(frames)
+    elif task == "ingest":
+        from ovseg3d.data.scannet import ScanNetScene
+        from ovseg3d.data.synth.writer import read_sweep
+        from ovseg3d.geometry.camera import backproject
+        from ovseg3d.geometry.voxel_map import VoxelMap
+        scene = ScanNetScene(arg["scene"])
+        vmap = VoxelMap(voxel_size=0.02)
+        frames = list(scene.frames())
+        sweeps = [read_sweep(scene.path, i) for i in range(arg["sweeps"])]
+        t_rgbd, t_lidar, n_rgbd, n_lidar = 0.0, 0.0, 0, 0
+        for k in range(max(len(frames), len(sweeps))):
+            if k < len(frames):
+                f = frames[k]
+                t0 = time.perf_counter()
+                d = f.depth[::2, ::2]  # the node ingests depth at half resolution
+                K = f.K.copy(); K[:2] /= 2
+                pts, pix = backproject(d, K, f.pose)
+                vmap.insert(pts, f.color[::2, ::2][pix[:, 0], pix[:, 1]], stamp=k)
+                t_rgbd += time.perf_counter() - t0; n_rgbd += 1
+            if k < len(sweeps):
+                pts, _, pose = sweeps[k]
+                t0 = time.perf_counter()
+                vmap.insert(pts @ pose[:3, :3].T + pose[:3, 3], stamp=k)
+                t_lidar += time.perf_counter() - t0; n_lidar += 1
+        out.update(rgbd_ms=1000 * t_rgbd / n_rgbd, lidar_ms=1000 * t_lidar / n_lidar, voxels=len(vmap))
     elif task == "query":
         from ovseg3d.text.vocabulary import Vocabulary
         n, k = arg["points"], arg["labels"]
@@ -86,6 +111,12 @@ def main() -> None:
             label = f"2D: {teacher} on {r['frames']} frames + fusion"
             print(f"{label:<46}{r['seconds']:>9.2f}{r['peak_mib']:>10.0f}{r['seconds'] / s3['seconds']:>13.1f}")
         print(f"({s3['points']} points; the 2D path needs the posed images, the 3D path only the points)")
+        r = measure("ingest", scene=str(scene), sweeps=SYNTH_PRESETS[preset].sweeps)
+        print("\n== map ingest per message against the sensor period (2 cm voxel map) ==")
+        print(f"{'message':<34}{'ms':>8}{'period ms':>11}{'load':>8}")
+        print(f"{'RGB-D frame (320x240 depth)':<34}{r['rgbd_ms']:>8.1f}{33:>11}{r['rgbd_ms'] / 33:>8.2f}")
+        print(f"{'LiDAR sweep (16 x 1024 beams)':<34}{r['lidar_ms']:>8.1f}{100:>11}{r['lidar_ms'] / 100:>8.2f}")
+        print(f"(map grew to {r['voxels']} voxels; peak {r['peak_mib']:.0f} MiB)")
     print("\n== labelling a map against a vocabulary (text query core: cosine to every label) ==")
     sizes = [100_000, 500_000] if args.quick else [100_000, 500_000, 1_000_000, 2_000_000]
     vocabs = [20, 200]

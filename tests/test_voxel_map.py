@@ -1,0 +1,60 @@
+"""The world-frame voxel map: merging, dirty tracking, eviction, saving."""
+
+import numpy as np
+import pytest
+
+from ovseg3d.data.ply import read_ply
+from ovseg3d.errors import UserError
+from ovseg3d.geometry.voxel_map import VoxelMap
+
+
+def test_points_in_one_voxel_merge_into_their_mean():
+    m = VoxelMap(voxel_size=0.1)
+    assert m.insert([[0.01, 0.01, 0.01], [0.03, 0.05, 0.07]], [[0, 0, 0], [100, 200, 50]], stamp=1.0) == 1
+    assert m.insert([[0.5, 0.5, 0.5]], stamp=2.0) == 1
+    assert m.insert([[0.05, 0.03, 0.02]], [[200, 100, 250]], stamp=3.0) == 0
+    assert len(m) == 2
+    first = np.argmin(m.points[:, 0])
+    assert m.points[first] == pytest.approx([0.03, 0.03, 0.1 / 3], abs=1e-6)
+    assert m.colors[first].tolist() == [100, 100, 100] and m.count[first] == 3
+    assert m.last_seen[first] == 3.0
+
+
+def test_non_finite_points_are_dropped_and_the_map_keeps_what_it_had():
+    m = VoxelMap(voxel_size=0.1)
+    m.insert([[0, 0, 0]])
+    assert m.insert([[np.nan, 0, 0], [np.inf, 1, 1]]) == 0 and len(m) == 1
+    with pytest.raises(UserError, match="too far"):
+        m.insert([[1e6, 0, 0]])
+    assert len(m) == 1
+
+
+def test_dirty_flags_follow_changes():
+    m = VoxelMap(voxel_size=0.1, feature_dim=4)
+    m.insert(np.random.default_rng(0).uniform(0, 1, (200, 3)))
+    assert m.dirty.all()
+    m.set_predictions(np.arange(len(m)), np.ones((len(m), 4)), np.zeros(len(m)), np.ones(len(m)))
+    assert not m.dirty.any()
+    m.insert([m.points[0], [5, 5, 5]])
+    assert m.dirty.sum() == 2  # the revisited voxel and the new one
+    assert m.labels[m.dirty].tolist() in ([0, -1], [-1, 0])
+
+
+def test_eviction_by_extent_and_by_size():
+    m = VoxelMap(voxel_size=0.1, extent=2.0)
+    m.insert([[0, 0, 0], [3, 0, 0]], robot=np.zeros(3))
+    assert len(m) == 1 and m.evicted == 1  # 3 m away: outside the extent
+    m = VoxelMap(voxel_size=0.1, max_voxels=3)
+    for t in range(5):
+        m.insert([[t, 0, 0]], stamp=float(t))
+    assert len(m) == 3 and sorted(m.points[:, 0].round().tolist()) == [2.0, 3.0, 4.0]  # oldest evicted
+
+
+def test_save_writes_ply_and_arrays(tmp_path):
+    m = VoxelMap(voxel_size=0.1)
+    m.insert([[0, 0, 0], [1, 1, 1]], [[10, 20, 30], [40, 50, 60]])
+    ply, npz = m.save(tmp_path / "maps" / "first")
+    mesh = read_ply(ply)
+    assert len(mesh.points) == 2 and "label" in mesh.vertex_props
+    assert np.load(npz)["points"].shape == (2, 3)
+    assert not list((tmp_path / "maps").glob(".*tmp*"))
