@@ -29,7 +29,13 @@ def pack_keys(ijk: np.ndarray) -> np.ndarray:
     return (ijk[:, 0] << 42) | (ijk[:, 1] << 21) | ijk[:, 2]
 
 
+_FIELDS = ("keys", "xyz_sum", "rgb_sum", "count", "last_seen", "dirty", "features", "labels", "scores")
+
+
 class VoxelMap:
+    """Voxel storage in insertion order (grown by doubling) plus a sorted key index for lookups,
+    so an insert costs O(new points + map size) in cheap memory moves, never a full sort."""
+
     def __init__(self, voxel_size: float = 0.02, max_voxels: int = 2_000_000, extent: float | None = None,
                  feature_dim: int = 0):
         if voxel_size <= 0 or max_voxels < 1:
@@ -38,19 +44,25 @@ class VoxelMap:
         self.reset()
 
     def reset(self) -> None:
-        self.keys = np.zeros(0, np.int64)  # sorted
-        self.xyz_sum = np.zeros((0, 3), np.float64)
-        self.rgb_sum = np.zeros((0, 3), np.float64)
-        self.count = np.zeros(0, np.int64)
-        self.last_seen = np.zeros(0, np.float64)
-        self.dirty = np.zeros(0, bool)
-        self.features = np.zeros((0, self.feature_dim), np.float16)
-        self.labels = np.full(0, -1, np.int32)
-        self.scores = np.zeros(0, np.float32)
+        self._n = 0
+        self._store = self._empty(1024)
+        self._sorted_keys = np.zeros(0, np.int64)
+        self._sorted_idx = np.zeros(0, np.int64)
         self.evicted = 0
 
+    def _empty(self, cap: int) -> dict[str, np.ndarray]:
+        return {"keys": np.zeros(cap, np.int64), "xyz_sum": np.zeros((cap, 3)), "rgb_sum": np.zeros((cap, 3)),
+                "count": np.zeros(cap, np.int64), "last_seen": np.zeros(cap), "dirty": np.zeros(cap, bool),
+                "features": np.zeros((cap, self.feature_dim), np.float16), "labels": np.full(cap, -1, np.int32),
+                "scores": np.zeros(cap, np.float32)}
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        if name in _FIELDS:
+            return self.__dict__["_store"][name][: self.__dict__["_n"]]
+        raise AttributeError(name)
+
     def __len__(self) -> int:
-        return len(self.keys)
+        return self._n
 
     @property
     def points(self) -> np.ndarray:
@@ -61,8 +73,12 @@ class VoxelMap:
         return np.clip(self.rgb_sum / self.count[:, None], 0, 255).astype(np.uint8)
 
     def _take(self, keep: np.ndarray) -> None:
-        for name in ("keys", "xyz_sum", "rgb_sum", "count", "last_seen", "dirty", "features", "labels", "scores"):
-            setattr(self, name, getattr(self, name)[keep])
+        n = int(keep.sum())
+        for name in _FIELDS:
+            self._store[name][:n] = self._store[name][: self._n][keep]
+        self._n = n
+        self._sorted_idx = np.argsort(self.keys, kind="stable")
+        self._sorted_keys = self.keys[self._sorted_idx]
 
     def insert(self, points: np.ndarray, colors: np.ndarray | None = None, stamp: float = 0.0,
                robot: np.ndarray | None = None) -> int:
@@ -70,46 +86,55 @@ class VoxelMap:
         points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
         ok = np.isfinite(points).all(1)
         points = points[ok]
-        rgb = np.full((len(points), 3), 128.0) if colors is None else np.asarray(colors, np.float64).reshape(-1, 3)[ok]
+        n_new = 0
         if len(points):
+            rgb = (np.full((len(points), 3), 128.0) if colors is None
+                   else np.asarray(colors, np.float64).reshape(-1, 3)[ok])
             keys = pack_keys(np.floor(points / self.voxel_size))
             ukeys, inv = np.unique(keys, return_inverse=True)
-            xyz = np.zeros((len(ukeys), 3))
-            col = np.zeros((len(ukeys), 3))
-            np.add.at(xyz, inv, points)
-            np.add.at(col, inv, rgb)
-            cnt = np.bincount(inv, minlength=len(ukeys))
-            pos = np.searchsorted(self.keys, ukeys)
-            found = (pos < len(self.keys)) & (self.keys[np.minimum(pos, len(self.keys) - 1)] == ukeys) \
-                if len(self.keys) else np.zeros(len(ukeys), bool)
-            old = pos[found]
-            self.xyz_sum[old] += xyz[found]
-            self.rgb_sum[old] += col[found]
-            self.count[old] += cnt[found]
-            self.last_seen[old] = stamp
-            self.dirty[old] = True
+            m = len(ukeys)  # per-voxel sums; bincount is many times faster than np.add.at
+            xyz = np.stack([np.bincount(inv, points[:, c], minlength=m) for c in range(3)], axis=1)
+            col = np.stack([np.bincount(inv, rgb[:, c], minlength=m) for c in range(3)], axis=1)
+            cnt = np.bincount(inv, minlength=m)
+            pos = np.searchsorted(self._sorted_keys, ukeys)
+            found = np.zeros(len(ukeys), bool)
+            if self._n:
+                found = self._sorted_keys[np.minimum(pos, self._n - 1)] == ukeys
+            old = self._sorted_idx[pos[found]]
+            st = self._store
+            st["xyz_sum"][old] += xyz[found]
+            st["rgb_sum"][old] += col[found]
+            st["count"][old] += cnt[found]
+            st["last_seen"][old] = stamp
+            st["dirty"][old] = True
             new = ~found
             n_new = int(new.sum())
             if n_new:
-                self._append(ukeys[new], xyz[new], col[new], cnt[new], stamp)
-        else:
-            n_new = 0
+                self._append(ukeys[new], xyz[new], col[new], cnt[new], stamp, pos[new])
         self._bound(robot)
         return n_new
 
-    def _append(self, keys, xyz, col, cnt, stamp) -> None:
-        n = len(keys)
-        allk = np.concatenate([self.keys, keys])
-        order = np.argsort(allk, kind="stable")
-        self.keys = allk[order]
-        self.xyz_sum = np.concatenate([self.xyz_sum, xyz])[order]
-        self.rgb_sum = np.concatenate([self.rgb_sum, col])[order]
-        self.count = np.concatenate([self.count, cnt])[order]
-        self.last_seen = np.concatenate([self.last_seen, np.full(n, stamp)])[order]
-        self.dirty = np.concatenate([self.dirty, np.ones(n, bool)])[order]
-        self.features = np.concatenate([self.features, np.zeros((n, self.feature_dim), np.float16)])[order]
-        self.labels = np.concatenate([self.labels, np.full(n, -1, np.int32)])[order]
-        self.scores = np.concatenate([self.scores, np.zeros(n, np.float32)])[order]
+    def _append(self, keys, xyz, col, cnt, stamp, sorted_pos) -> None:
+        n, k = self._n, len(keys)
+        cap = len(self._store["keys"])
+        if n + k > cap:
+            grown = self._empty(max(2 * cap, n + k))
+            for name in _FIELDS:
+                grown[name][:n] = self._store[name][:n]
+            self._store = grown
+        st = self._store
+        st["keys"][n:n + k] = keys
+        st["xyz_sum"][n:n + k] = xyz
+        st["rgb_sum"][n:n + k] = col
+        st["count"][n:n + k] = cnt
+        st["last_seen"][n:n + k] = stamp
+        st["dirty"][n:n + k] = True
+        st["features"][n:n + k] = 0
+        st["labels"][n:n + k] = -1
+        st["scores"][n:n + k] = 0
+        self._sorted_keys = np.insert(self._sorted_keys, sorted_pos, keys)
+        self._sorted_idx = np.insert(self._sorted_idx, sorted_pos, np.arange(n, n + k))
+        self._n = n + k
 
     def _bound(self, robot: np.ndarray | None) -> None:
         before = len(self)
@@ -120,7 +145,7 @@ class VoxelMap:
         if len(self) > self.max_voxels:
             far = (np.linalg.norm(self.points[:, :2] - np.asarray(robot, float)[:2], axis=1) if robot is not None
                    else np.zeros(len(self)))
-            order = np.lexsort((-far, -self.last_seen))  # newest first, then nearest
+            order = np.lexsort((far, -self.last_seen))  # newest first, then nearest
             keep = np.zeros(len(self), bool)
             keep[order[: self.max_voxels]] = True
             self._take(keep)
@@ -128,13 +153,14 @@ class VoxelMap:
 
     def set_predictions(self, index: np.ndarray, features: np.ndarray | None, labels: np.ndarray,
                         scores: np.ndarray) -> None:
+        st = self._store
         if features is not None and self.feature_dim:
-            self.features[index] = features
-        self.labels[index] = labels
-        self.scores[index] = scores
-        self.dirty[index] = False
+            st["features"][index] = features
+        st["labels"][index] = labels
+        st["scores"][index] = scores
+        st["dirty"][index] = False
 
-    def save(self, path: Path, label_colors: np.ndarray | None = None) -> tuple[Path, Path]:
+    def save(self, path: Path) -> tuple[Path, Path]:
         """``<path>.ply`` (points, colours, label, score) and ``<path>.npz`` (all arrays), atomically."""
         from ovseg3d.data.ply import write_ply
 
