@@ -73,7 +73,9 @@ MEASURE = textwrap.dedent('''
     elif task == "query":
         from ovseg3d.text.vocabulary import Vocabulary
         n, k = arg["points"], arg["labels"]
-        feats = torch.nn.functional.normalize(torch.randn(n, 512), dim=1).half()
+        feats = torch.empty(n, 512, dtype=torch.float16)  # a map's features, stored as fp16
+        for i in range(0, n, 200000):
+            feats[i:i + 200000] = torch.nn.functional.normalize(torch.randn(min(200000, n - i), 512), dim=1)
         vocab = Vocabulary([str(i) for i in range(k)], torch.nn.functional.normalize(torch.randn(k, 512), dim=1),
                            torch.arange(k))
         t0 = time.perf_counter()
