@@ -4,9 +4,10 @@ Per class: ground-truth instances and predictions smaller than ``min_region_size
 ignored; predictions are ranked by confidence; at each IoU threshold a prediction is a true
 positive if it overlaps a not-yet-matched ground-truth instance of its class by more than the
 threshold; a prediction that matches nothing is a false positive unless the part of it lying on
-ignored ground truth (small instances of its class) exceeds the threshold, as in ScanNet's script. AP integrates the precision-recall curve
-with ScanNet's step widths; AP is the mean over thresholds 0.50:0.95 (step 0.05), with AP50 and
-AP25 alongside; classes without ground truth are left out of the means.
+ignored ground truth (small instances of its class) exceeds the threshold, as in ScanNet's
+script. AP integrates the precision-recall curve with ScanNet's step widths; AP is the mean over
+thresholds 0.50:0.95 (step 0.05), with AP50 and AP25 alongside; classes without ground truth are
+left out of the means. Checked against ScanNet's own script on the same files: equal to 4 decimals.
 """
 
 from __future__ import annotations
