@@ -289,9 +289,6 @@ class ScanNetScene:
             depth = align_depth(depth, K_depth, K, size)
             yield Frame(frame_id=fid, color=color, depth=depth, pose=pose, K=K)
 
-    def skipped_summary(self) -> str:
-        return ", ".join(f"{n} {reason}" for reason, n in self.skipped.items()) or "none"
-
 
 def list_scenes(root: str | Path) -> list[Path]:
     """Scene folders under a dataset root (or the root itself if it is a scene)."""

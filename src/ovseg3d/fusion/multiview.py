@@ -34,9 +34,6 @@ class FusedFeatures:
     weight: torch.Tensor  # (N,) summed view weights (views seen, without confidences)
     frames_used: int
 
-    def seen_features(self) -> torch.Tensor:
-        return self.features[self.mask]
-
 
 def _as_feature_map(out) -> FeatureMap:
     if isinstance(out, FeatureMap):

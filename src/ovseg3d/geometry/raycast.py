@@ -66,11 +66,17 @@ class MeshRaycaster:
         return self.nearest_vertex(hit["prim"], hit["uv"])
 
 
+def vertex_index_grid(caster: MeshRaycaster, cam_to_world: np.ndarray, K: np.ndarray,
+                      image_size: tuple[int, int], out_size: tuple[int, int]) -> np.ndarray:
+    """(h', w') index of the vertex seen at the cell centres of an ``out_size`` grid over the image."""
+    from ovseg3d.geometry.camera import scale_intrinsics
+
+    return caster.vertex_index_image(cam_to_world, scale_intrinsics(K, image_size, out_size), out_size)
+
+
 def vertex_label_image(caster: MeshRaycaster, cam_to_world: np.ndarray, K: np.ndarray,
                        image_size: tuple[int, int], out_size: tuple[int, int], vertex_labels: np.ndarray,
                        fill: int = -1) -> np.ndarray:
-    """(h', w') per-vertex labels seen at the pixel centres of an ``out_size`` grid over the image."""
-    from ovseg3d.geometry.camera import scale_intrinsics
-
-    vi = caster.vertex_index_image(cam_to_world, scale_intrinsics(K, image_size, out_size), out_size)
+    """(h', w') per-vertex labels seen at the cell centres of an ``out_size`` grid over the image."""
+    vi = vertex_index_grid(caster, cam_to_world, K, image_size, out_size)
     return np.where(vi >= 0, np.asarray(vertex_labels)[np.maximum(vi, 0)], fill)

@@ -30,12 +30,3 @@ def voxelize(points: np.ndarray, voxel_size: float = STUDENT_VOXEL_SIZE) -> Voxe
     coords, first, inverse = np.unique(cells, axis=0, return_index=True, return_inverse=True)
     return Voxelization(coords=coords.astype(np.int32), point_to_voxel=inverse.reshape(-1),
                         first_point=first)
-
-
-def voxel_mean(values: np.ndarray, vox: Voxelization) -> np.ndarray:
-    """Per-voxel mean of per-point values (N, C) -> (V, C)."""
-    values = np.asarray(values, dtype=np.float64)
-    out = np.zeros((vox.num_voxels, *values.shape[1:]))
-    np.add.at(out, vox.point_to_voxel, values)
-    counts = np.bincount(vox.point_to_voxel, minlength=vox.num_voxels).astype(np.float64)
-    return out / counts.reshape(-1, *([1] * (values.ndim - 1)))

@@ -20,7 +20,7 @@ import torch
 from ovseg3d.data.scannet import Frame, ScanNetScene
 from ovseg3d.errors import UserError
 from ovseg3d.fusion.multiview import FeatureMap
-from ovseg3d.geometry.raycast import MeshRaycaster, vertex_label_image
+from ovseg3d.geometry.raycast import MeshRaycaster, vertex_index_grid
 from ovseg3d.labels import IGNORE, LabelSet
 from ovseg3d.teachers.base import Teacher, TeacherContext, register
 from ovseg3d.teachers.label_teacher import LabelTeacher, Segment
@@ -96,7 +96,7 @@ class SimulatedSegmenter:
     def _cell_labels(self, frame: Frame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         w, h = frame.image_size
         grid = (max(1, w // self.cfg.patch), max(1, h // self.cfg.patch))
-        vi = vertex_label_image(self.caster, frame.pose, frame.K, (w, h), grid, np.arange(len(self.semantic)))
+        vi = vertex_index_grid(self.caster, frame.pose, frame.K, (w, h), grid)
         hit = vi >= 0
         sem = np.where(hit, self.semantic[np.maximum(vi, 0)], IGNORE)
         inst = np.where(hit, self.instance[np.maximum(vi, 0)], -1)

@@ -79,11 +79,11 @@ class _Layout:
             (np.array([0.0, Y]), np.array([0.0, -1.0]), np.array([1.0, 0.0]), Y),  # x = 0
         ][wall]
 
-    def free(self, rect: np.ndarray, ignore: np.ndarray | None = None) -> bool:
+    def free(self, rect: np.ndarray) -> bool:
         lo, hi = rect.min(0), rect.max(0)
         if lo[0] < 0.02 or lo[1] < 0.02 or hi[0] > self.size[0] - 0.02 or hi[1] > self.size[1] - 0.02:
             return False
-        return not any(_overlap(rect, f) for f in self.footprints if f is not ignore)
+        return not any(_overlap(rect, f) for f in self.footprints)
 
     def wall_spot(self, w: float, end_margin: float):
         """A random wall and a position along it for something ``w`` wide, or None if too short."""
