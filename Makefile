@@ -8,13 +8,16 @@ SETUP_INPUTS := tools/setup.sh setup.py setup.cfg pyproject.toml \
 	$(shell find ros2_ws/src/ovseg3d_interfaces ros2_ws/fallback -type f 2>/dev/null)
 TEST_ENV := HF_HUB_OFFLINE=1 ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA
 
-.PHONY: setup test test-slow test-all lint clean-venv
+.PHONY: setup demo test test-slow test-all lint clean-venv
 
 setup: $(VENV)/.setup/complete
 
 $(VENV)/.setup/complete: $(SETUP_INPUTS)
 	@OVSEG3D_VENV=$(VENV) bash tools/setup.sh
 	@touch $@
+
+demo: setup
+	@$(TEST_ENV) $(VENV)/bin/ovseg3d demo --out $(CURDIR)/demo_out
 
 test: setup
 	@$(TEST_ENV) $(PY) -m pytest

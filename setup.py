@@ -1,17 +1,13 @@
 """ament_python packaging of ovseg3d: the library, the training package and the console scripts."""
 from glob import glob
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 PACKAGE = "ovseg3d"
 
 setup(
     package_dir={"": "src", "ovseg3d_train": "training"},
-    packages=[
-        "ovseg3d",
-        "ovseg3d.ros",
-        "ovseg3d_train",
-    ],
+    packages=[*find_packages("src"), "ovseg3d_train"],
     py_modules=["ovseg3d_torchvision_hook"],
     package_data={"ovseg3d_train": ["configs/*.yaml"]},
     data_files=[

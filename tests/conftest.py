@@ -65,3 +65,46 @@ def tiny_clip(tmp_path_factory):
     path.write_text(json.dumps(TINY_CLIP_CFG))
     open_clip.add_model_config(path)
     return ClipSpec(model="ovseg3d-test-tiny")
+
+
+@pytest.fixture(scope="session")
+def node_checkpoint(tmp_path_factory, synth_root, tiny_clip):
+    """A small student trained for the tests (about 30 s) on what the node will see: points
+    back-projected from scene0000_00's depth images, labelled by their nearest mesh vertex, with
+    the tiny random CLIP's text embeddings of those labels as targets. (Trained on the mesh
+    vertices alone it labels depth-built maps at chance: the synthetic mesh is much sparser.)"""
+    import numpy as np
+    import torch
+    from scipy.spatial import cKDTree
+
+    from ovseg3d.data.scannet import ScanNetScene
+    from ovseg3d.geometry.camera import backproject
+    from ovseg3d.geometry.voxel_map import VoxelMap
+    from ovseg3d.labels import load_label_set
+    from ovseg3d.student.checkpoint import save_checkpoint
+    from ovseg3d.student.model import Student, StudentConfig
+    from ovseg3d.text.vocabulary import build_vocabulary
+
+    labels = load_label_set("scannet20")
+    vocab = build_vocabulary(labels, tiny_clip, cache_dir=tmp_path_factory.mktemp("vocab"))
+    scene = ScanNetScene(synth_root / "scene0000_00")
+    cloud = VoxelMap(0.05)
+    for f in scene.frames(stride=2, with_color=False):
+        cloud.insert(backproject(f.depth[::4, ::4], np.vstack([f.K[:2] / 4, f.K[2:]]), f.pose)[0])
+    points = cloud.points
+    dist, nearest = cKDTree(scene.points).query(points)
+    target = torch.as_tensor(np.where(dist < 0.1, scene.semantic(labels)[nearest], -1)).long()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        student = Student(StudentConfig(arch="MinkUNetSmall", feature_dim=vocab.dim, voxel_size=0.1))
+        opt = torch.optim.Adam(student.parameters(), lr=3e-3)
+        text = vocab.class_embeddings()
+        student.train()
+        for _ in range(20):
+            logits = 20 * torch.nn.functional.normalize(student(student.make_field([points])), dim=1) @ text.T
+            loss = torch.nn.functional.cross_entropy(logits, target, ignore_index=-1)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return save_checkpoint(tmp_path_factory.mktemp("node_ckpt") / "student.pt", student.eval(),
+                           {"clip_model": tiny_clip.model, "note": "trained by the test fixture"}, "scannet20")

@@ -33,6 +33,7 @@ def test_dirty_flags_follow_changes():
     m = VoxelMap(voxel_size=0.1, feature_dim=4)
     m.insert(np.random.default_rng(0).uniform(0, 1, (200, 3)))
     assert m.dirty.all()
+    assert m.take_dirty().tolist() == list(range(len(m)))
     m.set_predictions(np.arange(len(m)), np.ones((len(m), 4)), np.zeros(len(m)), np.ones(len(m)))
     assert not m.dirty.any()
     m.insert([m.points[0], [5, 5, 5]])

@@ -51,6 +51,9 @@ COMMANDS: dict[str, Command] = {
     "extract": _module_command("extract"),
     "infer": _module_command("infer"),
     "eval": _module_command("evaluate"),
+    "demo": _module_command("demo"),
+    "query": _module_command("query"),
+    "replay": _module_command("replay"),
     "bench": _module_command("bench"),
 }
 

@@ -19,6 +19,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, help="RGB-D frames per scene (overrides the preset)")
     p.add_argument("--sweeps", type=int, help="LiDAR sweeps per scene (overrides the preset)")
     p.add_argument("--first-index", type=int, default=0, help="number of the first scene (sceneXXXX_00)")
+    p.add_argument("--reconstruct", type=float, metavar="VOXEL",
+                   help="replace each scene's points by the voxel centres (VOXEL m) of its fused depth images, "
+                        "labelled by the nearest mesh vertex, as ScanNet's points are a depth reconstruction; "
+                        "students for the node should learn on these")
+    p.add_argument("--bag", action="store_true",
+                   help="also write each scene's sensor streams (RGB, depth, CameraInfo, LiDAR, TF) as rosbag2 "
+                        "folders <scene>/rosbag2_sqlite3 and <scene>/rosbag2_mcap; the scene is the ground truth")
+    p.add_argument("--bag-storage", choices=["sqlite3", "mcap", "both"], default="both",
+                   help="storage of the bags (default both)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,4 +49,22 @@ def run(args: argparse.Namespace) -> int:
                                  on_step=lambda _: pbar.update())
     dt = time.perf_counter() - t0
     print(f"wrote {len(paths)} scene(s) to {args.out} in {dt:.1f} s ({dt / len(paths):.1f} s per scene)")
+    if args.reconstruct is not None:
+        from ovseg3d.data.synth.reconstruct import reconstruct_scene
+
+        if not args.reconstruct > 0:
+            raise UserError("--reconstruct needs a positive voxel size in metres")
+        for path in paths:
+            n = reconstruct_scene(path, args.reconstruct)
+            print(f"reconstructed {path.name} from its depth images: {n} points ({args.reconstruct} m voxels)")
+    if args.bag:
+        from ovseg3d.ros.bag import write_bag
+        from ovseg3d.ros.scene_stream import scene_stream
+
+        storages = ["sqlite3", "mcap"] if args.bag_storage == "both" else [args.bag_storage]
+        for path in paths:
+            for storage in storages:
+                bag = path / f"rosbag2_{storage}"
+                counts = write_bag(scene_stream(path), bag, storage)
+                print(f"wrote {bag} ({sum(counts.values())} messages on {len(counts)} topics)")
     return 0

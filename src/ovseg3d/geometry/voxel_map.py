@@ -29,7 +29,7 @@ def pack_keys(ijk: np.ndarray) -> np.ndarray:
     return (ijk[:, 0] << 42) | (ijk[:, 1] << 21) | ijk[:, 2]
 
 
-_FIELDS = ("keys", "xyz_sum", "rgb_sum", "count", "last_seen", "dirty", "features", "labels", "scores")
+_FIELDS = ("keys", "xyz_sum", "rgb_sum", "count", "last_seen", "dirty", "features", "labels", "scores", "instances")
 
 
 class VoxelMap:
@@ -54,7 +54,7 @@ class VoxelMap:
         return {"keys": np.zeros(cap, np.int64), "xyz_sum": np.zeros((cap, 3)), "rgb_sum": np.zeros((cap, 3)),
                 "count": np.zeros(cap, np.int64), "last_seen": np.zeros(cap), "dirty": np.zeros(cap, bool),
                 "features": np.zeros((cap, self.feature_dim), np.float16), "labels": np.full(cap, -1, np.int32),
-                "scores": np.zeros(cap, np.float32)}
+                "scores": np.zeros(cap, np.float32), "instances": np.full(cap, -1, np.int32)}
 
     def __getattr__(self, name: str) -> np.ndarray:
         if name in _FIELDS:
@@ -132,6 +132,7 @@ class VoxelMap:
         st["features"][n:n + k] = 0
         st["labels"][n:n + k] = -1
         st["scores"][n:n + k] = 0
+        st["instances"][n:n + k] = -1
         self._sorted_keys = np.insert(self._sorted_keys, sorted_pos, keys)
         self._sorted_idx = np.insert(self._sorted_idx, sorted_pos, np.arange(n, n + k))
         self._n = n + k
@@ -151,6 +152,21 @@ class VoxelMap:
             self._take(keep)
         self.evicted += before - len(self)
 
+    def index_of(self, keys: np.ndarray) -> np.ndarray:
+        """Current storage index of each voxel key, -1 where the voxel is gone (evicted or reset)."""
+        keys = np.asarray(keys, np.int64)
+        if not self._n:
+            return np.full(len(keys), -1, np.int64)
+        pos = np.minimum(np.searchsorted(self._sorted_keys, keys), self._n - 1)
+        return np.where(self._sorted_keys[pos] == keys, self._sorted_idx[pos], -1)
+
+    def take_dirty(self) -> np.ndarray:
+        """Indices of the voxels changed since the last call, marking them clean: whatever is
+        inserted while inference runs on a snapshot is dirty again for the next round."""
+        idx = np.flatnonzero(self.dirty)
+        self._store["dirty"][idx] = False
+        return idx
+
     def set_predictions(self, index: np.ndarray, features: np.ndarray | None, labels: np.ndarray,
                         scores: np.ndarray) -> None:
         st = self._store
@@ -158,18 +174,20 @@ class VoxelMap:
             st["features"][index] = features
         st["labels"][index] = labels
         st["scores"][index] = scores
-        st["dirty"][index] = False
 
-    def save(self, path: Path) -> tuple[Path, Path]:
-        """``<path>.ply`` (points, colours, label, score) and ``<path>.npz`` (all arrays), atomically."""
+    def save(self, path: Path, extra: dict[str, np.ndarray] | None = None) -> tuple[Path, Path]:
+        """``<path>.ply`` (points, colours, label, score, instance) and ``<path>.npz`` (all arrays plus
+        ``extra``, e.g. the label names), each written atomically."""
         from ovseg3d.data.ply import write_ply
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         ply, npz = path.with_suffix(".ply"), path.with_suffix(".npz")
-        write_ply(ply, self.points, self.colors, label=self.labels.astype(np.int32), score=self.scores)
+        write_ply(ply, self.points, self.colors, label=self.labels.astype(np.int32), score=self.scores,
+                  instance=self.instances)
         tmp = npz.with_name(f".{npz.name}.{os.getpid()}.tmp.npz")
         np.savez_compressed(tmp, points=self.points, colors=self.colors, count=self.count, labels=self.labels,
-                            scores=self.scores, features=self.features, voxel_size=self.voxel_size)
+                            scores=self.scores, instances=self.instances, features=self.features,
+                            voxel_size=self.voxel_size, **(extra or {}))
         tmp.replace(npz)
         return ply, npz

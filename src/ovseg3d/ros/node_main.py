@@ -12,8 +12,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ovseg3d_node",
         description="ROS 2 node: accumulates RGB-D and LiDAR into a 3D map, labels it with the "
         "distilled student against any vocabulary, and answers text queries. Start it as "
-        "`ovseg3d_node --ros-args --params-file config/ovseg3d.yaml` or "
-        "`ros2 run ovseg3d ovseg3d_node`.",
+        "`ovseg3d_node --ros-args --params-file config/ovseg3d.yaml -p checkpoint:=student.pt` or "
+        "`ros2 run ovseg3d ovseg3d_node`. With autostart:=false it waits for lifecycle transitions.",
         epilog="Arguments after --ros-args are passed to ROS 2.",
     )
 
@@ -22,9 +22,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     own = argv[: argv.index("--ros-args")] if "--ros-args" in argv else argv
     build_parser().parse_args(own)
-    print("ovseg3d_node: error: the perception node is not implemented yet (tracked in the ROS 2 "
-          "node issue); nothing was started.", file=sys.stderr)
-    return 2
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+
+    from ovseg3d.ros.node import PerceptionNode
+
+    rclpy.init(args=argv)
+    node = PerceptionNode()
+    executor = MultiThreadedExecutor(num_threads=4)
+    executor.add_node(node)
+    code = 0
+    try:
+        if node.get_parameter("autostart").value:
+            from rclpy.lifecycle import TransitionCallbackReturn
+
+            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                print("ovseg3d_node: error: configure failed (see the log line above)", file=sys.stderr)
+                return 1
+            node.trigger_activate()
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.trigger_shutdown() if rclpy.ok() else None
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return code
 
 
 if __name__ == "__main__":

@@ -1,0 +1,445 @@
+"""The ovseg3d perception node: a thin ROS 2 lifecycle adapter over ``LiveSegmenter``.
+
+configure: load the student and the vocabulary, create publishers.  activate: TF, subscriptions,
+services and the two workers.  deactivate / cleanup: the reverse. Subscription callbacks only
+match and enqueue messages; the ingest worker decodes and inserts them, the inference worker runs
+the student at ``inference.rate_hz`` and publishes. Bad data never stops the node: it is dropped
+with a warning throttled per kind (the counts are in /diagnostics and ``self.rejected``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import Header
+from std_srvs.srv import Trigger
+from visualization_msgs.msg import MarkerArray
+
+from ovseg3d.errors import UserError
+from ovseg3d.ros import outputs, params
+from ovseg3d.ros.images import camera_matrix, color_image, depth_image, registered_color
+from ovseg3d.ros.pointcloud2 import xyz_from_pointcloud2
+from ovseg3d.ros.sync import ApproximateSync, DropOldestQueue
+from ovseg3d.ros.transforms import TfLookup, stamp_seconds
+from ovseg3d_interfaces.srv import SaveMap, SetVocabulary, TextQuery
+
+
+class Rejected(Exception):
+    """A message the node drops, with the warning kind it counts under."""
+
+    def __init__(self, kind: str, text: str):
+        super().__init__(text)
+        self.kind = kind
+
+
+def _header_stamp(seconds: float):
+    from builtin_interfaces.msg import Time
+
+    seconds = max(seconds, 0.0)
+    return Time(sec=int(seconds), nanosec=round((seconds - int(seconds)) * 1e9) % 1_000_000_000)
+
+
+class PerceptionNode(LifecycleNode):
+    def __init__(self, node_name: str = "ovseg3d", **kwargs):
+        super().__init__(node_name, **kwargs)
+        params.declare(self)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.rejected: Counter[str] = Counter()  # dropped messages by kind
+        self.warned: Counter[str] = Counter()  # warnings actually logged, by kind (the rest were throttled)
+        self.ingested: Counter[str] = Counter()
+        self.received: Counter[str] = Counter()  # messages per input topic, as the callbacks saw them
+        self.timing: dict[str, list[float]] = {"rgbd": [], "lidar": [], "update": []}
+        self.live = None
+        self.text_encoder = None
+        self._last_warn: dict[str, float] = {}
+        self._last_stamp: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._subs, self._services, self._pubs = [], [], {}
+        self._tf = None
+        self._published_version = -1
+        self._labels_stamp = 0.0
+        self.published = 0
+
+    # ------------------------------------------------------------------ helpers
+    def p(self, name: str):
+        return self.get_parameter(name).value
+
+    def warn(self, kind: str, text: str) -> None:
+        """Count a dropped input and log it at most once per ``warn_throttle`` seconds per kind."""
+        self.rejected[kind] += 1
+        now = time.monotonic()
+        if now - self._last_warn.get(kind, -np.inf) >= self.p("warn_throttle"):
+            self._last_warn[kind] = now
+            self.warned[kind] += 1
+            self.get_logger().warning(f"{text} [{kind}: {self.rejected[kind]} dropped so far]")
+
+    def _on_set_parameters(self, changes) -> SetParametersResult:
+        for c in changes:
+            if c.name == "depth.min" and c.value >= self.p("depth.max"):
+                return SetParametersResult(successful=False, reason="depth.min must be below depth.max")
+            if c.name == "depth.max" and c.value <= self.p("depth.min"):
+                return SetParametersResult(successful=False, reason="depth.max must be above depth.min")
+        if self.live is not None:
+            for c in changes:
+                self._apply(c.name, c.value)
+        return SetParametersResult(successful=True)
+
+    def _apply(self, name: str, value) -> None:
+        cfg = self.live.cfg
+        fields = {"map.extent": "extent", "depth.stride": "depth_stride", "depth.min": "min_depth",
+                  "depth.max": "max_depth", "lidar.max_range": "lidar_max_range", "inference.context": "context",
+                  "instances.cell": "instance_cell", "instances.min_points": "instance_min_points"}
+        if name in fields:
+            setattr(cfg, fields[name], value)
+            if name == "map.extent":
+                self.live.map.extent = value or None
+        elif name == "instances.stuff_labels":
+            cfg.stuff_labels = tuple(value)
+
+    # ------------------------------------------------------------------ lifecycle
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        from ovseg3d.labels import load_label_set
+        from ovseg3d.segment.live_map import LiveConfig, LiveSegmenter
+        from ovseg3d.student.checkpoint import load_student
+        from ovseg3d.student.model import default_device
+        from ovseg3d.text.clip_model import ClipSpec
+        from ovseg3d.text.vocabulary import build_vocabulary, load_vocabulary
+
+        try:
+            if not self.p("checkpoint"):
+                raise UserError("parameter 'checkpoint' is empty: give the student checkpoint file")
+            device = default_device() if self.p("device") == "auto" else torch.device(self.p("device"))
+            student, ckpt = load_student(Path(self.p("checkpoint")).expanduser(), device)
+            self.templates = tuple(self.p("prompt_templates"))
+            self.text_encoder = (ClipSpec(model=self.p("clip.model"), pretrained=self.p("clip.pretrained") or None)
+                                 if self.p("clip.model") else None)
+            if self.p("vocabulary_file"):
+                vocab = load_vocabulary(Path(self.p("vocabulary_file")).expanduser())
+                self.label_set = None
+            else:
+                if self.text_encoder is None:
+                    raise UserError("no text encoder (clip.model is empty) and no vocabulary_file")
+                self.label_set = load_label_set(self.p("label_set") or ckpt.get("label_set", "scannet20"))
+                vocab = build_vocabulary(self.label_set, self.text_encoder, self.templates)
+            cfg = LiveConfig(voxel_size=self.p("map.voxel_size"), max_voxels=self.p("map.max_voxels"),
+                             extent=self.p("map.extent"), depth_stride=self.p("depth.stride"),
+                             min_depth=self.p("depth.min"), max_depth=self.p("depth.max"),
+                             lidar_max_range=self.p("lidar.max_range"), context=self.p("inference.context"),
+                             instance_cell=self.p("instances.cell"), instance_min_points=self.p("instances.min_points"),
+                             stuff_labels=tuple(self.p("instances.stuff_labels")))
+            self.live = LiveSegmenter(student, vocab, cfg)
+        except UserError as exc:
+            self.get_logger().error(f"configure failed: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        self._set_colors()
+        self._pubs = {
+            "semantic": self.create_lifecycle_publisher(PointCloud2, "semantic_points", 2),
+            "instance": self.create_lifecycle_publisher(PointCloud2, "instance_points", 2),
+            "markers": self.create_lifecycle_publisher(MarkerArray, "instances", 2),
+            "query": self.create_lifecycle_publisher(PointCloud2, "query_points", 2),
+            "diagnostics": self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", 10),
+        }
+        self.get_logger().info(f"configured: student {student.cfg.arch} on {device}, {len(vocab)} labels, "
+                               f"map voxels {cfg.voxel_size} m")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        self._stop.clear()
+        self.queue = DropOldestQueue(self.p("queue_size"))
+        self.sync = ApproximateSync(3, self.p("sync.slop"), self.p("sync.queue_size"))
+        self._tf = TfLookup(self)
+        sensors = MutuallyExclusiveCallbackGroup()
+        qos = qos_profile_sensor_data
+        self._subs = [
+            self.create_subscription(Image, "rgb/image", lambda m: self._on_camera(0, m), qos, callback_group=sensors),
+            self.create_subscription(Image, "depth/image", lambda m: self._on_camera(1, m), qos,
+                                     callback_group=sensors),
+            self.create_subscription(CameraInfo, "rgb/camera_info", lambda m: self._on_camera(2, m), qos,
+                                     callback_group=sensors),
+            self.create_subscription(PointCloud2, "lidar/points", self._on_lidar, qos, callback_group=sensors),
+        ]
+        services = ReentrantCallbackGroup()
+        self._services = [
+            self.create_service(TextQuery, "~/text_query", self._text_query, callback_group=services),
+            self.create_service(SetVocabulary, "~/set_vocabulary", self._set_vocabulary, callback_group=services),
+            self.create_service(Trigger, "~/reset_map", self._reset_map, callback_group=services),
+            self.create_service(SaveMap, "~/save_map", self._save_map, callback_group=services),
+        ]
+        self._diag_timer = self.create_timer(self.p("diagnostics.period"), self._publish_diagnostics)
+        self._threads = [threading.Thread(target=self._ingest_loop, name="ovseg3d-ingest", daemon=True),
+                         threading.Thread(target=self._inference_loop, name="ovseg3d-inference", daemon=True)]
+        for t in self._threads:
+            t.start()
+        return super().on_activate(state)
+
+    def _release_active(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=30)
+        self._threads = []
+        for s in self._subs:
+            self.destroy_subscription(s)
+        for s in self._services:
+            self.destroy_service(s)
+        self._subs, self._services = [], []
+        if self._tf is not None:
+            self._tf.destroy()
+            self._tf = None
+        if getattr(self, "_diag_timer", None) is not None:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = None
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        self._release_active()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        for pub in self._pubs.values():
+            self.destroy_lifecycle_publisher(pub)
+        self._pubs = {}
+        self.live = None
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        self._release_active()
+        return TransitionCallbackReturn.SUCCESS
+
+    # ------------------------------------------------------------------ inputs (callbacks: enqueue only)
+    def _on_camera(self, stream: int, msg) -> None:
+        self.received[("rgb/image", "depth/image", "rgb/camera_info")[stream]] += 1
+        match = self.sync.add(stream, stamp_seconds(msg.header.stamp), msg)
+        if match is not None and not self.queue.put(("rgbd", match)):
+            self.warn("queue_full", "ingest queue full: dropped the oldest input (the worker is too slow)")
+
+    def _on_lidar(self, msg: PointCloud2) -> None:
+        self.received["lidar/points"] += 1
+        if not self.queue.put(("lidar", msg)):
+            self.warn("queue_full", "ingest queue full: dropped the oldest input (the worker is too slow)")
+
+    # ------------------------------------------------------------------ workers
+    def _ingest_loop(self) -> None:
+        while not self._stop.is_set():
+            item = self.queue.get(timeout=0.1)
+            if item is None:
+                continue
+            kind, payload = item
+            t0 = time.perf_counter()
+            try:
+                self._ingest_rgbd(*payload) if kind == "rgbd" else self._ingest_lidar(payload)
+            except Rejected as exc:
+                self.warn(exc.kind, str(exc))
+                continue
+            except UserError as exc:
+                self.warn(f"bad_{kind}", f"dropped a {kind} message: {exc}")
+                continue
+            except Exception as exc:  # never let one message stop the worker
+                self.warn("internal", f"dropped a {kind} message after an unexpected error: {exc!r}")
+                continue
+            self.timing[kind].append(time.perf_counter() - t0)
+            del self.timing[kind][:-1000]
+            self.ingested[kind] += 1
+
+    def _check_order(self, stream: str, stamp: float) -> None:
+        """Older than the last accepted message of its stream: dropped (TF would not have it anyway)."""
+        last = self._last_stamp.get(stream, -np.inf)
+        if stamp < last:
+            raise Rejected("out_of_order", f"{stream} message stamped {stamp:.3f} is older than the last one "
+                                           f"({last:.3f}); dropped")
+
+    def _pose(self, frame: str, stamp: float) -> np.ndarray:
+        if not frame:
+            raise Rejected("no_frame", "message has an empty header.frame_id; dropped")
+        try:
+            return self._tf.lookup(self.p("map_frame"), frame, stamp, self.p("tf.timeout"))
+        except LookupError as exc:
+            raise Rejected("tf", f"no transform {self.p('map_frame')!r} <- {frame!r} at {stamp:.3f}: {exc}") from None
+
+    def _ingest_rgbd(self, rgb_msg: Image, depth_msg: Image, info: CameraInfo) -> None:
+        stamp = stamp_seconds(depth_msg.header.stamp)
+        depth = depth_image(depth_msg)
+        K = camera_matrix(info)
+        if (info.width, info.height) != (depth.shape[1], depth.shape[0]):
+            raise Rejected("camera_mismatch", f"CameraInfo is {info.width}x{info.height} but the depth image is "
+                                              f"{depth.shape[1]}x{depth.shape[0]}; dropped the RGB-D frame")
+        rgb = color_image(rgb_msg)
+        try:
+            rgb = registered_color(rgb, depth.shape)
+        except UserError as exc:
+            raise Rejected("camera_mismatch", f"dropped an RGB-D frame: {exc}") from None
+        self._check_order("rgbd", stamp)
+        pose = self._pose(depth_msg.header.frame_id or info.header.frame_id, stamp)
+        self.live.add_rgbd(depth, K, pose, stamp, rgb)
+        self._last_stamp["rgbd"] = stamp
+
+    def _ingest_lidar(self, msg: PointCloud2) -> None:
+        stamp = stamp_seconds(msg.header.stamp)
+        xyz, _ = xyz_from_pointcloud2(msg)
+        if len(xyz) == 0:
+            raise Rejected("empty_cloud", "LiDAR cloud has no finite points; dropped")
+        self._check_order("lidar", stamp)
+        pose = self._pose(msg.header.frame_id, stamp)
+        self.live.add_points(xyz @ pose[:3, :3].T + pose[:3, 3], stamp, pose[:3, 3])
+        self._last_stamp["lidar"] = stamp
+        # NaN rows are normal in organised clouds: counted, not warned about
+        if len(xyz) < msg.width * msg.height:
+            self.rejected["nonfinite_points"] += msg.width * msg.height - len(xyz)
+
+    def _inference_loop(self) -> None:
+        next_run = time.monotonic()
+        while not self._stop.is_set():
+            next_run += 1.0 / self.p("inference.rate_hz")
+            try:
+                stats = self.live.update()
+                if stats is not None:
+                    self.timing["update"].append(stats.seconds)
+                    del self.timing["update"][:-1000]
+                    self._labels_stamp = stats.stamp  # the newest sensor data these labels include
+                if self.live.version != self._published_version:
+                    self.publish_outputs()
+            except Exception as exc:  # e.g. CUDA out of memory: say so, keep the node up
+                self.warn("inference", f"map update failed: {exc!r}")
+            self._stop.wait(max(0.0, next_run - time.monotonic()))
+            next_run = max(next_run, time.monotonic() - 1.0)
+
+    # ------------------------------------------------------------------ outputs
+    def _set_colors(self) -> None:
+        from ovseg3d.labels import palette
+
+        names = list(self.live.vocab.names)
+        same = self.label_set is not None and list(self.label_set.names) == names
+        self.label_colors = self.label_set.colors if same else palette(len(names))
+
+    def _header(self, stamp: float) -> Header:
+        return Header(stamp=_header_stamp(stamp), frame_id=self.p("map_frame"))
+
+    def publish_outputs(self) -> None:
+        version = self.live.version
+        data = self.live.labelled()
+        header = self._header(self._labels_stamp)
+        self._pubs["semantic"].publish(outputs.semantic_cloud(data["points"], self.label_colors[data["labels"]],
+                                                              data["labels"], data["scores"], header))
+        self._pubs["instance"].publish(outputs.instance_cloud(data["points"], data["instances"], data["labels"],
+                                                              data["scores"], header))
+        self._pubs["markers"].publish(outputs.instance_markers(self.live.instances, list(self.live.vocab.names),
+                                                               header))
+        self._published_version = version
+        self.published += 1
+
+    def _publish_diagnostics(self) -> None:
+        if self.live is None:
+            return
+
+        def ms(values):
+            return f"{1000 * float(np.mean(values[-100:])):.1f}" if values else "n/a"
+
+        values = {"map voxels": len(self.live.map), "evicted voxels": self.live.map.evicted,
+                  "instances": len(self.live.instances), "queue length": len(self.queue),
+                  "queue drops": self.queue.dropped, "unmatched camera messages": self.sync.unmatched,
+                  "rgbd ingest ms (mean of last 100)": ms(self.timing["rgbd"]),
+                  "lidar ingest ms (mean of last 100)": ms(self.timing["lidar"]),
+                  "update ms (mean of last 100)": ms(self.timing["update"]),
+                  **{f"ingested {k}": v for k, v in self.ingested.items()},
+                  **{f"dropped {k}": v for k, v in self.rejected.items()}}
+        level = DiagnosticStatus.WARN if self.queue.dropped or sum(self.rejected.values()) else DiagnosticStatus.OK
+        status = DiagnosticStatus(level=level, name=f"{self.get_name()}: perception", hardware_id="ovseg3d",
+                                  message="dropping inputs (see counts)" if level else "ok",
+                                  values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+        self._pubs["diagnostics"].publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()),
+                                                          status=[status]))
+
+    # ------------------------------------------------------------------ services
+    def _check_text(self, text: str, what: str) -> str:
+        text = " ".join(str(text).split())
+        if not text:
+            raise UserError(f"{what} is empty")
+        if len(text) > self.p("query.max_text_length"):
+            raise UserError(f"{what} has {len(text)} characters; the limit is {self.p('query.max_text_length')}")
+        return text
+
+    def _text_query(self, request: TextQuery.Request, response: TextQuery.Response):
+        from ovseg3d.text.vocabulary import embed_prompts
+
+        try:
+            text = self._check_text(request.text, "query text")
+            if not np.isfinite(request.threshold):
+                raise UserError("threshold must be a finite number")
+            if self.text_encoder is None:
+                raise UserError("this node has no text encoder (clip.model is empty); free-text queries need one")
+            emb = embed_prompts([text], self.text_encoder, self.templates)[0]
+            cap = self.p("query.max_points")
+            result = self.live.query(emb, float(request.threshold), min(request.max_points or cap, cap),
+                                     request.max_instances)
+        except UserError as exc:
+            response.success, response.message = False, str(exc)
+            return response
+        header = self._header(self.live.newest_stamp if np.isfinite(self.live.newest_stamp) else 0.0)
+        response.points = outputs.query_cloud(result.points, result.scores, header)
+        names = list(self.live.vocab.names)
+        response.instances = [outputs.instance_match(inst, names[inst.label] if inst.label >= 0 else text, score)
+                              for inst, score in result.instances]
+        self._pubs["query"].publish(response.points)
+        response.success = True
+        response.message = f"{len(result.points)} points and {len(result.instances)} instances match {text!r}"
+        return response
+
+    def _set_vocabulary(self, request: SetVocabulary.Request, response: SetVocabulary.Response):
+        from ovseg3d.text.vocabulary import DEFAULT_TEMPLATES, build_vocabulary
+
+        try:
+            labels = [self._check_text(w, "a label") for w in request.labels]
+            if not labels:
+                raise UserError("the label list is empty")
+            if len(labels) > self.p("vocabulary.max_labels"):
+                raise UserError(f"{len(labels)} labels; the limit is {self.p('vocabulary.max_labels')}")
+            if len(set(labels)) != len(labels):
+                raise UserError("the label list has duplicates")
+            templates = self.templates or DEFAULT_TEMPLATES
+            if request.prompt_template:
+                templates = (self._check_text(request.prompt_template, "the prompt template"),)
+            if self.text_encoder is None:
+                raise UserError("this node has no text encoder (clip.model is empty)")
+            self.live.set_vocabulary(build_vocabulary(labels, self.text_encoder, templates))
+        except UserError as exc:
+            response.success, response.message = False, str(exc)
+            return response
+        self.label_set = None
+        self._set_colors()
+        response.success, response.message = True, f"vocabulary set to {len(labels)} labels; map relabelled"
+        return response
+
+    def _reset_map(self, request, response):
+        self.queue.clear()
+        self.sync.clear()
+        self._last_stamp.clear()
+        self._labels_stamp = 0.0
+        self.live.reset()
+        response.success, response.message = True, "map cleared"
+        return response
+
+    def _save_map(self, request: SaveMap.Request, response: SaveMap.Response):
+        root = Path(self.p("save_dir")).expanduser().resolve()
+        try:
+            name = request.path.strip()
+            if not name:
+                raise UserError("path is empty")
+            target = (root / name).resolve()
+            if Path(name).is_absolute() or root not in target.parents:
+                raise UserError(f"path {name!r} leaves the allowed folder {root}; give a name inside it")
+            ply, npz = self.live.save(target)
+        except (UserError, OSError) as exc:
+            response.success, response.message = False, str(exc)
+            return response
+        response.success, response.message = True, f"saved {ply} and {npz}"
+        return response

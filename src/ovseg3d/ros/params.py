@@ -1,0 +1,87 @@
+"""The node's parameters, declared once: type, default, range and description.
+
+Defaults here match ``config/ovseg3d.yaml`` (a test keeps them in step). Read-only parameters are
+fixed at start (they shape the model or the map); the others may be set while the node runs and
+take effect on the next message or update. Ranges are enforced by rclpy on every set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: object
+    description: str
+    low: float | None = None
+    high: float | None = None
+    read_only: bool = False
+
+    def descriptor(self) -> ParameterDescriptor:
+        d = ParameterDescriptor(description=self.description, read_only=self.read_only)
+        if self.low is not None:
+            if isinstance(self.default, bool):
+                pass
+            elif isinstance(self.default, int):
+                d.integer_range = [IntegerRange(from_value=int(self.low), to_value=int(self.high), step=0)]
+            elif isinstance(self.default, float):
+                d.floating_point_range = [FloatingPointRange(from_value=float(self.low), to_value=float(self.high),
+                                                             step=0.0)]
+        return d
+
+
+PARAMS: tuple[Param, ...] = (
+    Param("autostart", True, "configure and activate on start (false: wait for a lifecycle manager)",
+          read_only=True),
+    Param("checkpoint", "", "student checkpoint file (ovseg3d-train output); loaded on configure", read_only=True),
+    Param("device", "auto", "torch device for the student: auto (CUDA when present), cpu or cuda[:N]",
+          read_only=True),
+    Param("label_set", "", "label set of the startup vocabulary (empty: the checkpoint's), e.g. scannet20",
+          read_only=True),
+    Param("vocabulary_file", "", "precomputed vocabulary embeddings instead of the text encoder (no CLIP on board)",
+          read_only=True),
+    Param("clip.model", "ViT-B-16", "open_clip text encoder for the vocabulary and text queries", read_only=True),
+    Param("clip.pretrained", "", "open_clip tag or local weights file (empty: random weights, for tests only)",
+          read_only=True),
+    Param("prompt_templates", ["a {} in a scene"], "prompt templates, one '{}' each; embeddings are averaged",
+          read_only=True),
+    Param("map_frame", "map", "fixed frame of the map; sensor poses are looked up into it", read_only=True),
+    Param("map.voxel_size", 0.02, "map voxel edge (m)", 0.005, 1.0, read_only=True),
+    Param("map.max_voxels", 1_000_000, "map size bound: the voxels seen longest ago are evicted above it",
+          1000, 50_000_000, read_only=True),
+    Param("map.extent", 0.0, "evict voxels farther than this (x, y; m) from the robot; 0: no bound", 0.0, 10000.0),
+    Param("depth.stride", 2, "use every n-th depth pixel per axis", 1, 16),
+    Param("depth.min", 0.1, "nearest depth used (m)", 0.0, 10.0),
+    Param("depth.max", 6.0, "farthest depth used (m)", 0.1, 100.0),
+    Param("lidar.max_range", 30.0, "farthest LiDAR return used (m)", 0.5, 500.0),
+    Param("sync.slop", 0.05, "largest stamp difference (s) between matched RGB, depth and CameraInfo",
+          0.001, 1.0),
+    Param("sync.queue_size", 10, "messages kept per camera stream while waiting for a match", 1, 100),
+    Param("queue_size", 8, "bounded input queue of the ingest worker (drop-oldest)", 1, 1000),
+    Param("tf.timeout", 0.2, "longest wait (s) for a sensor's transform into map_frame", 0.0, 5.0),
+    Param("inference.rate_hz", 1.0, "how often the student updates the changed part of the map", 0.01, 50.0),
+    Param("inference.context", 1.0, "metres of map around changed voxels the student sees", 0.1, 20.0),
+    Param("instances.cell", 0.05, "grid (m) of the instance grouping; same-label cells that touch join", 0.005, 1.0),
+    Param("instances.min_points", 30, "smallest instance (map voxels)", 1, 1_000_000),
+    Param("instances.stuff_labels", ["wall", "floor", "ceiling"], "labels that are never instances"),
+    Param("query.max_points", 200_000, "cap on the points a text query returns", 1, 10_000_000),
+    Param("query.max_text_length", 200, "longest text query or vocabulary word (characters)", 1, 10_000),
+    Param("vocabulary.max_labels", 1000, "largest vocabulary set_vocabulary accepts", 1, 100_000),
+    Param("save_dir", "/tmp/ovseg3d_maps", "save_map writes only inside this folder", read_only=True),
+    Param("diagnostics.period", 1.0, "seconds between /diagnostics messages", 0.1, 60.0),
+    Param("warn_throttle", 5.0, "seconds between repeated warnings of one kind", 0.0, 3600.0),
+)
+BY_NAME = {p.name: p for p in PARAMS}
+
+
+def declare(node) -> None:
+    for p in PARAMS:
+        node.declare_parameter(p.name, p.default, p.descriptor())
+
+
+def values(node) -> dict[str, object]:
+    return {p.name: node.get_parameter(p.name).value for p in PARAMS}

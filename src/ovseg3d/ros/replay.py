@@ -1,0 +1,167 @@
+"""Replay a rosbag2 into a running ovseg3d node over real topics and measure what comes out.
+
+The bag's messages are published raw (as recorded) at the recorded timing scaled by ``rate``; the
+node runs in this process, so every message can be accounted for: played -> received by the node
+-> matched into RGB-D frames -> queued -> ingested, rejected (by kind) or dropped. Latency is
+from the wall time a sensor message was published to the wall time labels including its stamp
+arrived on ``semantic_points``. With ground truth (a scene folder in ScanNet layout) each map
+point takes the label of its nearest ground-truth point within ``gt_radius``.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import struct
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from sensor_msgs.msg import PointCloud2
+
+from ovseg3d.errors import UserError
+from ovseg3d.progress import bar
+from ovseg3d.ros.bag import message_class, read_bag
+from ovseg3d.ros.harness import NodeHarness, wait_for
+from ovseg3d.ros.pointcloud2 import pointcloud2_to_array
+from ovseg3d.ros.transforms import stamp_seconds
+
+NODE_INPUTS = ("rgb/image", "depth/image", "rgb/camera_info", "lidar/points")
+
+
+@dataclass
+class ReplayConfig:
+    rate: float = 1.0  # 1: recorded timing; 2: twice as fast; 0: as fast as possible
+    topics: dict[str, str] = field(default_factory=dict)  # node input -> bag topic (default /<input>)
+    settle_timeout: float = 300.0  # seconds to wait for the node to finish after the bag ends
+    gt_radius: float = 0.1
+
+
+def header_stamp(raw: bytes) -> float | None:
+    """The std_msgs/Header stamp at the start of a CDR message (Image, CameraInfo, PointCloud2 ...),
+    read without decoding the rest."""
+    if len(raw) < 12 or raw[1] not in (0, 1):
+        return None
+    sec, nanosec = struct.unpack_from("<iI" if raw[1] == 1 else ">iI", raw, 4)
+    return sec + nanosec * 1e-9
+
+
+def _settled(node, quiet_since: float) -> bool:
+    """Everything the node received has been ingested, rejected or dropped, and published."""
+    handled = (sum(node.ingested.values()) + node.queue.dropped
+               + sum(v for k, v in node.rejected.items() if k not in ("nonfinite_points", "queue_full")))
+    return (time.monotonic() - quiet_since > 1.0 and handled >= node.queue.pushed and len(node.queue) == 0
+            and not node.live.map.dirty.any() and node._published_version == node.live.version)
+
+
+def replay(bag: Path, harness: NodeHarness, cfg: ReplayConfig, out: Path, gt: Path | None = None,
+           label_set=None) -> dict:
+    topics = {name: cfg.topics.get(name, "/" + name) for name in NODE_INPUTS}
+    types, total, messages = read_bag(bag)
+    missing = [t for t in topics.values() if t not in types]
+    if len(missing) == len(topics):
+        raise UserError(f"the bag has none of the node's input topics {sorted(topics.values())}; its topics: "
+                        f"{', '.join(sorted(types))}. Map them with --topic INPUT=BAG_TOPIC")
+    to_node = {bag_topic: name for name, bag_topic in topics.items()}
+    classes = {t: message_class(m) for t, m in types.items() if t in to_node or t in ("/tf", "/tf_static")}
+    sent_wall: dict[float, float] = {}
+    latencies: list[float] = []
+    semantic: list[PointCloud2] = []
+
+    def on_semantic(msg: PointCloud2) -> None:
+        semantic.append(msg)
+        del semantic[:-1]
+        stamp = round(stamp_seconds(msg.header.stamp), 6)
+        if stamp in sent_wall:
+            latencies.append(time.monotonic() - sent_wall[stamp])
+
+    harness.driver.create_subscription(PointCloud2, "semantic_points", on_semantic, 5)
+    for bag_topic, cls in classes.items():  # publishers first, so the node can match them
+        harness.ensure_publisher(to_node.get(bag_topic, bag_topic), cls)
+    harness.wait_matched()
+    played: dict[str, int] = {}
+    t_first, wall0 = None, time.monotonic()
+    with bar(total, "replay", "msg") as pbar:
+        for m in messages:
+            pbar.update()
+            if m.topic not in classes:
+                continue
+            t = m.timestamp_ns * 1e-9
+            t_first = t if t_first is None else t_first
+            if cfg.rate > 0:
+                delay = wall0 + (t - t_first) / cfg.rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            name = to_node.get(m.topic, m.topic)
+            harness.publish(name, m.raw, classes[m.topic])
+            played[name] = played.get(name, 0) + 1
+            if name in NODE_INPUTS:
+                stamp = header_stamp(m.raw)
+                sent_wall[round(stamp if stamp is not None else t, 6)] = time.monotonic()
+    node = harness.node
+    end_of_play = time.monotonic()
+    settled = wait_for(lambda: _settled(node, end_of_play) and bool(semantic), cfg.settle_timeout, 0.2)
+    wait_for(lambda: semantic and pointcloud2_to_array(semantic[-1]).size == int((node.live.map.labels >= 0).sum()),
+             10)
+    play_seconds = time.monotonic() - wall0
+    report = {
+        "bag": str(bag), "rate": cfg.rate, "settled": settled, "seconds": round(play_seconds, 2),
+        "played": played, "received_by_node": dict(node.received),
+        "rgbd_frames_matched": node.queue.pushed - node.received["lidar/points"],
+        "camera_messages_unmatched": node.sync.unmatched,
+        "ingested": dict(node.ingested), "queue_drops": node.queue.dropped,
+        "rejected": {k: v for k, v in node.rejected.items() if k != "nonfinite_points"},
+        "nonfinite_points_skipped": node.rejected.get("nonfinite_points", 0),
+        "latency_s": ({"median": float(np.median(latencies)), "p90": float(np.percentile(latencies, 90)),
+                       "max": float(np.max(latencies)), "samples": len(latencies)} if latencies else None),
+        "rgbd_ingest_ms": 1000 * float(np.mean(node.timing["rgbd"])) if node.timing["rgbd"] else None,
+        "lidar_ingest_ms": 1000 * float(np.mean(node.timing["lidar"])) if node.timing["lidar"] else None,
+        "update_s_mean": float(np.mean(node.timing["update"])) if node.timing["update"] else None,
+        "map_voxels": len(node.live.map), "instances": len(node.live.instances),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    cloud = pointcloud2_to_array(semantic[-1]) if semantic else None
+    if cloud is not None and cloud.size:
+        report.update(_pictures_and_scores(cloud, node, out, gt, label_set, cfg.gt_radius))
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
+def _pictures_and_scores(cloud, node, out: Path, gt: Path | None, label_set, radius: float) -> dict:
+    from scipy.spatial import cKDTree
+
+    from ovseg3d.data.ply import write_ply
+    from ovseg3d.data.scannet import ScanNetScene
+    from ovseg3d.eval.semantic import semantic_scores
+    from ovseg3d.render.points_png import render_points, save_png
+
+    xyz = np.stack([cloud["x"], cloud["y"], cloud["z"]], 1)
+    labels = cloud["label"].astype(np.int64)
+    names = list(node.live.vocab.names)
+    colors = node.label_colors[np.clip(labels, 0, len(names) - 1)]
+    save_png(out / "labels.png", render_points(xyz, colors))
+    write_ply(out / "map.ply", xyz, colors, label=labels.astype(np.int32))
+    result: dict = {"pictures": [str(out / "labels.png"), str(out / "map.ply")]}
+    if gt is None:
+        return result
+    if label_set is None:
+        raise UserError("scoring against ground truth needs a label set")
+    scene = ScanNetScene(gt)
+    truth = scene.semantic(label_set)
+    dist, nearest = cKDTree(scene.points).query(xyz)
+    lut = np.array([label_set.names.index(n) if n in label_set.names else -1 for n in names] + [-1])
+    pred = lut[np.where(labels >= 0, labels, len(names))]
+    valid = (dist <= radius) & (truth[nearest] >= 0)
+    scores = semantic_scores(pred[valid], truth[nearest][valid], len(label_set))
+    present = int(np.isfinite(scores.iou).sum())
+    save_png(out / "ground_truth.png", render_points(xyz, label_set.colorize(np.where(dist <= radius, truth[nearest],
+                                                                                      -1))))
+    result["pictures"].append(str(out / "ground_truth.png"))
+    result["eval"] = {"label_set": label_set.name, "miou": 100 * scores.miou, "macc": 100 * scores.macc,
+                      "points_scored": int(valid.sum()), "points_far_from_gt": int((dist > radius).sum()),
+                      "classes_present": present, "chance_macc": 100.0 / max(present, 1),
+                      "per_class_iou": {label_set.names[k]: round(100 * float(v), 2)
+                                        for k, v in enumerate(scores.iou) if np.isfinite(v)}}
+    return result

@@ -1,0 +1,220 @@
+"""The robot's live map: sensor data in, labelled points, instances and query answers out.
+
+This is the node's whole pipeline without ROS, so it is tested and benchmarked on plain arrays.
+Ingest (called often, must be cheap) only back-projects and voxelises. ``update`` (called by a
+worker at the inference rate) runs the student on the voxels that changed plus a margin of
+context around them (a sparse U-Net sees its neighbourhood, so a changed voxel changes the
+features near it), writes the features back by voxel key (the map may have moved on meanwhile),
+labels them against the vocabulary and regroups instances. A new vocabulary relabels the stored
+features without running the student again.
+
+Thread safety: one lock guards the map; the student runs on a copy outside it, so ingest never
+waits for inference.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ovseg3d.errors import UserError
+from ovseg3d.geometry.camera import backproject
+from ovseg3d.geometry.voxel_map import VoxelMap, pack_keys
+from ovseg3d.segment.instances import Instance, connected_label_groups, stable_ids, summarize
+from ovseg3d.segment.query import rank_instances, text_scores
+from ovseg3d.student.model import Student
+from ovseg3d.text.vocabulary import Vocabulary
+
+
+@dataclass
+class LiveConfig:
+    voxel_size: float = 0.02  # map voxel edge, metres
+    max_voxels: int = 1_000_000  # above this the voxels seen longest ago are evicted
+    extent: float = 0.0  # > 0: voxels farther than this (x, y) from the robot are evicted
+    depth_stride: int = 2  # use every n-th depth pixel per axis
+    min_depth: float = 0.1
+    max_depth: float = 6.0
+    lidar_max_range: float = 30.0
+    context: float = 1.0  # metres of map around changed voxels the student sees on an update
+    instance_cell: float = 0.05  # grid of the instance grouping, metres
+    instance_min_points: int = 30  # smaller groups are not instances
+    stuff_labels: tuple[str, ...] = ("wall", "floor", "ceiling")  # never instances
+
+    def validate(self) -> None:
+        positive = {"voxel_size": self.voxel_size, "max_depth": self.max_depth, "context": self.context,
+                    "instance_cell": self.instance_cell, "lidar_max_range": self.lidar_max_range}
+        for name, value in positive.items():
+            if not value > 0:
+                raise UserError(f"{name} must be positive, got {value}")
+        if self.depth_stride < 1 or self.max_voxels < 1 or self.instance_min_points < 1:
+            raise UserError("depth_stride, max_voxels and instance_min_points must be at least 1")
+        if not 0 <= self.min_depth < self.max_depth:
+            raise UserError("min_depth must be in [0, max_depth)")
+
+
+@dataclass
+class UpdateStats:
+    points: int  # voxels the student ran on
+    changed: int  # voxels that had changed
+    seconds: float
+    stamp: float  # newest sensor stamp included in this update
+
+
+@dataclass
+class QueryResult:
+    points: np.ndarray  # (M, 3) matching map points, best first
+    scores: np.ndarray  # (M,) cosine similarity to the text
+    instances: list[tuple[Instance, float]] = field(default_factory=list)  # (instance, text score), best first
+
+
+class LiveSegmenter:
+    def __init__(self, student: Student, vocab: Vocabulary, cfg: LiveConfig | None = None):
+        self.cfg = cfg or LiveConfig()
+        self.cfg.validate()
+        if vocab.dim != student.cfg.feature_dim:
+            raise UserError(f"the vocabulary is {vocab.dim}-d but the student predicts "
+                            f"{student.cfg.feature_dim}-d features")
+        self.student, self.vocab = student, vocab
+        self.lock = threading.RLock()
+        self.map = VoxelMap(self.cfg.voxel_size, self.cfg.max_voxels, self.cfg.extent or None,
+                            feature_dim=student.cfg.feature_dim)
+        self.instances: list[Instance] = []
+        self.newest_stamp = -np.inf
+        self._next_instance = 0
+        self.version = 0  # increases with every update or relabel
+
+    # ------------------------------------------------------------------ ingest
+    def add_rgbd(self, depth: np.ndarray, K: np.ndarray, cam_to_world: np.ndarray, stamp: float,
+                 rgb: np.ndarray | None = None) -> int:
+        """Back-project a depth image (metres) with its registered colours; returns new voxels."""
+        depth = np.asarray(depth)
+        if depth.ndim != 2:
+            raise UserError(f"depth must be a 2D image, got shape {depth.shape}")
+        if rgb is not None and rgb.shape[:2] != depth.shape:
+            raise UserError(f"colour image {rgb.shape[:2]} does not match depth {depth.shape}")
+        s = self.cfg.depth_stride
+        d = depth[::s, ::s].astype(np.float32)
+        d = np.where((d >= self.cfg.min_depth) & (d <= self.cfg.max_depth), d, 0)
+        Ks = np.array(K, dtype=np.float64)
+        Ks[:2] /= s  # strided pixel (i, j) is original pixel (s i, s j)
+        pts, pix = backproject(d, Ks, cam_to_world)
+        colors = None if rgb is None else rgb[::s, ::s][pix[:, 0], pix[:, 1]]
+        return self._insert(pts, colors, stamp, cam_to_world[:3, 3])
+
+    def add_points(self, points_world: np.ndarray, stamp: float, sensor_origin: np.ndarray,
+                   colors: np.ndarray | None = None) -> int:
+        """Insert a world-frame scan (e.g. LiDAR) whose sensor sat at ``sensor_origin``."""
+        pts = np.asarray(points_world, np.float64).reshape(-1, 3)
+        near = np.linalg.norm(pts - np.asarray(sensor_origin)[:3], axis=1) <= self.cfg.lidar_max_range
+        return self._insert(pts[near], None if colors is None else colors[near], stamp, sensor_origin)
+
+    def _insert(self, pts, colors, stamp, robot) -> int:
+        with self.lock:
+            self.newest_stamp = max(self.newest_stamp, stamp)
+            return self.map.insert(pts, colors, stamp=stamp, robot=np.asarray(robot, float))
+
+    # ------------------------------------------------------------------ inference
+    def _context_region(self, changed: np.ndarray) -> np.ndarray:
+        """Indices of the voxels within about ``context`` of any changed voxel (block grid)."""
+        pts = self.map.points
+        if len(changed) > 0.5 * len(pts):
+            return np.arange(len(pts))
+        blocks = np.floor(pts / self.cfg.context).astype(np.int64)
+        dirty_blocks = np.unique(blocks[changed], axis=0)
+        offsets = np.stack(np.meshgrid(*[np.arange(-1, 2)] * 3, indexing="ij"), -1).reshape(-1, 3)
+        near = np.unique((dirty_blocks[:, None, :] + offsets[None]).reshape(-1, 3), axis=0)
+        return np.flatnonzero(np.isin(pack_keys(blocks), pack_keys(near)))
+
+    def update(self, force: bool = False) -> UpdateStats | None:
+        """Run the student where the map changed (everywhere with ``force``); None if nothing did."""
+        t0 = time.perf_counter()
+        with self.lock:
+            changed = self.map.take_dirty()
+            if len(self.map) == 0 or (len(changed) == 0 and not force):
+                return None
+            region = np.arange(len(self.map)) if force else self._context_region(changed)
+            keys = self.map.keys[region].copy()
+            points = self.map.points[region]
+            colors = self.map.colors[region] if self.student.cfg.input == "color" else None
+            stamp = float(self.newest_stamp)
+        feats = self.student.predict(points, colors)
+        labels, scores = self.vocab.classify(feats)
+        with self.lock:
+            idx = self.map.index_of(keys)
+            ok = idx >= 0  # voxels evicted meanwhile are skipped
+            self.map.set_predictions(idx[ok], feats[ok].half().numpy(), labels[ok].numpy(), scores[ok].numpy())
+            self._group_instances()
+            self.version += 1
+        return UpdateStats(points=len(region), changed=len(changed), seconds=time.perf_counter() - t0, stamp=stamp)
+
+    def set_vocabulary(self, vocab: Vocabulary) -> None:
+        """Relabel every labelled voxel from its stored feature: new words need no student run."""
+        if vocab.dim != self.student.cfg.feature_dim:
+            raise UserError(f"the vocabulary is {vocab.dim}-d but the student predicts "
+                            f"{self.student.cfg.feature_dim}-d features")
+        with self.lock:
+            self.vocab = vocab
+            done = np.flatnonzero(self.map.labels >= 0)
+            for start in range(0, len(done), 200_000):
+                part = done[start:start + 200_000]
+                labels, scores = vocab.classify(torch.from_numpy(self.map.features[part]).float())
+                self.map.set_predictions(part, None, labels.numpy(), scores.numpy())
+            self.map.instances[:] = -1  # old instance ids meant other words
+            self._group_instances()
+            self.version += 1
+
+    def _group_instances(self) -> None:
+        m = self.map
+        stuff = {i for i, n in enumerate(self.vocab.names) if n in self.cfg.stuff_labels}
+        groups = connected_label_groups(m.points, m.labels, self.cfg.instance_cell, self.cfg.instance_min_points,
+                                        stuff)
+        ids, self._next_instance = stable_ids(groups, m.instances, self._next_instance)
+        m.instances[:] = ids
+        self.instances = summarize(m.points, ids, m.labels, m.scores)
+
+    # ------------------------------------------------------------------ outputs
+    def labelled(self) -> dict[str, np.ndarray]:
+        """Copies of the labelled voxels' points, colours, labels, scores and instance ids."""
+        with self.lock:
+            m = self.map
+            keep = m.labels >= 0
+            return {"points": m.points[keep], "colors": m.colors[keep], "labels": m.labels[keep].copy(),
+                    "scores": m.scores[keep].copy(), "instances": m.instances[keep].copy()}
+
+    def query(self, text_embedding: torch.Tensor, threshold: float = 0.0, max_points: int = 0,
+              max_instances: int = 0) -> QueryResult:
+        """Points and instances whose features match a text embedding; threshold <= -1: best only."""
+        t = torch.as_tensor(text_embedding, dtype=torch.float32).reshape(-1)
+        if t.numel() != self.student.cfg.feature_dim:
+            raise UserError(f"query embedding is {t.numel()}-d, the map's features are "
+                            f"{self.student.cfg.feature_dim}-d")
+        with self.lock:
+            m = self.map
+            done = np.flatnonzero(m.labels >= 0)
+            feats = torch.from_numpy(m.features[done]).float()
+            ids = m.instances[done]
+            points = m.points[done]
+            instances = list(self.instances)
+        scores = text_scores(feats, t)
+        keep = np.flatnonzero(scores >= threshold) if threshold > -1 else np.arange(len(scores))
+        keep = keep[np.argsort(-scores[keep], kind="stable")]
+        if max_points:
+            keep = keep[:max_points]
+        ranked = rank_instances(feats, ids, instances, t, threshold)
+        return QueryResult(points[keep], scores[keep], ranked[:max_instances] if max_instances else ranked)
+
+    def reset(self) -> None:
+        with self.lock:
+            self.map.reset()
+            self.instances = []
+            self.newest_stamp = -np.inf
+            self.version += 1
+
+    def save(self, path: Path) -> tuple[Path, Path]:
+        with self.lock:
+            return self.map.save(path, extra={"label_names": np.array(self.vocab.names)})

@@ -1,0 +1,103 @@
+"""The node's pipeline without ROS: incremental student updates, relabelling, queries, instances."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ovseg3d.errors import UserError
+from ovseg3d.segment.instances import connected_label_groups, stable_ids
+from ovseg3d.segment.live_map import LiveConfig, LiveSegmenter
+from ovseg3d.student.model import Student, StudentConfig
+from ovseg3d.text.vocabulary import Vocabulary
+
+
+class CountingStudent(Student):
+    """A real (random) student that records how many points each prediction ran on."""
+
+    calls: list[int]
+
+    def predict(self, points, colors=None):
+        self.calls.append(len(points))
+        return super().predict(points, colors)
+
+
+def _live(**cfg) -> LiveSegmenter:
+    torch.manual_seed(0)
+    student = CountingStudent(StudentConfig(arch="MinkUNetSmall", feature_dim=8, voxel_size=0.1))
+    student.calls = []
+    vocab = Vocabulary(["wall", "chair", "table"], torch.nn.functional.normalize(torch.randn(3, 8), dim=1),
+                       torch.arange(3))
+    return LiveSegmenter(student.eval(), vocab, LiveConfig(voxel_size=0.05, context=0.5, instance_min_points=5,
+                                                           **cfg))
+
+
+def _box(centre, n=400, size=0.4, seed=0):
+    return np.random.default_rng(seed).uniform(-size / 2, size / 2, (n, 3)) + np.asarray(centre)
+
+
+def test_updates_run_only_near_what_changed():
+    live = _live()
+    live.add_points(_box([0, 0, 0]), stamp=1.0, sensor_origin=np.zeros(3))
+    live.add_points(_box([5, 5, 0], seed=1), stamp=1.0, sensor_origin=np.zeros(3))
+    first = live.update()
+    assert first.points == len(live.map) and (live.map.labels >= 0).all()
+    assert live.update() is None  # nothing changed
+    far_labels = live.map.labels.copy()
+    live.add_points(_box([5, 5, 0.5], n=50, size=0.1, seed=2), stamp=2.0, sensor_origin=np.zeros(3))
+    second = live.update()
+    near_far = np.linalg.norm(live.map.points[:, :2] - [5, 5], axis=1) < 1.0
+    assert second.points == near_far.sum() < len(live.map)  # the box at the origin was not rerun
+    assert second.stamp == 2.0 and live.student.calls == [first.points, second.points]
+    assert (live.map.labels[: len(far_labels)][~near_far[: len(far_labels)]]
+            == far_labels[~near_far[: len(far_labels)]]).all()
+
+
+def test_new_vocabulary_relabels_without_the_student_and_queries_rank():
+    live = _live()
+    live.add_points(_box([0, 0, 0]), 1.0, np.zeros(3))
+    live.update()
+    calls = len(live.student.calls)
+    feats = torch.from_numpy(live.map.features).float()
+    target = torch.nn.functional.normalize(feats[:5].mean(0), dim=0)
+    live.set_vocabulary(Vocabulary(["thing", "other"], torch.stack([target, -target]), torch.arange(2)))
+    assert len(live.student.calls) == calls and set(np.unique(live.map.labels)) <= {0, 1}
+    res = live.query(target, threshold=-1, max_points=10)
+    assert len(res.points) == 10 and (np.diff(res.scores) <= 1e-6).all()
+    assert res.scores[0] == pytest.approx(float((torch.nn.functional.normalize(feats, dim=1) @ target).max()),
+                                          abs=1e-2)
+    everything = live.query(target, threshold=0.99)
+    assert (everything.scores >= 0.99).all()
+    with pytest.raises(UserError, match="8-d"):
+        live.query(torch.ones(5))
+    with pytest.raises(UserError, match="8-d"):
+        live.set_vocabulary(Vocabulary(["a"], torch.ones(1, 4), torch.arange(1)))
+
+
+def test_rgbd_ingest_respects_depth_limits_and_stride():
+    live = _live(depth_stride=2, max_depth=2.0)
+    depth = np.full((40, 60), 1.0, np.float32)
+    depth[:, 30:] = 3.0  # beyond max_depth
+    K = np.array([[50.0, 0, 30], [0, 50.0, 20], [0, 0, 1]])
+    live.add_rgbd(depth, K, np.eye(4), 1.0, np.zeros((40, 60, 3), np.uint8))
+    z = live.map.points[:, 2]
+    assert len(live.map) > 0 and np.allclose(z, 1.0, atol=0.05)
+    assert live.map.points[:, 0].max() < 0.05  # only the left half (x < 0 in the camera)
+    with pytest.raises(UserError, match="does not match depth"):
+        live.add_rgbd(depth, K, np.eye(4), 2.0, np.zeros((10, 10, 3), np.uint8))
+
+
+def test_instances_group_touching_same_label_cells_with_stable_ids():
+    pts = np.concatenate([_box([0, 0, 0], 300), _box([0.25, 0, 0], 300, seed=1), _box([3, 0, 0], 300, seed=2),
+                          _box([6, 0, 0], 3, seed=3)])
+    labels = np.array([1] * 600 + [1] * 300 + [2] * 3)
+    groups = connected_label_groups(pts, labels, cell=0.1, min_points=5)
+    assert groups[:600].min() == groups[:600].max() == 0  # the two touching boxes are one instance
+    assert (groups[600:900] == 1).all() and (groups[900:] == -1).all()  # far box separate; tiny one dropped
+    assert (connected_label_groups(pts, labels, 0.1, 5, ignore={1})[:900] == -1).all()
+    ids, next_id = stable_ids(groups, np.full(len(groups), -1), 0)
+    assert set(ids[:900]) == {0, 1} and next_id == 2
+    swapped = np.where(groups == 0, 1, np.where(groups == 1, 0, groups))  # same groups, other order
+    again, next_id = stable_ids(swapped, ids, next_id)
+    assert (again == ids).all() and next_id == 2
