@@ -28,8 +28,8 @@ On real data with real weights, the same steps are:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")
-    p.add_argument("--scenes", type=int, default=4, help="synthetic scenes; the last one is held out (default 4)")
-    p.add_argument("--epochs", type=int, default=40, help="student training epochs (default 40)")
+    p.add_argument("--scenes", type=int, default=8, help="synthetic scenes; the last one is held out (default 8)")
+    p.add_argument("--epochs", type=int, default=30, help="student training epochs (default 30)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic world (default 0)")
     p.add_argument("--query", default="a chair", help='the text query of the demo (default "a chair")')
     p.add_argument("--replay-rate", type=float, default=2.0, help="bag playback speed for the node (default 2)")
@@ -86,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = [f"data.scenes={data}", f"data.targets={features}", f"data.val=[{held_out}]", f"out={runs}",
                  "name=demo", "student.arch=MinkUNetSmall", "student.voxel_size=0.1", f"optim.epochs={args.epochs}",
+                 "data.max_points=30000",
                  f"val_every={max(1, args.epochs // 4)}", "optim.lr=0.004"]
     config = Path(ovseg3d_train.__file__).parent / "configs" / "synthetic.yaml"
     if train_main(["--config", str(config), *overrides]) != 0:
@@ -110,10 +111,10 @@ def run(args: argparse.Namespace) -> int:
     total = time.perf_counter() - t_all
     print(f"\n=== 7/7 summary (held-out scene {held_out}; simulated teacher, random CLIP: a test of the pipeline)")
     print("| what | mIoU | mAcc |\n| --- | --- | --- |")
-    print(f"| 2D fusion of the simulated teacher | {100 * results['2d']['miou']:.1f} | "
-          f"{100 * results['2d']['macc']:.1f} |")
-    print(f"| 3D student (geometry only, {args.epochs} epochs on the CPU) | {100 * results['3d']['miou']:.1f} | "
-          f"{100 * results['3d']['macc']:.1f} |")
+    print(f"| 2D fusion of the simulated teacher | {100 * results['2d']['mIoU']:.1f} | "
+          f"{100 * results['2d']['mAcc']:.1f} |")
+    print(f"| 3D student (geometry only, {args.epochs} epochs on the CPU) | {100 * results['3d']['mIoU']:.1f} | "
+          f"{100 * results['3d']['mAcc']:.1f} |")
     if "eval" in replay:
         e = replay["eval"]
         print(f"| ROS 2 node on the replayed bag (map points) | {e['miou']:.1f} | {e['macc']:.1f} |")

@@ -100,6 +100,14 @@ class ScanNetScene:
         return f"ScanNetScene({str(self.path)!r})"
 
     # ---------------------------------------------------------------- geometry and labels
+    def source_mesh(self) -> ScanNetScene | None:
+        """The generating mesh of a scene whose points were re-made from its depth
+        (`ovseg3d synth --reconstruct`), as a scene folder of its own; None for ordinary scenes."""
+        folder = self.path / "mesh" / self.name
+        if not (folder / f"{self.name}_vh_clean_2.ply").exists():
+            return None
+        return ScanNetScene(folder, label_map=self.label_map_path)
+
     @property
     def mesh_path(self) -> Path:
         return self.path / f"{self.name}_vh_clean_2.ply"

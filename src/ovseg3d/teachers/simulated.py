@@ -80,13 +80,14 @@ class SimulatedSegmenter:
         self.scene: ScanNetScene | None = None
 
     def begin_scene(self, scene: ScanNetScene) -> None:
-        if scene.faces is None:
+        mesh = scene.source_mesh() or scene  # reconstructed scenes keep their generating mesh
+        if mesh.faces is None:
             raise UserError(f"the simulated teacher needs a mesh with faces; {scene.name} has none")
         self.scene = scene
-        self.caster = MeshRaycaster(scene.points, scene.faces)
-        self.semantic = scene.semantic(self.labels)
+        self.caster = MeshRaycaster(mesh.points, mesh.faces)
+        self.semantic = mesh.semantic(self.labels)
         try:
-            self.instance, raw = scene.instance_ids, scene.instance_raw_labels
+            self.instance, raw = mesh.instance_ids, mesh.instance_raw_labels
         except UserError:  # no instance annotation: each class is one object
             self.instance, raw = self.semantic + 1, [""]
         # words for points outside the label set: the annotation's raw category, if any

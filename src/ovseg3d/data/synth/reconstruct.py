@@ -7,12 +7,14 @@ at chance (measured: 8 % point accuracy on the very scene it was trained on, vs 
 on a depth reconstruction). So for students meant for the node, the scene's points become the
 voxel centres of its fused depth images, each labelled like its nearest mesh vertex (segment,
 hence instance and NYU40 label); points farther than ``max_distance`` from the mesh (depth noise)
-are unannotated. The original mesh is kept as ``<scene>_mesh.ply``.
+are unannotated. The original mesh and its annotation move to ``<scene>/mesh/<scene>/`` (a scene
+folder of their own, ``ScanNetScene.source_mesh``), where the simulated teacher still ray-casts.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +32,14 @@ def reconstruct_scene(scene_dir: Path, voxel_size: float, depth_stride: int = 2,
     """Rewrite the scene's points in place; returns the new point count."""
     scene = ScanNetScene(scene_dir)
     name, path = scene.name, scene.path
-    mesh_file = path / f"{name}_mesh.ply"
-    if mesh_file.exists():
-        raise UserError(f"scene {name} is already reconstructed (its mesh is {mesh_file.name})")
+    if scene.source_mesh() is not None:
+        raise UserError(f"scene {name} is already reconstructed (its mesh is in mesh/{name}/)")
     nyu40, segments, mesh_points = scene.nyu40, scene.segments, scene.points
+    segs_file = next(path.glob(f"{name}_vh_clean*.segs.json"))
+    mesh_dir = path / "mesh" / name
+    mesh_dir.mkdir(parents=True)
+    for f in (scene.mesh_path, path / f"{name}_vh_clean_2.labels.ply", segs_file, path / f"{name}.aggregation.json"):
+        shutil.copy2(f, mesh_dir / f.name)
     cloud = VoxelMap(voxel_size)
     for f in scene.frames():
         K = f.K.copy()
@@ -47,10 +53,8 @@ def reconstruct_scene(scene_dir: Path, voxel_size: float, depth_stride: int = 2,
     far = dist > max_distance
     label = np.where(far, 0, nyu40[nearest]).astype(np.uint16)
     seg = segments[nearest]  # noise points join their nearest surface's segment
-    (path / f"{name}_vh_clean_2.ply").rename(mesh_file)
     write_ply(path / f"{name}_vh_clean_2.ply", points, colors, alpha=True)
     write_ply(path / f"{name}_vh_clean_2.labels.ply", points, colors, alpha=True, label=label)
-    segs_file = next(path.glob(f"{name}_vh_clean*.segs.json"))
     data = json.loads(segs_file.read_text())
     data["segIndices"] = seg.tolist()
     segs_file.write_text(json.dumps(data))
@@ -58,6 +62,6 @@ def reconstruct_scene(scene_dir: Path, voxel_size: float, depth_stride: int = 2,
     meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
     meta.update(num_points=len(points), reconstructed={
         "voxel_size": voxel_size, "depth_stride": depth_stride, "max_depth": max_depth,
-        "points_far_from_mesh": int(far.sum()), "mesh": mesh_file.name})
+        "points_far_from_mesh": int(far.sum()), "mesh": f"mesh/{name}"})
     meta_file.write_text(json.dumps(meta, indent=1))
     return len(points)
