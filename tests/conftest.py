@@ -15,6 +15,15 @@ if "ROS_DOMAIN_ID" not in os.environ:
 import pytest
 
 
+def interruptible() -> None:
+    """preexec_fn for children a test interrupts with SIGINT: a shell that started the test run in
+    the background (`cmd &`) leaves SIGINT ignored, children inherit that, and Python then never
+    raises KeyboardInterrupt."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture
 def rclpy_context():
     """A fresh rclpy context per test, shut down afterwards."""

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import interruptible
 from ovseg3d.data.openscene import load_fused
 from ovseg3d.data.scannet import ScanNetScene
 
@@ -39,7 +40,8 @@ def test_extract_writes_files_the_reader_loads(synth_root, tmp_path):
 def test_resume_after_an_interrupted_run(synth_root, tmp_path):
     out = tmp_path / "feat"
     proc = subprocess.Popen([OVSEG3D, "extract", str(synth_root), "--teacher", "simulated", "--out", str(out),
-                             "--teacher-option", "patch=32"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             "--teacher-option", "patch=32"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=interruptible)
     first = out / "scene0000_00_0.pt"
     end = time.monotonic() + 300
     while not first.exists() and proc.poll() is None and time.monotonic() < end:

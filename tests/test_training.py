@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import interruptible
 from ovseg3d.errors import UserError
 from ovseg3d.student.checkpoint import load_student, read_checkpoint
 from ovseg3d.text.vocabulary import Vocabulary
@@ -175,6 +176,7 @@ def test_resume_gives_the_same_weights(synth_root, targets, tmp_path):
     subprocess.run(_train_cmd(synth_root, targets, tmp_path, "straight"), check=True, capture_output=True,
                    env=DETERMINISTIC, timeout=600)
     proc = subprocess.Popen(_train_cmd(synth_root, targets, tmp_path, "resumed"), env=DETERMINISTIC,
+                            preexec_fn=interruptible,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = tmp_path / "resumed" / "log.csv"
     end = time.monotonic() + 600

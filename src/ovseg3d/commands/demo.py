@@ -35,14 +35,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--replay-rate", type=float, default=2.0, help="bag playback speed for the node (default 2)")
 
 
-def _step(title: str, argv: list[str], timings: dict) -> None:
+def _step(title: str, argv: list[str], timings: dict, key: str | None = None) -> None:
     from ovseg3d.cli import main
     from ovseg3d.errors import UserError
 
     print(f"\n=== {title}\n$ ovseg3d {' '.join(argv)}", flush=True)
     t0 = time.perf_counter()
     code = main(argv)
-    timings[title] = time.perf_counter() - t0
+    timings[key or title] = time.perf_counter() - t0
     if code != 0:
         raise UserError(f"demo step '{title}' failed (exit {code}); its error is above")
 
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if not (data / held_out / "synth.json").exists():
         _step("1/7 synthetic scenes (test instrument), reconstructed from their depth like ScanNet's",
               ["synth", str(data), "--scenes", str(args.scenes), "--seed", str(args.seed), "--preset", "test",
-               "--reconstruct", "0.05"], timings)
+               "--reconstruct", "0.05"], timings, "synth")
     else:
         print(f"\n=== 1/7 synthetic scenes: reusing {data}")
     bag = data / held_out / "rosbag2_mcap"
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
 
         write_bag(scene_stream(data / held_out), bag, "mcap")
     _step("2/7 simulated 2D teacher, fused onto the points (OpenScene files)",
-          ["extract", str(data), "--teacher", "simulated", "--out", str(features)], timings)
+          ["extract", str(data), "--teacher", "simulated", "--out", str(features)], timings, "extract")
     ckpt = runs / "demo" / "best.pt"
     print("\n=== 3/7 distilling a small 3D student on the CPU", flush=True)
     t0 = time.perf_counter()
@@ -91,22 +91,23 @@ def run(args: argparse.Namespace) -> int:
     config = Path(ovseg3d_train.__file__).parent / "configs" / "synthetic.yaml"
     if train_main(["--config", str(config), *overrides]) != 0:
         raise UserError("demo step 'train' failed; its error is above")
-    timings["3/7 train"] = time.perf_counter() - t0
+    timings["train"] = time.perf_counter() - t0
     val = data / held_out
     results = {}
     for mode in ("2d", "3d"):
         pred = out / f"pred_{mode}"
         argv = ["infer", str(val), "--mode", mode, "--out", str(pred), "--features", str(features)]
         _step(f"4/7 label the held-out scene: {mode}", argv + (["--checkpoint", str(ckpt)] if mode == "3d" else []),
-              timings)
-        _step(f"4/7 score {mode}", ["eval", str(pred), "--gt", str(data), "--labels", "scannet20"], timings)
+              timings, f"infer {mode}")
+        _step(f"4/7 score {mode}", ["eval", str(pred), "--gt", str(data), "--labels", "scannet20"], timings,
+              f"eval {mode}")
         results[mode] = json.loads((pred / "eval.json").read_text())
     _step("5/7 text query", ["query", str(val), args.query, "--checkpoint", str(ckpt), "--out",
-                             str(out / "query.png")], timings)
+                             str(out / "query.png")], timings, "query")
     _step("6/7 replay the held-out scene's bag through the ROS 2 node",
           ["replay", str(bag), "--checkpoint", str(ckpt), "--gt", str(val), "--rate", str(args.replay_rate),
            "--out", str(out / "replay"), "--param", "map.voxel_size=0.05", "--param", "depth.stride=2",
-           "--param", "inference.rate_hz=1.0", "--param", "instances.cell=0.1"], timings)
+           "--param", "inference.rate_hz=1.0", "--param", "instances.cell=0.1"], timings, "replay")
     replay = json.loads((out / "replay" / "report.json").read_text())
     total = time.perf_counter() - t_all
     print(f"\n=== 7/7 summary (held-out scene {held_out}; simulated teacher, random CLIP: a test of the pipeline)")
@@ -122,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nnode: {sum(replay['played'].values())} messages played, {replay['queue_drops']} queue drops, "
           f"rejected {replay['rejected'] or 'none'}, latency sensor->labels median {latency:.1f} s, "
           f"peak memory {replay['peak_rss_mib']:.0f} MiB")
-    print("\ntime per step: " + ", ".join(f"{k.split(' ')[0]} {v:.0f} s" for k, v in timings.items())
+    print("\ntime per step: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
           + f"; total {total / 60:.1f} min")
     pictures = [out / "pred_2d" / f"{held_out}.png", out / "pred_3d" / f"{held_out}.png", out / "query.png",
                 *[Path(p) for p in replay.get("pictures", [])], out / "pred_3d" / f"{held_out}.ply"]

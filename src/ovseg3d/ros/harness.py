@@ -92,6 +92,7 @@ class NodeHarness:
         if self.node._threads:
             self.node.trigger_deactivate()
         self.executor.shutdown()
+        self._thread.join(timeout=10)  # no callback may still run when the nodes go
         self.node.destroy_node()
         self.driver.destroy_node()
 

@@ -111,7 +111,7 @@ def replay(bag: Path, harness: NodeHarness, cfg: ReplayConfig, out: Path, gt: Pa
         "rgbd_frames_matched": node.queue.pushed - node.received["lidar/points"],
         "camera_messages_unmatched": node.sync.unmatched,
         "ingested": dict(node.ingested), "queue_drops": node.queue.dropped,
-        "rejected": {k: v for k, v in node.rejected.items() if k != "nonfinite_points"},
+        "rejected": {k: v for k, v in node.rejected.items() if k not in ("nonfinite_points", "queue_full")},
         "nonfinite_points_skipped": node.rejected.get("nonfinite_points", 0),
         "latency_s": ({"median": float(np.median(latencies)), "p90": float(np.percentile(latencies, 90)),
                        "max": float(np.max(latencies)), "samples": len(latencies)} if latencies else None),
