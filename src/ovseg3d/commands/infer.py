@@ -26,6 +26,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="GeoPurify affinity student checkpoint for --pooling (default: the student's own backbone)")
     p.add_argument("--pooling-k", type=int, default=96)
     p.add_argument("--pooling-steps", type=int, default=18)
+    p.add_argument("--instances", action="store_true",
+                   help="also segment instances: superpoints merged by feature similarity and adjacency, named "
+                        "from the 3D features alone (FOLK's inference); `ovseg3d eval` then reports AP")
+    p.add_argument("--instance-threshold", type=float, default=0.9,
+                   help="cosine above which adjacent superpoints merge (default 0.9)")
+    p.add_argument("--instance-min-points", type=int, default=100, help="smallest instance in points (default 100)")
     p.add_argument("--save-features", action="store_true", help="also store fp16 features in the .npz")
     p.add_argument("--no-pictures", action="store_true", help="skip the PLY and PNG per scene")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -68,8 +74,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         cfg = ckpt.get("config", {})
         spec = clip_spec(args)
-        if args.clip_weights is None and cfg.get("clip_weights"):
-            spec = type(spec)(model=cfg.get("clip_model", spec.model), pretrained=cfg["clip_weights"])
+        if args.clip_weights is None and args.clip_model == "ViT-B-16" and (cfg.get("clip_model")
+                                                                            or cfg.get("clip_weights")):
+            # the text encoder the student was trained against, unless one was given
+            spec = type(spec)(model=cfg.get("clip_model", spec.model), pretrained=cfg.get("clip_weights") or None)
         vocab = build_vocabulary(labels, spec, templates(args))
         names = list(labels.names)
     if student is not None and vocab.dim != student.cfg.feature_dim:
@@ -108,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
             if args.mode == "2d":
                 label[~mask.numpy()] = -1  # no 2D feature: no label
             out = {"labels": label, "scores": score.numpy().astype(np.float16), "names": np.array(names)}
+            if args.instances:
+                out.update(_instances(scene, feats, vocab, names, args))
             if args.save_features:
                 out["features"] = feats.half().numpy()
             np.savez_compressed(args.out / f"{scene.name}.npz", **out)
@@ -123,3 +133,28 @@ def run(args: argparse.Namespace) -> int:
         "label_set": labels.name, "pooling": args.pooling, "vocabulary": vocab.source, "scenes": report}, indent=1))
     print(f"wrote predictions for {len(report)} scene(s) to {args.out}")
     return 0
+
+
+def _instances(scene, feats, vocab, names: list[str], args: argparse.Namespace) -> dict:
+    """Per-point instance index (-1: none) with each instance's label and score, as `eval` reads them."""
+    import numpy as np
+    import torch
+
+    from ovseg3d.errors import UserError
+    from ovseg3d.geometry.superpoints import point_superpoints
+    from ovseg3d.segment.instance_classify import name_instances
+    from ovseg3d.segment.proposals import merge_superpoints
+
+    try:
+        superpoints = scene.segments
+    except UserError:  # no ScanNet over-segmentation: make one from the points
+        superpoints = point_superpoints(scene.points, colors=scene.colors)
+    proposals = merge_superpoints(scene.points, feats, superpoints, args.instance_threshold, args.instance_min_points)
+    stuff = {i for i, n in enumerate(names) if n in ("wall", "floor", "ceiling")}
+    preds = name_instances(torch.stack([p.feature for p in proposals]) if proposals else torch.zeros(0, vocab.dim),
+                           proposals, vocab, stuff)
+    ids = np.full(scene.num_points, -1, np.int32)
+    for k, pred in enumerate(preds):
+        ids[pred.mask & (ids < 0)] = k
+    return {"instance_ids": ids, "instance_labels": np.array([p.label for p in preds], np.int32),
+            "instance_scores": np.array([p.score for p in preds], np.float32)}

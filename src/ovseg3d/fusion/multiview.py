@@ -35,7 +35,7 @@ class FusedFeatures:
     frames_used: int
 
 
-def _as_feature_map(out) -> FeatureMap:
+def as_feature_map(out) -> FeatureMap:
     if isinstance(out, FeatureMap):
         fm = out
     else:
@@ -106,7 +106,7 @@ def fuse_many(points: np.ndarray, frames: Iterable[Frame], sources: dict[str, Fe
         vis = visible_points(points, frame.pose, frame.K, frame.image_size, frame.depth, occlusion_ratio)
         if len(vis.index):
             for name, source in sources.items():
-                accs[name].add(vis, _as_feature_map(source(frame)), frame)
+                accs[name].add(vis, as_feature_map(source(frame)), frame)
         if on_frame is not None:
             on_frame(frame.frame_id)
     return {name: acc.result() for name, acc in accs.items()}
