@@ -40,7 +40,7 @@ def test_proposals_recover_generated_instances(synth_scene):
 
 def test_merging_recomputes_means_so_it_does_not_chain():
     rng = np.random.default_rng(0)
-    points = np.concatenate([rng.uniform(0, 0.1, (60, 3)) + [0.1 * i, 0, 0] for i in range(3)])
+    points = np.concatenate([rng.uniform(0, 0.1, (60, 3)) + np.array([0.1 * i, 0, 0]) for i in range(3)])
     sp = np.repeat([0, 1, 2], 60)
     e1, e2 = torch.eye(2)
     feats = torch.stack([e1, torch.nn.functional.normalize(e1 + e2, dim=0), e2]).repeat_interleave(60, 0)
