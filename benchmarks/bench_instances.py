@@ -25,7 +25,7 @@ import torch
 
 from ovseg3d.data.scannet import ScanNetScene, list_scenes
 from ovseg3d.eval.instance import InstanceMeter
-from ovseg3d.labels import load_label_set
+from ovseg3d.labels import load_label_set, stuff_indices
 from ovseg3d.segment.instance_classify import name_instances, projected_features
 from ovseg3d.segment.proposals import Proposal, instance_recovery, merge_superpoints
 from ovseg3d.student.checkpoint import load_student
@@ -45,7 +45,7 @@ def main() -> None:
     student, _ = load_student(args.checkpoint, "cpu")
     vocab = build_vocabulary(labels)
     teacher = build_teacher("simulated", TeacherContext(labels=labels))
-    stuff = {labels.names.index(n) for n in ("wall", "floor") if n in labels.names}
+    stuff = stuff_indices(labels.names)
     paths = [args.data / s for s in args.scenes] if args.scenes else list_scenes(args.data)[-1:]
     meters = {k: InstanceMeter(len(labels)) for k in ("3d", "2d", "gt3d", "gt2d")}
     secs = {"student": 0.0, "proposals": 0.0, "name3d": 0.0, "name2d": 0.0}

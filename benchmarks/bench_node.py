@@ -32,8 +32,8 @@ from sensor_msgs.msg import PointCloud2
 
 from ovseg3d.data.synth.generate import SYNTH_PRESETS, generate_scene
 from ovseg3d.ros.harness import NodeHarness
-from ovseg3d.ros.scene_stream import scene_stream, to_stamp
-from ovseg3d.ros.transforms import stamp_seconds
+from ovseg3d.ros.scene_stream import scene_stream
+from ovseg3d.ros.transforms import stamp_seconds, to_stamp
 from ovseg3d.student.checkpoint import save_checkpoint
 from ovseg3d.student.model import Student, StudentConfig
 

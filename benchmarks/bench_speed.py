@@ -48,7 +48,7 @@ MEASURE = textwrap.dedent('''
     elif task == "ingest":
         from ovseg3d.data.scannet import ScanNetScene
         from ovseg3d.data.synth.writer import read_sweep
-        from ovseg3d.geometry.camera import backproject
+        from ovseg3d.geometry.camera import backproject_strided
         from ovseg3d.geometry.voxel_map import VoxelMap
         scene = ScanNetScene(arg["scene"])
         vmap = VoxelMap(voxel_size=0.02)
@@ -59,10 +59,8 @@ MEASURE = textwrap.dedent('''
             if k < len(frames):
                 f = frames[k]
                 t0 = time.perf_counter()
-                d = f.depth[::2, ::2]  # the node ingests depth at half resolution
-                K = f.K.copy(); K[:2] /= 2
-                pts, pix = backproject(d, K, f.pose)
-                vmap.insert(pts, f.color[::2, ::2][pix[:, 0], pix[:, 1]], stamp=k)
+                pts, pix = backproject_strided(f.depth, f.K, f.pose, stride=2)  # the node's default stride
+                vmap.insert(pts, f.color[pix[:, 0], pix[:, 1]], stamp=k)
                 t_rgbd += time.perf_counter() - t0; n_rgbd += 1
             if k < len(sweeps):
                 pts, _, pose = sweeps[k]

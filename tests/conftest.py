@@ -87,7 +87,7 @@ def node_checkpoint(tmp_path_factory, synth_root, tiny_clip):
     from scipy.spatial import cKDTree
 
     from ovseg3d.data.scannet import ScanNetScene
-    from ovseg3d.geometry.camera import backproject
+    from ovseg3d.geometry.camera import backproject_strided
     from ovseg3d.geometry.voxel_map import VoxelMap
     from ovseg3d.labels import load_label_set
     from ovseg3d.student.checkpoint import save_checkpoint
@@ -99,7 +99,7 @@ def node_checkpoint(tmp_path_factory, synth_root, tiny_clip):
     scene = ScanNetScene(synth_root / "scene0000_00")
     cloud = VoxelMap(0.05)
     for f in scene.frames(stride=2, with_color=False):
-        cloud.insert(backproject(f.depth[::4, ::4], np.vstack([f.K[:2] / 4, f.K[2:]]), f.pose)[0])
+        cloud.insert(backproject_strided(f.depth, f.K, f.pose, stride=4)[0])
     points = cloud.points
     dist, nearest = cKDTree(scene.points).query(points)
     target = torch.as_tensor(np.where(dist < 0.1, scene.semantic(labels)[nearest], -1)).long()

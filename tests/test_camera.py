@@ -8,6 +8,7 @@ from ovseg3d.data.synth.render import look_at
 from ovseg3d.errors import UserError
 from ovseg3d.geometry.camera import (
     backproject,
+    backproject_strided,
     project,
     scale_intrinsics,
     visible_points,
@@ -75,3 +76,17 @@ def test_align_depth_into_another_camera_is_exact_on_a_fronto_parallel_plane():
     # 0.533 and 0.4: inside that, left pixels read the closer half; outside, no reading.
     assert (out[60:420, 60:300] == 1.5).all() and (out[60:420, 340:580] == 3.0).all()
     assert (out[:, :50] == 0).all() and (out[:30] == 0).all()
+
+
+def test_strided_backprojection_matches_the_full_resolution_pixels():
+    rng = np.random.default_rng(0)
+    depth = rng.uniform(0.5, 4.0, (30, 40)).astype(np.float32)
+    K = np.array([[50.0, 0, 19.5], [0, 50.0, 14.5], [0, 0, 1]])
+    pose = np.eye(4)
+    pose[:3, 3] = [1, 2, 3]
+    pts, pix = backproject_strided(depth, K, pose, stride=3, min_depth=1.0, max_depth=3.0)
+    full, _ = backproject(depth, K, pose, pixels=pix)
+    assert np.allclose(pts, full) and (pix % 3 == 0).all()
+    z = depth[pix[:, 0], pix[:, 1]]
+    assert ((z >= 1.0) & (z <= 3.0)).all()
+    assert len(pts) == int(((depth[::3, ::3] >= 1.0) & (depth[::3, ::3] <= 3.0)).sum())

@@ -22,7 +22,8 @@ from ovseg3d.labels import load_label_set
 from ovseg3d.ros.harness import NodeHarness, wait_for
 from ovseg3d.ros.images import array_to_image, camera_info
 from ovseg3d.ros.pointcloud2 import pointcloud2_to_array
-from ovseg3d.ros.scene_stream import scene_stream, tf_message, to_stamp
+from ovseg3d.ros.scene_stream import scene_stream, tf_message
+from ovseg3d.ros.transforms import to_stamp
 from ovseg3d_interfaces.srv import SaveMap, SetVocabulary, TextQuery
 
 ROOT = Path(__file__).resolve().parents[1]

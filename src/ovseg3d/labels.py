@@ -54,6 +54,14 @@ class LabelSet:
         return out
 
 
+STUFF_LABELS = ("wall", "floor", "ceiling")  # surfaces, never object instances
+
+
+def stuff_indices(names, stuff=STUFF_LABELS) -> set[int]:
+    """Class indices of ``names`` that are stuff (walls, floors) rather than objects."""
+    return {i for i, n in enumerate(names) if n in stuff}
+
+
 def palette(k: int) -> np.ndarray:
     """K well-separated colours (golden-ratio hues), for label sets without their own."""
     hues = (np.arange(k) * 0.618033988749895) % 1.0

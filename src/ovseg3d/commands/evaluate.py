@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from ovseg3d.eval.instance import InstanceMeter
     from ovseg3d.eval.scannet_export import export_instances, export_semantic
     from ovseg3d.eval.semantic import SemanticMeter
-    from ovseg3d.labels import load_label_set
+    from ovseg3d.labels import load_label_set, stuff_indices
 
     labels = load_label_set(args.labels)
     if not args.pred.is_dir():
@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     if not scenes:
         raise UserError(f"no prediction in {args.pred} matches a scene of {args.gt}")
     sem = SemanticMeter(len(labels))
-    inst_classes = [i for i, n in enumerate(labels.names) if n not in ("wall", "floor", "ceiling")]
+    stuff = stuff_indices(labels.names)
+    inst_classes = [i for i in range(len(labels)) if i not in stuff]
     inst = InstanceMeter(len(labels), inst_classes)
     has_instances = False
     for path in scenes:

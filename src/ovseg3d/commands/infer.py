@@ -142,6 +142,7 @@ def _instances(scene, feats, vocab, names: list[str], args: argparse.Namespace) 
 
     from ovseg3d.errors import UserError
     from ovseg3d.geometry.superpoints import point_superpoints
+    from ovseg3d.labels import stuff_indices
     from ovseg3d.segment.instance_classify import name_instances
     from ovseg3d.segment.proposals import merge_superpoints
 
@@ -150,7 +151,7 @@ def _instances(scene, feats, vocab, names: list[str], args: argparse.Namespace) 
     except UserError:  # no ScanNet over-segmentation: make one from the points
         superpoints = point_superpoints(scene.points, colors=scene.colors)
     proposals = merge_superpoints(scene.points, feats, superpoints, args.instance_threshold, args.instance_min_points)
-    stuff = {i for i, n in enumerate(names) if n in ("wall", "floor", "ceiling")}
+    stuff = stuff_indices(names)
     preds = name_instances(torch.stack([p.feature for p in proposals]) if proposals else torch.zeros(0, vocab.dim),
                            proposals, vocab, stuff)
     ids = np.full(scene.num_points, -1, np.int32)

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from ovseg3d.commands.common import clip_spec, templates
     from ovseg3d.data.scannet import ScanNetScene
     from ovseg3d.errors import UserError
-    from ovseg3d.labels import load_label_set
+    from ovseg3d.labels import load_label_set, stuff_indices
     from ovseg3d.segment.instances import connected_label_groups, summarize
     from ovseg3d.segment.query import rank_instances, text_scores
     from ovseg3d.student.checkpoint import load_student
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     feats = student.predict(scene.points, scene.colors if student.cfg.input == "color" else None)
     label, score = vocab.classify(feats)
     label, score = label.numpy(), score.numpy()
-    stuff = {i for i, n in enumerate(labels.names) if n in ("wall", "floor", "ceiling")}
+    stuff = stuff_indices(labels.names)
     ids = connected_label_groups(scene.points, label, args.instance_cell, args.min_points, stuff)
     instances = summarize(scene.points, ids, label, score)
     t = embed_prompts([text], spec, templates(args))[0]

@@ -64,6 +64,18 @@ def backproject(depth: np.ndarray, K: np.ndarray, cam_to_world: np.ndarray | Non
     return pts, np.stack([v, u], axis=1)
 
 
+def backproject_strided(depth: np.ndarray, K: np.ndarray, cam_to_world: np.ndarray, stride: int = 1,
+                        min_depth: float = 0.0, max_depth: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
+    """``backproject`` of every ``stride``-th pixel per axis with depth in [min_depth, max_depth];
+    the (v, u) returned index the full-resolution image (to pick colours)."""
+    d = np.asarray(depth, np.float32)[::stride, ::stride]
+    d = np.where((d >= min_depth) & (d <= max_depth), d, 0)
+    Ks = np.array(K, dtype=np.float64)[:3, :3]
+    Ks[:2] /= stride  # strided pixel (i, j) is pixel (stride i, stride j)
+    pts, pix = backproject(d, Ks, cam_to_world)
+    return pts, pix * stride
+
+
 @dataclass
 class Visibility:
     """Which points a view sees, and where: ``index`` into the points, pixel ``v``, ``u``, depth ``z``."""

@@ -31,7 +31,7 @@ from ovseg3d.ros import outputs, params
 from ovseg3d.ros.images import camera_matrix, color_image, depth_image, registered_color
 from ovseg3d.ros.pointcloud2 import xyz_from_pointcloud2
 from ovseg3d.ros.sync import ApproximateSync, DropOldestQueue
-from ovseg3d.ros.transforms import TfLookup, stamp_seconds
+from ovseg3d.ros.transforms import TfLookup, stamp_seconds, to_stamp
 from ovseg3d_interfaces.srv import SaveMap, SetVocabulary, TextQuery
 
 
@@ -41,13 +41,6 @@ class Rejected(Exception):
     def __init__(self, kind: str, text: str):
         super().__init__(text)
         self.kind = kind
-
-
-def _header_stamp(seconds: float):
-    from builtin_interfaces.msg import Time
-
-    seconds = max(seconds, 0.0)
-    return Time(sec=int(seconds), nanosec=round((seconds - int(seconds)) * 1e9) % 1_000_000_000)
 
 
 class PerceptionNode(LifecycleNode):
@@ -322,7 +315,7 @@ class PerceptionNode(LifecycleNode):
         self.label_colors = self.label_set.colors if same else palette(len(names))
 
     def _header(self, stamp: float) -> Header:
-        return Header(stamp=_header_stamp(stamp), frame_id=self.p("map_frame"))
+        return Header(stamp=to_stamp(max(stamp, 0.0)), frame_id=self.p("map_frame"))
 
     def publish_outputs(self) -> None:
         version = self.live.version

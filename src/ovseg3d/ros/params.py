@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
+from ovseg3d.labels import STUFF_LABELS
+
 
 @dataclass(frozen=True)
 class Param:
@@ -67,7 +69,7 @@ PARAMS: tuple[Param, ...] = (
     Param("inference.context", 1.0, "metres of map around changed voxels the student sees", 0.1, 20.0),
     Param("instances.cell", 0.05, "grid (m) of the instance grouping; same-label cells that touch join", 0.005, 1.0),
     Param("instances.min_points", 30, "smallest instance (map voxels)", 1, 1_000_000),
-    Param("instances.stuff_labels", ["wall", "floor", "ceiling"], "labels that are never instances"),
+    Param("instances.stuff_labels", list(STUFF_LABELS), "labels that are never instances"),
     Param("query.max_points", 200_000, "cap on the points a text query returns", 1, 10_000_000),
     Param("query.max_text_length", 200, "longest text query or vocabulary word (characters)", 1, 10_000),
     Param("vocabulary.max_labels", 1000, "largest vocabulary set_vocabulary accepts", 1, 100_000),

@@ -23,6 +23,7 @@ from ovseg3d.data.scannet import ScanNetScene
 from ovseg3d.data.synth.writer import read_sweep
 from ovseg3d.ros.images import array_to_image, camera_info
 from ovseg3d.ros.pointcloud2 import array_to_pointcloud2, xyz_fields_array
+from ovseg3d.ros.transforms import to_stamp
 
 TOPICS = {"rgb": "rgb/image", "depth": "depth/image", "info": "rgb/camera_info", "lidar": "lidar/points",
           "tf": "/tf"}
@@ -33,13 +34,6 @@ class StreamMessage:
     stamp: float
     topic: str
     msg: object
-
-
-def to_stamp(seconds: float):
-    from builtin_interfaces.msg import Time
-
-    ns = round(seconds * 1e9)
-    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
 
 
 def matrix_to_transform(T: np.ndarray) -> Transform:

@@ -35,6 +35,14 @@ def stamp_seconds(stamp) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
 
 
+def to_stamp(seconds: float):
+    """builtin_interfaces/Time of ``seconds`` (rounded to the nanosecond)."""
+    from builtin_interfaces.msg import Time
+
+    ns = round(seconds * 1e9)
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
 class TransformBuffer:
     """Parent/child transforms over time (child -> parent maps child coordinates into parent)."""
 

@@ -23,8 +23,9 @@ import numpy as np
 import torch
 
 from ovseg3d.errors import UserError
-from ovseg3d.geometry.camera import backproject
+from ovseg3d.geometry.camera import backproject_strided
 from ovseg3d.geometry.voxel_map import VoxelMap, pack_keys
+from ovseg3d.labels import STUFF_LABELS, stuff_indices
 from ovseg3d.segment.instances import Instance, connected_label_groups, stable_ids, summarize
 from ovseg3d.segment.query import rank_instances, text_scores
 from ovseg3d.student.model import Student
@@ -43,7 +44,7 @@ class LiveConfig:
     context: float = 1.0  # metres of map around changed voxels the student sees on an update
     instance_cell: float = 0.05  # grid of the instance grouping, metres
     instance_min_points: int = 30  # smaller groups are not instances
-    stuff_labels: tuple[str, ...] = ("wall", "floor", "ceiling")  # never instances
+    stuff_labels: tuple[str, ...] = STUFF_LABELS  # never instances
 
     def validate(self) -> None:
         positive = {"voxel_size": self.voxel_size, "max_depth": self.max_depth, "context": self.context,
@@ -76,10 +77,9 @@ class LiveSegmenter:
     def __init__(self, student: Student, vocab: Vocabulary, cfg: LiveConfig | None = None):
         self.cfg = cfg or LiveConfig()
         self.cfg.validate()
-        if vocab.dim != student.cfg.feature_dim:
-            raise UserError(f"the vocabulary is {vocab.dim}-d but the student predicts "
-                            f"{student.cfg.feature_dim}-d features")
-        self.student, self.vocab = student, vocab
+        self.student = student
+        self._check_dim(vocab)
+        self.vocab = vocab
         self.lock = threading.RLock()
         self.map = VoxelMap(self.cfg.voxel_size, self.cfg.max_voxels, self.cfg.extent or None,
                             feature_dim=student.cfg.feature_dim)
@@ -87,6 +87,11 @@ class LiveSegmenter:
         self.newest_stamp = -np.inf
         self._next_instance = 0
         self.version = 0  # increases with every update or relabel
+
+    def _check_dim(self, vocab: Vocabulary) -> None:
+        if vocab.dim != self.student.cfg.feature_dim:
+            raise UserError(f"the vocabulary is {vocab.dim}-d but the student predicts "
+                            f"{self.student.cfg.feature_dim}-d features")
 
     # ------------------------------------------------------------------ ingest
     def add_rgbd(self, depth: np.ndarray, K: np.ndarray, cam_to_world: np.ndarray, stamp: float,
@@ -97,13 +102,9 @@ class LiveSegmenter:
             raise UserError(f"depth must be a 2D image, got shape {depth.shape}")
         if rgb is not None and rgb.shape[:2] != depth.shape:
             raise UserError(f"colour image {rgb.shape[:2]} does not match depth {depth.shape}")
-        s = self.cfg.depth_stride
-        d = depth[::s, ::s].astype(np.float32)
-        d = np.where((d >= self.cfg.min_depth) & (d <= self.cfg.max_depth), d, 0)
-        Ks = np.array(K, dtype=np.float64)
-        Ks[:2] /= s  # strided pixel (i, j) is original pixel (s i, s j)
-        pts, pix = backproject(d, Ks, cam_to_world)
-        colors = None if rgb is None else rgb[::s, ::s][pix[:, 0], pix[:, 1]]
+        pts, pix = backproject_strided(depth, K, cam_to_world, self.cfg.depth_stride, self.cfg.min_depth,
+                                       self.cfg.max_depth)
+        colors = None if rgb is None else rgb[pix[:, 0], pix[:, 1]]
         return self._insert(pts, colors, stamp, cam_to_world[:3, 3])
 
     def add_points(self, points_world: np.ndarray, stamp: float, sensor_origin: np.ndarray,
@@ -154,9 +155,7 @@ class LiveSegmenter:
 
     def set_vocabulary(self, vocab: Vocabulary) -> None:
         """Relabel every labelled voxel from its stored feature: new words need no student run."""
-        if vocab.dim != self.student.cfg.feature_dim:
-            raise UserError(f"the vocabulary is {vocab.dim}-d but the student predicts "
-                            f"{self.student.cfg.feature_dim}-d features")
+        self._check_dim(vocab)
         with self.lock:
             self.vocab = vocab
             done = np.flatnonzero(self.map.labels >= 0)
@@ -170,7 +169,7 @@ class LiveSegmenter:
 
     def _group_instances(self) -> None:
         m = self.map
-        stuff = {i for i, n in enumerate(self.vocab.names) if n in self.cfg.stuff_labels}
+        stuff = stuff_indices(self.vocab.names, self.cfg.stuff_labels)
         groups = connected_label_groups(m.points, m.labels, self.cfg.instance_cell, self.cfg.instance_min_points,
                                         stuff)
         ids, self._next_instance = stable_ids(groups, m.instances, self._next_instance)

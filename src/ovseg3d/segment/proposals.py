@@ -52,7 +52,6 @@ def merge_superpoints(points: np.ndarray, features: torch.Tensor, superpoints: n
     ids, sp = np.unique(superpoints, return_inverse=True)
     s = len(ids)
     sums = torch.zeros(s, feats.shape[1]).index_add_(0, torch.from_numpy(sp), feats)
-    counts = np.bincount(sp, minlength=s).astype(np.float64)
     parent = np.arange(s)
 
     def find(x: int) -> int:
@@ -80,7 +79,6 @@ def merge_superpoints(points: np.ndarray, features: torch.Tensor, superpoints: n
             continue  # stale entry: one side was merged since
         parent[b] = a
         sums[a] += sums[b]
-        counts[a] += counts[b]
         version[a] += 1
         neighbours[a] = {find(n) for n in neighbours[a] | neighbours[b]} - {a}
         for n in neighbours[a]:

@@ -23,7 +23,7 @@ from scipy.spatial import cKDTree
 from ovseg3d.data.ply import write_ply
 from ovseg3d.data.scannet import ScanNetScene
 from ovseg3d.errors import UserError
-from ovseg3d.geometry.camera import backproject
+from ovseg3d.geometry.camera import backproject_strided
 from ovseg3d.geometry.voxel_map import VoxelMap
 
 
@@ -42,12 +42,8 @@ def reconstruct_scene(scene_dir: Path, voxel_size: float, depth_stride: int = 2,
         shutil.copy2(f, mesh_dir / f.name)
     cloud = VoxelMap(voxel_size)
     for f in scene.frames():
-        K = f.K.copy()
-        K[:2] /= depth_stride
-        d = f.depth[::depth_stride, ::depth_stride]
-        d = np.where(d <= max_depth, d, 0)
-        pts, pix = backproject(d, K, f.pose)
-        cloud.insert(pts, f.color[::depth_stride, ::depth_stride][pix[:, 0], pix[:, 1]])
+        pts, pix = backproject_strided(f.depth, f.K, f.pose, depth_stride, max_depth=max_depth)
+        cloud.insert(pts, f.color[pix[:, 0], pix[:, 1]])
     points, colors = cloud.points, cloud.colors
     dist, nearest = cKDTree(mesh_points).query(points)
     far = dist > max_distance
