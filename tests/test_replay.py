@@ -49,7 +49,8 @@ def test_replay_accounts_for_every_message_and_scores_above_chance(rclpy_context
     write_bag(scene_stream(scene), bag, "mcap")
     labels = load_label_set("scannet20")
     harness = NodeHarness(rclpy_context, {"checkpoint": str(node_checkpoint), "clip.model": tiny_clip.model,
-                                          "map.voxel_size": 0.05, "depth.stride": 4, "inference.rate_hz": 2.0},
+                                          "map.voxel_size": 0.05, "depth.stride": 4, "inference.rate_hz": 2.0,
+                                          "qos_depth": 100},  # played at 2x: room for bursts
                           namespace="")
     try:
         harness.start()

@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         harness = NodeHarness(context, {"checkpoint": str(args.checkpoint), "label_set": labels.name,
                                         "clip.model": clip_model, "clip.pretrained": args.clip_weights or "",
+                                        "qos_depth": 100,  # a replay comes in bursts; --param can override
                                         **params}, namespace="")
         try:
             harness.start()

@@ -20,7 +20,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
@@ -77,6 +77,16 @@ class PerceptionNode(LifecycleNode):
             self._last_warn[kind] = now
             self.warned[kind] += 1
             self.get_logger().warning(f"{text} [{kind}: {self.rejected[kind]} dropped so far]")
+
+    def inputs_handled(self) -> int:
+        """Queued inputs that reached an end: ingested, rejected (any kind) or dropped from the queue."""
+        rejected = sum(v for k, v in self.rejected.items() if k not in ("nonfinite_points", "queue_full"))
+        return sum(self.ingested.values()) + self.queue.dropped + rejected
+
+    def caught_up(self) -> bool:
+        """Nothing queued, nothing changed in the map since the last update, and that update published."""
+        return (len(self.queue) == 0 and not self.live.map.dirty.any()
+                and self._published_version == self.live.version)
 
     def _on_set_parameters(self, changes) -> SetParametersResult:
         for c in changes:
@@ -154,7 +164,8 @@ class PerceptionNode(LifecycleNode):
         self.sync = ApproximateSync(3, self.p("sync.slop"), self.p("sync.queue_size"))
         self._tf = TfLookup(self)
         sensors = MutuallyExclusiveCallbackGroup()
-        qos = qos_profile_sensor_data
+        qos = QoSProfile(depth=self.p("qos_depth"), reliability=qos_profile_sensor_data.reliability,
+                         durability=qos_profile_sensor_data.durability, history=qos_profile_sensor_data.history)
         self._subs = [
             self.create_subscription(Image, "rgb/image", lambda m: self._on_camera(0, m), qos, callback_group=sensors),
             self.create_subscription(Image, "depth/image", lambda m: self._on_camera(1, m), qos,

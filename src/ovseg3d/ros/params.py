@@ -63,6 +63,8 @@ PARAMS: tuple[Param, ...] = (
     Param("sync.slop", 0.05, "largest stamp difference (s) between matched RGB, depth and CameraInfo",
           0.001, 1.0),
     Param("sync.queue_size", 10, "messages kept per camera stream while waiting for a match", 1, 100),
+    Param("qos_depth", 5, "history depth of the sensor subscriptions (best effort): messages DDS keeps while "
+          "the callbacks are busy; raise it for bursts such as fast bag replay", 1, 1000, read_only=True),
     Param("queue_size", 8, "bounded input queue of the ingest worker (drop-oldest)", 1, 1000),
     Param("tf.timeout", 0.2, "longest wait (s) for a sensor's transform into map_frame", 0.0, 5.0),
     Param("inference.rate_hz", 1.0, "how often the student updates the changed part of the map", 0.01, 50.0),

@@ -49,10 +49,7 @@ def header_stamp(raw: bytes) -> float | None:
 
 def _settled(node, quiet_since: float) -> bool:
     """Everything the node received has been ingested, rejected or dropped, and published."""
-    handled = (sum(node.ingested.values()) + node.queue.dropped
-               + sum(v for k, v in node.rejected.items() if k not in ("nonfinite_points", "queue_full")))
-    return (time.monotonic() - quiet_since > 1.0 and handled >= node.queue.pushed and len(node.queue) == 0
-            and not node.live.map.dirty.any() and node._published_version == node.live.version)
+    return time.monotonic() - quiet_since > 1.0 and node.inputs_handled() >= node.queue.pushed and node.caught_up()
 
 
 def replay(bag: Path, harness: NodeHarness, cfg: ReplayConfig, out: Path, gt: Path | None = None,
