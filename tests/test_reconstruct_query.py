@@ -55,3 +55,9 @@ def test_query_command_ranks_instances_and_writes_a_picture(synth_root, node_che
     assert png.stat().st_size > 0 and png.with_suffix(".ply").exists()
     assert ovseg3d(["query", str(synth_root / "scene0000_00"), "  ", "--checkpoint", str(node_checkpoint)]) == 2
     assert "query text is empty" in capsys.readouterr().err
+
+
+def test_bad_reconstruct_voxel_is_refused_before_anything_is_written(tmp_path, capsys):
+    assert ovseg3d(["synth", str(tmp_path / "d"), "--preset", "test", "--reconstruct", "-1"]) == 2
+    assert "--reconstruct needs a positive voxel size" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()

@@ -77,6 +77,8 @@ def test_replay_accounts_for_every_message_and_scores_above_chance(rclpy_context
     (["{tmp}", "--checkpoint", "{ckpt}"], "not a rosbag2 folder"),
     (["{tmp}", "--checkpoint", "{ckpt}", "--topic", "nonsense"], "is not NAME=VALUE"),
     (["{tmp}", "--checkpoint", "{ckpt}", "--rate", "-1"], "--rate"),
+    (["{tmp}", "--checkpoint", "{ckpt}", "--param", "map.voxel_size=abc"], "takes a float, not 'abc'"),
+    (["{tmp}", "--checkpoint", "{ckpt}", "--param", "no.such=1"], "unknown node parameter 'no.such'"),
 ])
 def test_replay_bad_input(tmp_path, node_checkpoint, args, message):
     args = [a.format(tmp=tmp_path, ckpt=node_checkpoint) for a in args]

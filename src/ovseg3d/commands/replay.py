@@ -21,18 +21,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="which bag topic feeds a node input (rgb/image, depth/image, rgb/camera_info, "
                         "lidar/points); default /<input>")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                   help="node parameter, e.g. map.voxel_size=0.05 (repeatable; see config/ovseg3d.yaml)")
+                   help="node parameter, e.g. map.voxel_size=0.05 (repeatable; see config/ovseg3d.yaml; lists "
+                        "comma-separated)")
     p.add_argument("--clip-model", default=None, help="text encoder (default: the checkpoint's, else ViT-B-16)")
     p.add_argument("--clip-weights", default=None, help="pretrained tag or local weights file (default: random)")
-
-
-def _value(text: str):
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(text.lower(), text)
 
 
 def _pairs(items: list[str], what: str) -> dict[str, str]:
@@ -58,7 +50,9 @@ def run(args: argparse.Namespace) -> int:
     from ovseg3d.student.checkpoint import read_checkpoint
 
     topics = _pairs(args.topic, "--topic")
-    params = {k: _value(v) for k, v in _pairs(args.param, "--param").items()}
+    from ovseg3d.ros.params import parse_value
+
+    params = {k: parse_value(k, v) for k, v in _pairs(args.param, "--param").items()}
     if args.rate < 0:
         raise UserError("--rate must be 0 (as fast as possible) or positive")
     if args.gt is not None and not args.gt.is_dir():

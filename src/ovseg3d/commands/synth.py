@@ -42,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
             if value < 1:
                 raise UserError(f"--{key} must be at least 1, got {value}")
             cfg = dataclasses.replace(cfg, **{key: value})
+    if args.reconstruct is not None and not args.reconstruct > 0:
+        raise UserError("--reconstruct needs a positive voxel size in metres")
     print(f"ovseg3d synth: {SYNTH_NOTE}")
     t0 = time.perf_counter()
     with bar(args.scenes * (1 + cfg.frames + cfg.sweeps), "synth", "step") as pbar:
@@ -52,8 +54,6 @@ def run(args: argparse.Namespace) -> int:
     if args.reconstruct is not None:
         from ovseg3d.data.synth.reconstruct import reconstruct_scene
 
-        if not args.reconstruct > 0:
-            raise UserError("--reconstruct needs a positive voxel size in metres")
         for path in paths:
             n = reconstruct_scene(path, args.reconstruct)
             print(f"reconstructed {path.name} from its depth images: {n} points ({args.reconstruct} m voxels)")

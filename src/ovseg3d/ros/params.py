@@ -82,6 +82,25 @@ PARAMS: tuple[Param, ...] = (
 BY_NAME = {p.name: p for p in PARAMS}
 
 
+def parse_value(name: str, text: str):
+    """A command-line value for parameter ``name`` in the parameter's own type, or a clear error."""
+    from ovseg3d.errors import UserError
+
+    if name not in BY_NAME:
+        raise UserError(f"unknown node parameter {name!r} (see config/ovseg3d.yaml)")
+    default = BY_NAME[name].default
+    try:
+        if isinstance(default, bool):
+            if text.lower() not in ("true", "false"):
+                raise ValueError
+            return text.lower() == "true"
+        if isinstance(default, list):
+            return [t.strip() for t in text.split(",") if t.strip()]
+        return type(default)(text)
+    except ValueError:
+        raise UserError(f"node parameter {name} takes a {type(default).__name__}, not {text!r}") from None
+
+
 def declare(node) -> None:
     for p in PARAMS:
         node.declare_parameter(p.name, p.default, p.descriptor())
