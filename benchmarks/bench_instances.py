@@ -1,11 +1,17 @@
 """Open-vocabulary instances from 3D alone (FOLK's inference) against the 2D-projection way
 (OpenMask3D-like), on held-out synthetic scenes with the simulated teacher (test instrument).
 
-Both name the same class-agnostic proposals (superpoints merged by student-feature similarity and
-adjacency), so the comparison isolates how an instance is named: from the mean student feature,
-or by projecting the proposal into its 5 best frames, running the 2D teacher there and averaging
-its features over the proposal's pixels. Also shown: the same two namings of the ground-truth
-masks (proposal quality taken out). Prints AP / AP50 / AP25 and seconds per scene side by side.
+Every row names the same class-agnostic proposals (superpoints merged by student-feature
+similarity and adjacency), so the comparison isolates how an instance is named:
+- 3D, instance head: the pooled output of the student's FOLK instance head (needs a checkpoint
+  trained with `student.instance_hidden` and `loss.instance_distill`, as `make demo` trains);
+- 3D, mean feature: the mean of the student's per-point (semantic) features, no instance head;
+- 2D projection: the proposal's 5 frames with the most visible points, the teacher run on a crop
+  around it in each, its features averaged over the proposal's pixels (OpenMask3D-like);
+- 2D, FOLK views: the same with FOLK's instance-teacher view choice (visibility x viewpoint
+  diversity, visibility-weighted) -- the training-time teacher applied at inference, for reference.
+Also shown: the same namings of the ground-truth masks (proposal quality taken out). Prints AP /
+AP50 / AP25 and seconds per scene side by side, and the speed ratio 2D / 3D.
 
 Needs a student and its data, e.g. from `make demo`:
   .venv/bin/python benchmarks/bench_instances.py --data demo_out/data --checkpoint demo_out/runs/demo/best.pt
@@ -25,12 +31,17 @@ import torch
 
 from ovseg3d.data.scannet import ScanNetScene, list_scenes
 from ovseg3d.eval.instance import InstanceMeter
+from ovseg3d.fusion.instance_views import instance_embeddings, instance_views
 from ovseg3d.labels import load_label_set, stuff_indices
-from ovseg3d.segment.instance_classify import name_instances, projected_features
+from ovseg3d.segment.instance_classify import name_instances, pooled_features
 from ovseg3d.segment.proposals import Proposal, instance_recovery, merge_superpoints
 from ovseg3d.student.checkpoint import load_student
 from ovseg3d.teachers.base import TeacherContext, build_teacher
 from ovseg3d.text.vocabulary import build_vocabulary
+
+ROWS = [("head", "3D only: FOLK instance head"), ("mean", "3D only: mean student feature"),
+        ("count", "2D projection, {k} best frames, crops (OpenMask3D-like)"),
+        ("folk", "2D, FOLK views (visibility x diversity), crops")]
 
 
 def main() -> None:
@@ -38,62 +49,104 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=Path("demo_out/data"))
     p.add_argument("--checkpoint", type=Path, default=Path("demo_out/runs/demo/best.pt"))
     p.add_argument("--scenes", nargs="*", help="held-out scene names (default: the last scene of --data)")
+    p.add_argument("--all", action="store_true", help="every scene of --data is held out (e.g. a fresh `synth` seed)")
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--threshold", type=float, default=0.9)
+    p.add_argument("--time-teacher", default="maskclip",
+                   help="also time the 2D projection with this real teacher architecture (random weights: speed "
+                        "only) on the first scene's proposals; empty: skip (default maskclip, ViT-B-16)")
     args = p.parse_args()
     labels = load_label_set("scannet20")
-    student, _ = load_student(args.checkpoint, "cpu")
-    vocab = build_vocabulary(labels)
+    student, ckpt = load_student(args.checkpoint, "cpu")
+    cfg = ckpt.get("config", {})
+    from ovseg3d.text.clip_model import ClipSpec
+
+    vocab = build_vocabulary(labels, ClipSpec(model=cfg.get("clip_model", "ViT-B-16"),
+                                              pretrained=cfg.get("clip_weights") or None))
     teacher = build_teacher("simulated", TeacherContext(labels=labels))
     stuff = stuff_indices(labels.names)
-    paths = [args.data / s for s in args.scenes] if args.scenes else list_scenes(args.data)[-1:]
-    meters = {k: InstanceMeter(len(labels)) for k in ("3d", "2d", "gt3d", "gt2d")}
-    secs = {"student": 0.0, "proposals": 0.0, "name3d": 0.0, "name2d": 0.0}
-    frames_run, recovery = 0, []
+    paths = ([args.data / s for s in args.scenes] if args.scenes else
+             list_scenes(args.data) if args.all else list_scenes(args.data)[-1:])
+    rows = [r for r in ROWS if r[0] != "head" or student.has_instance_head]
+    meters = {(m, k): InstanceMeter(len(labels)) for m in ("proposals", "gt") for k, _ in rows}
+    secs = {k: 0.0 for k, _ in rows} | {"student": 0.0, "proposals": 0.0}
+    calls = {k: 0 for k, _ in rows}
+    recovery = []
     for path in paths:
         scene = ScanNetScene(path)
         gt_sem, gt_inst = scene.semantic(labels), scene.instance_ids
         gt_label = np.where(gt_sem >= 0, gt_sem, -1)
         t0 = time.perf_counter()
-        feats = student.predict(scene.points)
+        if student.has_instance_head:
+            feats, inst_feats = student.predict_instance(scene.points)
+        else:
+            feats, inst_feats = student.predict(scene.points), None
         secs["student"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         props = merge_superpoints(scene.points, feats, scene.segments, args.threshold, 100)
         secs["proposals"] += time.perf_counter() - t0
         thing = np.where(np.isin(gt_sem, list(stuff)) | (gt_sem < 0), 0, gt_inst)
         recovery.append(instance_recovery([q.mask for q in props], thing)[0])
-        t0 = time.perf_counter()
-        mean3d = torch.stack([q.feature for q in props])
-        meters["3d"].update(name_instances(mean3d, props, vocab, stuff), gt_inst, gt_label)
-        secs["name3d"] += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        f2d, stats = projected_features(scene, props, teacher, args.top_k)
-        meters["2d"].update(name_instances(f2d, props, vocab, stuff), gt_inst, gt_label)
-        secs["name2d"] += time.perf_counter() - t0
-        frames_run += stats.frames_run
-        gt_props = []
-        for i in np.unique(thing[thing > 0]):
-            m = gt_inst == i
-            gt_props.append(Proposal(mask=m, confidence=1.0,
-                                     feature=torch.nn.functional.normalize(feats[torch.from_numpy(m)].mean(0), dim=0)))
-        meters["gt3d"].update(name_instances(torch.stack([q.feature for q in gt_props]), gt_props, vocab, stuff),
-                              gt_inst, gt_label)
-        f2d_gt, _ = projected_features(scene, gt_props, teacher, args.top_k)
-        meters["gt2d"].update(name_instances(f2d_gt, gt_props, vocab, stuff), gt_inst, gt_label)
+        gt_masks = [gt_inst == i for i in np.unique(thing[thing > 0])]
+        gt_props = [Proposal(mask=m, confidence=1.0, feature=f)
+                    for m, f in zip(gt_masks, pooled_features(feats, [Proposal(m, 1.0, None) for m in gt_masks]))]
+        teacher.begin_scene(scene)  # warm-up outside the timing: the simulated teacher builds its ray caster
+        teacher(next(scene.frames()))  # and embeds its words once per scene
+        for masks, ps in (("proposals", props), ("gt", gt_props)):
+            for key, _ in rows:
+                t0 = time.perf_counter()
+                if key == "head":
+                    named = pooled_features(inst_feats, ps)
+                elif key == "mean":
+                    named = torch.stack([q.feature for q in ps])
+                else:
+                    views = instance_views(scene, [q.mask for q in ps], args.top_k, select=key)
+                    named, stats = instance_embeddings(scene, [q.mask for q in ps], teacher, views, crop=True,
+                                                        begin_scene=False)
+                    if masks == "proposals":
+                        calls[key] += stats.teacher_calls
+                preds = name_instances(named, ps, vocab, stuff)
+                if masks == "proposals":
+                    secs[key] += time.perf_counter() - t0
+                meters[masks, key].update(preds, gt_inst, gt_label)
     n = len(paths)
-    print(f"{n} held-out scene(s); proposals recover ground-truth instances with mean best IoU "
-          f"{np.mean(recovery):.3f}; simulated teacher (test instrument), random-weight CLIP text encoder\n")
-    print("| masks | named by | AP | AP50 | AP25 | s/scene (naming) |\n| --- | --- | --- | --- | --- | --- |")
-    rows = [("proposals", "3D student only", "3d", secs["name3d"] + secs["student"]),
-            ("proposals", f"2D projection, {args.top_k} best frames", "2d", secs["name2d"]),
-            ("ground truth", "3D student only", "gt3d", None), ("ground truth", "2D projection", "gt2d", None)]
-    for masks, how, key, s in rows:
-        ap = meters[key].compute()
-        t = f"{s / n:.2f}" if s is not None else "-"
-        print(f"| {masks} | {how} | {100 * ap['AP']:.1f} | {100 * ap['AP50']:.1f} | {100 * ap['AP25']:.1f} | {t} |")
-    print(f"\nnaming speed ratio 2D / 3D: {secs['name2d'] / (secs['name3d'] + secs['student']):.1f}x "
-          f"(3D includes the student's forward pass, {secs['student'] / n:.2f} s/scene; 2D ran the teacher on "
-          f"{frames_run / n:.0f} frames/scene); proposals {secs['proposals'] / n:.2f} s/scene, shared")
+    real = _time_real_teacher(args, paths[0], labels) if args.time_teacher else None
+    print(f"{n} held-out scene(s); {len(props)} proposals in the last, recovering ground-truth instances with mean "
+          f"best IoU {np.mean(recovery):.3f}; simulated teacher (test instrument), random-weight CLIP text encoder\n")
+    print("| masks | named by | AP | AP50 | AP25 | s/scene to name |\n| --- | --- | --- | --- | --- | --- |")
+    three_d = secs["student"]
+    for masks in ("proposals", "gt"):
+        for key, how in rows:
+            ap = meters[masks, key].compute()
+            t = "-"
+            if masks == "proposals":
+                t = f"{(secs[key] + (three_d if key in ('head', 'mean') else 0)) / n:.2f}"
+            print(f"| {'proposals' if masks == 'proposals' else 'ground truth'} | {how.format(k=args.top_k)} | "
+                  f"{100 * ap['AP']:.1f} | {100 * ap['AP50']:.1f} | {100 * ap['AP25']:.1f} | {t} |")
+    best3d = "head" if student.has_instance_head else "mean"
+    print(f"\nnaming speed ratio 2D projection / 3D ({best3d}): "
+          f"{secs['count'] / (secs[best3d] + three_d):.1f}x (3D includes the student's forward pass, "
+          f"{three_d / n:.2f} s/scene; 2D ran the teacher on {calls['count'] / n:.0f} crops/scene); "
+          f"proposals {secs['proposals'] / n:.2f} s/scene, shared by all rows")
+    if real is not None:
+        t, crops = real
+        print(f"with a {args.time_teacher} teacher (ViT-B-16, random weights: speed only) the 2D projection of "
+              f"{paths[0].name}'s proposals takes {t:.1f} s for {crops} crops: {t / (secs[best3d] + three_d) * n:.0f}x "
+              "the 3D naming")
+
+
+def _time_real_teacher(args, path: Path, labels) -> tuple[float, int]:
+    """Seconds and crops of the OpenMask3D-like projection with a real teacher architecture."""
+    scene = ScanNetScene(path)
+    student, _ = load_student(args.checkpoint, "cpu")
+    props = merge_superpoints(scene.points, student.predict(scene.points), scene.segments, args.threshold, 100)
+    teacher = build_teacher(args.time_teacher, TeacherContext(labels=labels))
+    teacher.begin_scene(scene)
+    teacher(next(scene.frames()))  # warm-up
+    t0 = time.perf_counter()
+    views = instance_views(scene, [q.mask for q in props], args.top_k, select="count")
+    _, stats = instance_embeddings(scene, [q.mask for q in props], teacher, views, crop=True, begin_scene=False)
+    return time.perf_counter() - t0, stats.teacher_calls
 
 
 if __name__ == "__main__":

@@ -80,8 +80,9 @@ def tiny_clip(tmp_path_factory):
 def node_checkpoint(tmp_path_factory, synth_root, tiny_clip):
     """A small student trained for the tests (about 30 s) on what the node will see: points
     back-projected from scene0000_00's depth images, labelled by their nearest mesh vertex, with
-    the tiny random CLIP's text embeddings of those labels as targets. (Trained on the mesh
-    vertices alone it labels depth-built maps at chance: the synthetic mesh is much sparser.)"""
+    the tiny random CLIP's text embeddings of those labels as targets, and an instance head that
+    names each annotated instance from its pooled features (FOLK). (Trained on the mesh vertices
+    alone it labels depth-built maps at chance: the synthetic mesh is much sparser.)"""
     import numpy as np
     import torch
     from scipy.spatial import cKDTree
@@ -93,6 +94,7 @@ def node_checkpoint(tmp_path_factory, synth_root, tiny_clip):
     from ovseg3d.student.checkpoint import save_checkpoint
     from ovseg3d.student.model import Student, StudentConfig
     from ovseg3d.text.vocabulary import build_vocabulary
+    from ovseg3d_train.losses import instance_distillation
 
     labels = load_label_set("scannet20")
     vocab = build_vocabulary(labels, tiny_clip, cache_dir=tmp_path_factory.mktemp("vocab"))
@@ -103,15 +105,25 @@ def node_checkpoint(tmp_path_factory, synth_root, tiny_clip):
     points = cloud.points
     dist, nearest = cKDTree(scene.points).query(points)
     target = torch.as_tensor(np.where(dist < 0.1, scene.semantic(labels)[nearest], -1)).long()
+    # FOLK's instance head learns each instance's class from its pooled features (label-guided)
+    instance = torch.as_tensor(np.where(dist < 0.1, scene.instance_ids[nearest], 0)).long()
+    ids = torch.unique(instance[instance > 0])
+    inst_label = torch.stack([torch.mode(target[(instance == i) & (target >= 0)]).values
+                              if ((instance == i) & (target >= 0)).any() else torch.tensor(-1) for i in ids])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        student = Student(StudentConfig(arch="MinkUNetSmall", feature_dim=vocab.dim, voxel_size=0.1))
+        student = Student(StudentConfig(arch="MinkUNetSmall", feature_dim=vocab.dim, voxel_size=0.1,
+                                        instance_hidden=64))
         opt = torch.optim.Adam(student.parameters(), lr=3e-3)
         text = vocab.class_embeddings()
+        inst_target = text[inst_label.clamp(min=0)]
         student.train()
         for _ in range(20):
-            logits = 20 * torch.nn.functional.normalize(student(student.make_field([points])), dim=1) @ text.T
-            loss = torch.nn.functional.cross_entropy(logits, target, ignore_index=-1)
+            sem, inst = student(student.make_field([points]), True)
+            logits = 20 * torch.nn.functional.normalize(sem, dim=1) @ text.T
+            _, inst_ce = instance_distillation(inst, instance, ids, inst_target, inst_label >= 0, inst_label, text,
+                                               20.0)
+            loss = torch.nn.functional.cross_entropy(logits, target, ignore_index=-1) + inst_ce
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -25,6 +25,7 @@ class StudentSection:
     voxel_size: float = 0.02
     input: str = "occupancy"  # occupancy (geometry only) | color
     adapter_hidden: int = 0  # GeoGuide: > 0 puts a two-layer MLP adapter on the backbone instead of the head
+    instance_hidden: int = 0  # FOLK: > 0 adds an instance head (two-layer MLP of this width) on the backbone
     init: str = ""  # checkpoint whose weights start the run (e.g. a pretrained 3D backbone)
     freeze_backbone: bool = False  # GeoGuide: train only the adapter (or head) on a frozen backbone
 
@@ -80,6 +81,14 @@ class LossSection:
     snapshot_experts: float = 0.0
     snapshot_every: int = 5
     max_experts: int = 2
+    # FOLK label-guided instance distillation (needs student.instance_hidden > 0 and instance-teacher
+    # targets <scene>_instances.pt from `ovseg3d extract --instance-teacher` in data.targets): each
+    # annotated instance's mean instance-head feature learns the teacher's embedding of it where that
+    # embedding names the annotated class, the class's text embedding where it does not; and
+    # `instance_label_ce` adds cross-entropy of the instance's text logits against the annotated class.
+    instance_distill: float = 0.0
+    instance_label_ce: float = 0.0
+    instance_logit_scale: float = 100.0
 
 
 @dataclass
@@ -220,7 +229,7 @@ def student_config(cfg: TrainConfig):
 
     s = cfg.student
     return StudentConfig(arch=s.arch, feature_dim=s.feature_dim, voxel_size=s.voxel_size, input=s.input,
-                         adapter_hidden=s.adapter_hidden)
+                         adapter_hidden=s.adapter_hidden, instance_hidden=s.instance_hidden)
 
 
 def validate(cfg: TrainConfig) -> None:
@@ -246,6 +255,13 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError("config key 'loss.te_momentum' must be in (0, 1)")
     if cfg.student.freeze_backbone and not cfg.student.init:
         raise UserError("config key 'student.freeze_backbone' needs 'student.init' (the backbone to freeze)")
+    instance_loss = cfg.loss.instance_distill > 0 or cfg.loss.instance_label_ce > 0
+    if instance_loss and cfg.student.instance_hidden <= 0:
+        raise UserError("config keys 'loss.instance_distill'/'loss.instance_label_ce' need an instance head: "
+                        "set 'student.instance_hidden' (e.g. 256)")
+    if cfg.student.instance_hidden > 0 and not instance_loss:
+        raise UserError("config key 'student.instance_hidden' adds an instance head that nothing trains: "
+                        "set 'loss.instance_distill' and/or 'loss.instance_label_ce'")
     if cfg.loss.cosine <= 0 and cfg.loss.superpoint <= 0:
         raise UserError("config keys 'loss.cosine' and 'loss.superpoint' are both 0: nothing to train")
 

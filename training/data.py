@@ -12,10 +12,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ovseg3d.data.instance_targets import instance_targets_path, load_instance_targets
 from ovseg3d.data.openscene import fused_path, load_fused
 from ovseg3d.data.scannet import ScanNetScene, list_scenes
 from ovseg3d.errors import UserError
 from ovseg3d.geometry.superpoints import point_superpoints
+from ovseg3d.labels import IGNORE, load_label_set
 
 from .config import TrainConfig
 
@@ -28,6 +30,20 @@ class Sample:
     target: torch.Tensor  # (N, D) float32, zero where ``mask`` is False
     mask: torch.Tensor  # (N,) bool: the teacher saw this point
     superpoints: torch.Tensor  # (N,) int64
+    instances: torch.Tensor | None = None  # (N,) int64 annotated instance ids (0: none), for FOLK's loss
+
+
+@dataclass
+class InstanceTable:
+    """A scene's annotated instances with their instance-teacher embeddings."""
+
+    ids: torch.Tensor  # (M,) int64
+    teacher: torch.Tensor  # (M, D) unit embeddings, zero rows: never seen
+    labels: torch.Tensor  # (M,) annotated class (majority of its points), -1 outside the label set
+
+
+def uses_instances(cfg: TrainConfig) -> bool:
+    return cfg.loss.instance_distill > 0 or cfg.loss.instance_label_ce > 0
 
 
 def split_scenes(cfg: TrainConfig) -> tuple[list[str], list[str]]:
@@ -49,6 +65,11 @@ def split_scenes(cfg: TrainConfig) -> tuple[list[str], list[str]]:
                         f"in {targets} (run `ovseg3d extract`)")
     if not train:
         raise UserError(f"no training scenes: {root} has no scene with fused features in {targets}")
+    if uses_instances(cfg):
+        no_inst = [n for n in train if not instance_targets_path(targets, n).exists()]
+        if no_inst:
+            raise UserError(f"config key 'loss.instance_distill': no instance-teacher targets for "
+                            f"{', '.join(no_inst[:5])} in {targets} (run `ovseg3d extract --instance-teacher`)")
     return train, val
 
 
@@ -65,7 +86,7 @@ class DistillDataset:
         """Mean of the unit teacher features over every target point of these scenes."""
         total, count = None, 0
         for name in self.names:
-            _, _, target, mask, _ = self._load(name)
+            _, _, target, mask, _, _ = self._load(name)
             unit = torch.nn.functional.normalize(target[mask].float(), dim=1)
             total = unit.sum(0) if total is None else total + unit.sum(0)
             count += len(unit)
@@ -90,12 +111,31 @@ class DistillDataset:
             except UserError:
                 sp = point_superpoints(scene.points, colors=scene.colors, k_thresh=self.cfg.loss.superpoint_k_thresh,
                                        min_verts=self.cfg.loss.superpoint_min_verts)
-            self._cache[name] = (scene.points.astype(np.float32), scene.colors, target, mask, torch.as_tensor(sp))
+            inst = torch.as_tensor(scene.instance_ids) if uses_instances(self.cfg) else None
+            self._cache[name] = (scene.points.astype(np.float32), scene.colors, target, mask, torch.as_tensor(sp), inst)
         return self._cache[name]
+
+    def instance_table(self, name: str) -> InstanceTable:
+        """The scene's instance-teacher targets with each instance's annotated class."""
+        key = f"{name}/instances"
+        if key not in self._cache:
+            ids, feat, _ = load_instance_targets(instance_targets_path(Path(self.cfg.data.targets), name))
+            if feat.shape[1] != self.cfg.student.feature_dim:
+                raise UserError(f"instance targets of {name} are {feat.shape[1]}-d but student.feature_dim is "
+                                f"{self.cfg.student.feature_dim}")
+            scene = self.scene(name)
+            sem, inst = scene.semantic(load_label_set(self.cfg.labels)), scene.instance_ids
+            labels = []
+            for i in ids.tolist():
+                s = sem[inst == i]
+                s = s[s != IGNORE]
+                labels.append(int(np.bincount(s).argmax()) if len(s) else -1)
+            self._cache[key] = InstanceTable(ids, feat, torch.as_tensor(labels, dtype=torch.long))
+        return self._cache[key]
 
     def sample(self, index: int, epoch: int, augment: bool = True) -> Sample:
         name = self.names[index]
-        points, colors, target, mask, sp = self._load(name)
+        points, colors, target, mask, sp, inst = self._load(name)
         rng = np.random.default_rng([self.cfg.seed, epoch, index])
         keep = np.arange(len(points))
         if augment and self.cfg.data.chunk > 0:
@@ -110,7 +150,8 @@ class DistillDataset:
             pts = self._augment(pts, rng)
         idx = torch.as_tensor(keep)
         return Sample(name=name, points=pts.astype(np.float32), colors=colors[keep],
-                      target=target[idx].float(), mask=mask[idx], superpoints=sp[idx])
+                      target=target[idx].float(), mask=mask[idx], superpoints=sp[idx],
+                      instances=None if inst is None else inst[idx])
 
     def _augment(self, pts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         a = self.cfg.augment

@@ -13,6 +13,11 @@
   superpoint; the student's text logits learn it with cross-entropy.
 - ``adept_expert_loss`` (HAS-KD adept snapshot distillation): each training snapshot supervises
   only the points whose teacher class is one it is adept at.
+- ``label_guided_targets`` + ``instance_distillation`` (FOLK label-guided distillation): each
+  annotated instance's pooled instance-head feature learns its instance teacher's 2D embedding
+  where that embedding names the annotated class (label-consistent) and the class's text
+  embedding where it does not; plus cross-entropy of the instance's text logits. Our reading of
+  FOLK's abstract (the full text is not available here).
 """
 
 from __future__ import annotations
@@ -138,3 +143,48 @@ def reconstruct_instance_masks(pred: torch.Tensor, groups: torch.Tensor, scale: 
     member = torch.full_like(groups, -1)
     member[keep] = inv
     return instance_mask_bce(logits, member)
+
+
+def label_guided_targets(teacher: torch.Tensor, labels: torch.Tensor, text: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per instance: (target (M, D), usable (M,) bool, label-consistent (M,) bool).
+
+    ``teacher``: (M, D) instance-teacher embeddings (zero rows: never seen); ``labels``: (M,)
+    annotated class (-1: outside the label set); ``text``: (K, D) class text embeddings. A seen
+    teacher embedding is kept when it names the annotated class or there is no class to check;
+    otherwise the class's text embedding is the target; unseen instances without a class are unusable.
+    """
+    text = F.normalize(text.to(teacher.dtype), dim=1)
+    seen = teacher.norm(dim=1) > 0
+    named = (F.normalize(teacher, dim=1) @ text.T).argmax(1)
+    has_label = labels >= 0
+    consistent = seen & (~has_label | (named == labels))
+    target = torch.where(consistent[:, None], F.normalize(teacher, dim=1), text[labels.clamp(min=0)])
+    return target, consistent | has_label, consistent
+
+
+def instance_distillation(inst_pred: torch.Tensor, point_instance: torch.Tensor, ids: torch.Tensor,
+                          target: torch.Tensor, usable: torch.Tensor, labels: torch.Tensor, text: torch.Tensor,
+                          scale: float = 100.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1 - cos of pooled instance features to their targets, text cross-entropy), both means over
+    the instances present in ``point_instance`` (per point an instance id; ids absent from ``ids``
+    are ignored). ``ids``/``target``/``usable``/``labels`` describe the M annotated instances."""
+    zero = inst_pred.sum() * 0.0
+    pos = torch.full((int(max(int(ids.max()) if len(ids) else 0, int(point_instance.max()))) + 1,), -1,
+                     dtype=torch.long, device=inst_pred.device)
+    pos[ids.to(inst_pred.device)] = torch.arange(len(ids), device=inst_pred.device)
+    row = pos[point_instance.clamp(min=0)]
+    keep = (point_instance > 0) & (row >= 0)
+    keep &= usable.to(inst_pred.device)[row.clamp(min=0)]
+    if not keep.any():
+        return zero, zero
+    present, inv = torch.unique(row[keep], return_inverse=True)
+    pooled, _ = segment_mean(inst_pred[keep], inv, len(present))
+    tgt = target.to(inst_pred.device, inst_pred.dtype)[present]
+    distill = (1.0 - F.cosine_similarity(pooled, tgt, dim=1)).mean()
+    lab = labels.to(inst_pred.device)[present]
+    has = lab >= 0
+    if not has.any():
+        return distill, zero
+    logits = scale * F.normalize(pooled[has], dim=1) @ F.normalize(text.to(inst_pred.device, inst_pred.dtype), dim=1).T
+    return distill, F.cross_entropy(logits, lab[has])

@@ -30,10 +30,12 @@ from ovseg3d.text.clip_model import ClipSpec
 from ovseg3d.text.vocabulary import build_vocabulary
 
 from .config import TrainConfig, save_config, student_config, to_dict
-from .data import DistillDataset, split_scenes
+from .data import DistillDataset, split_scenes, uses_instances
 from .losses import (
     adept_expert_loss,
     cosine_distillation,
+    instance_distillation,
+    label_guided_targets,
     reconstruct_instance_masks,
     relation_consistency,
     superpoint_distillation,
@@ -41,8 +43,10 @@ from .losses import (
     text_cross_entropy,
 )
 
-LOSSES = ["cosine", "superpoint", "relation", "instance_masks", "temporal_ensembling", "snapshot_experts"]
-LOG_FIELDS = ["epoch", "lr", "loss", *(f"loss_{k}" for k in LOSSES), "val_miou", "val_macc", "seconds"]
+LOSSES = ["cosine", "superpoint", "relation", "instance_masks", "temporal_ensembling", "snapshot_experts",
+          "instance_distill", "instance_label_ce"]
+LOG_FIELDS = ["epoch", "lr", "loss", *(f"loss_{k}" for k in LOSSES), "val_miou", "val_macc", "val_instance_acc",
+              "seconds"]
 
 
 def _world() -> tuple[int, int]:
@@ -79,12 +83,14 @@ class Trainer:
             self._init_weights(Path(cfg.student.init))
         trainable = list(self.student.parameters())
         if cfg.student.freeze_backbone:  # GeoGuide: only the adapter (or the head) learns
-            keep = self.student.adapter if self.student.adapter is not None else self.student.net.head
+            keep = [self.student.adapter if self.student.adapter is not None else self.student.net.head]
+            if self.student.instance_head is not None:
+                keep.append(self.student.instance_head)
             for p in self.student.parameters():
                 p.requires_grad_(False)
-            for p in keep.parameters():
+            trainable = [p for m in keep for p in m.parameters()]
+            for p in trainable:
                 p.requires_grad_(True)
-            trainable = list(keep.parameters())
         self.model = self.student
         if self.world > 1:
             self.model = torch.nn.parallel.DistributedDataParallel(self.student)
@@ -101,6 +107,7 @@ class Trainer:
         self.labels = load_label_set(cfg.labels)
         self._vocab = None
         self._class_iou: np.ndarray | None = None
+        self._instance_targets: dict[str, tuple] = {}  # FOLK: per scene (ids, target, usable, labels)
 
     @property
     def vocab(self):
@@ -207,7 +214,27 @@ class Trainer:
             out["temporal_ensembling"] = text_cross_entropy(pred, labels, self.vocab, L.te_logit_scale)
         if "experts" in extra:
             out["snapshot_experts"] = adept_expert_loss(pred, target, mask, extra["experts"], self.vocab)
+        if "instance" in extra:
+            ids, tgt, usable, labels = self._folk_targets(sample.name)
+            distill, ce = instance_distillation(extra["instance"], sample.instances.to(self.device), ids, tgt, usable,
+                                                labels, self.vocab.class_embeddings(), L.instance_logit_scale)
+            if L.instance_distill > 0:
+                out["instance_distill"] = distill
+            if L.instance_label_ce > 0:
+                out["instance_label_ce"] = ce
         return out
+
+    def _folk_targets(self, name: str) -> tuple:
+        """A training scene's label-guided instance targets (computed once)."""
+        if name not in self._instance_targets:
+            table = self.data.instance_table(name)
+            text = self.vocab.class_embeddings().float()
+            target, usable, consistent = label_guided_targets(table.teacher, table.labels, text)
+            self._instance_targets[name] = (table.ids, target, usable, table.labels)
+            if self.rank == 0:
+                n, c = int(usable.sum()), int(consistent.sum())
+                print(f"  {name}: {len(table.ids)} instances, {n} usable, teacher label-consistent on {c}", flush=True)
+        return self._instance_targets[name]
 
     def _relation_groups(self, superpoints: torch.Tensor) -> torch.Tensor:
         """Superpoint ids with all but ``relation_groups`` random superpoints set to -1 (ignored).
@@ -266,9 +293,16 @@ class Trainer:
             for b in range(0, len(mine), B):
                 samples = [self.data.sample(int(i), epoch) for i in mine[b:b + B]]
                 field = self.student.make_field([s.points for s in samples], [s.colors for s in samples])
-                pred = self.model(field)
+                inst = None
+                if uses_instances(self.cfg):
+                    pred, inst = self.model(field, True)
+                else:
+                    pred = self.model(field)
                 offsets = np.cumsum([0] + [len(s.points) for s in samples])
                 extras = self._extra_targets(samples, offsets)
+                if inst is not None:
+                    for e, lo, hi in zip(extras, offsets[:-1], offsets[1:]):
+                        e["instance"] = inst[lo:hi]
                 total = pred.sum() * 0.0
                 for s, lo, hi, extra in zip(samples, offsets[:-1], offsets[1:], extras):
                     for name, value in self._losses(pred[lo:hi], s, extra).items():
@@ -289,17 +323,26 @@ class Trainer:
         return {k: v / max(steps, 1) for k, v in sums.items()}
 
     @torch.no_grad()
-    def validate(self) -> tuple[float, float]:
+    def validate(self) -> tuple[float, float, float]:
+        """Validation mIoU, mAcc and (with an instance head) the accuracy of naming annotated
+        instances from their pooled instance-head features."""
         if not self.val_names:
-            return float("nan"), float("nan")
+            return float("nan"), float("nan"), float("nan")
         meter = SemanticMeter(len(self.labels))
+        right = total = 0
         for name in self.val_names:
             scene = self.val.scene(name)
-            feats = self.student.predict(scene.points, scene.colors)
-            meter.update(self.vocab.classify(feats)[0].numpy(), scene.semantic(self.labels))
+            sem = scene.semantic(self.labels)
+            if self.student.has_instance_head:
+                feats, inst_feats = self.student.predict_instance(scene.points, scene.colors)
+                r, t = _instance_naming(inst_feats, scene.instance_ids, sem, self.vocab)
+                right, total = right + r, total + t
+            else:
+                feats = self.student.predict(scene.points, scene.colors)
+            meter.update(self.vocab.classify(feats)[0].numpy(), sem)
         s = meter.compute()
         self._class_iou = np.nan_to_num(s.iou, nan=0.0)
-        return s.miou, s.macc
+        return s.miou, s.macc, (right / total if total else float("nan"))
 
     def _snapshot(self, epoch: int) -> None:
         """HAS-KD: keep the current student as an expert with its per-class validation IoU."""
@@ -325,10 +368,10 @@ class Trainer:
             stats = self.train_epoch(epoch)
             self.sched.step()
             self._class_iou = None
-            miou = macc = float("nan")
+            miou = macc = inst_acc = float("nan")
             last = epoch + 1 == self.cfg.optim.epochs
             if self.rank == 0 and self.val_names and ((epoch + 1) % self.cfg.val_every == 0 or last):
-                miou, macc = self.validate()
+                miou, macc, inst_acc = self.validate()
             self._snapshot(epoch)
             if self.rank == 0:
                 if not math.isnan(miou) and miou > self.best:
@@ -337,7 +380,7 @@ class Trainer:
                 self.save("last.pt", epoch)
                 row = {"epoch": epoch + 1, "lr": lr, "loss": stats.get("loss"),
                        **{f"loss_{k}": stats.get(k) for k in LOSSES}, "val_miou": miou, "val_macc": macc,
-                       "seconds": round(time.perf_counter() - t0, 2)}
+                       "val_instance_acc": inst_acc, "seconds": round(time.perf_counter() - t0, 2)}
                 new = not log_path.exists()
                 with open(log_path, "a", newline="") as fh:
                     w = csv.DictWriter(fh, fieldnames=LOG_FIELDS)
@@ -346,6 +389,7 @@ class Trainer:
                     w.writerow({k: ("" if v is None else v) for k, v in row.items()})
                 print(f"epoch {epoch + 1}: loss {stats.get('loss', float('nan')):.4f}"
                       + (f", val mIoU {miou * 100:.1f}" if not math.isnan(miou) else "")
+                      + (f", instances named right {inst_acc * 100:.1f} %" if not math.isnan(inst_acc) else "")
                       + f" ({row['seconds']} s)", flush=True)
             if self.world > 1:
                 dist.barrier()
@@ -357,6 +401,21 @@ class Trainer:
         checksum = float(sum(p.detach().double().sum() for p in self.student.parameters()))
         (self.run_dir / f"replica{self.rank}.json").write_text(json.dumps({"rank": self.rank, "world": self.world,
                                                                            "param_sum": checksum}))
+
+
+def _instance_naming(inst_feats: torch.Tensor, instance_ids: np.ndarray, semantic: np.ndarray, vocab
+                     ) -> tuple[int, int]:
+    """(right, total) over annotated instances with a class: pooled instance feature named right."""
+    right = total = 0
+    for i in np.unique(instance_ids[instance_ids > 0]):
+        m = instance_ids == i
+        s = semantic[m][semantic[m] >= 0]
+        if not len(s):
+            continue
+        pooled = inst_feats[torch.from_numpy(m)].mean(0, keepdim=True)
+        right += int(vocab.classify(pooled)[0][0]) == int(np.bincount(s).argmax())
+        total += 1
+    return right, total
 
 
 def train(cfg: TrainConfig, fresh: bool = False) -> Path:

@@ -76,8 +76,9 @@ def run(args: argparse.Namespace) -> int:
         from ovseg3d.ros.scene_stream import scene_stream
 
         write_bag(scene_stream(data / held_out), bag, "mcap")
-    _step("2/7 simulated 2D teacher, fused onto the points (OpenScene files)",
-          ["extract", str(data), "--teacher", "simulated", "--out", str(features)], timings, "extract")
+    _step("2/7 simulated 2D teacher, fused onto the points (OpenScene files), and FOLK's instance teacher",
+          ["extract", str(data), "--teacher", "simulated", "--out", str(features), "--instance-teacher"],
+          timings, "extract")
     ckpt = runs / "demo" / "best.pt"
     print("\n=== 3/7 distilling a small 3D student on the CPU", flush=True)
     t0 = time.perf_counter()
@@ -86,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = [f"data.scenes={data}", f"data.targets={features}", f"data.val=[{held_out}]", f"out={runs}",
                  "name=demo", "student.arch=MinkUNetSmall", "student.voxel_size=0.1", f"optim.epochs={args.epochs}",
-                 "data.max_points=30000",
+                 "data.max_points=30000", "student.instance_hidden=128", "loss.instance_distill=1.0",
+                 "loss.instance_label_ce=0.2",
                  f"val_every={max(1, args.epochs // 4)}", "optim.lr=0.004"]
     config = Path(ovseg3d_train.__file__).parent / "configs" / "synthetic.yaml"
     if train_main(["--config", str(config), *overrides]) != 0:
@@ -97,8 +99,9 @@ def run(args: argparse.Namespace) -> int:
     for mode in ("2d", "3d"):
         pred = out / f"pred_{mode}"
         argv = ["infer", str(val), "--mode", mode, "--out", str(pred), "--features", str(features)]
-        _step(f"4/7 label the held-out scene: {mode}", argv + (["--checkpoint", str(ckpt)] if mode == "3d" else []),
-              timings, f"infer {mode}")
+        if mode == "3d":  # instances from 3D alone: proposals named by the student's instance head (FOLK)
+            argv += ["--checkpoint", str(ckpt), "--instances"]
+        _step(f"4/7 label the held-out scene: {mode}", argv, timings, f"infer {mode}")
         _step(f"4/7 score {mode}", ["eval", str(pred), "--gt", str(data), "--labels", "scannet20"], timings,
               f"eval {mode}")
         results[mode] = json.loads((pred / "eval.json").read_text())
@@ -119,6 +122,11 @@ def run(args: argparse.Namespace) -> int:
     if "eval" in replay:
         e = replay["eval"]
         print(f"| ROS 2 node on the replayed bag (map points) | {e['miou']:.1f} | {e['macc']:.1f} |")
+    inst = results["3d"].get("instances")
+    if inst:
+        print(f"\ninstances from 3D alone (proposals named by the student's instance head, FOLK): "
+              f"AP {100 * inst['AP']:.1f}, AP50 {100 * inst['AP50']:.1f}, AP25 {100 * inst['AP25']:.1f}; "
+              f"the node found {replay.get('instances', 0)} instances in its map")
     latency = (replay.get("latency_s") or {}).get("median", float("nan"))
     print(f"\nnode: {sum(replay['played'].values())} messages played, {replay['queue_drops']} queue drops, "
           f"rejected {replay['rejected'] or 'none'}, latency sensor->labels median {latency:.1f} s, "

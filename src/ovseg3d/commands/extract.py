@@ -27,6 +27,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", default=None, metavar="WxH", help="resize frames (default: depth resolution)")
     p.add_argument("--occlusion-ratio", type=float, default=0.25, help="OpenScene visibility test ratio")
     p.add_argument("--overwrite", action="store_true", help="recompute scenes whose output exists")
+    p.add_argument("--instance-teacher", action="store_true",
+                   help="also write FOLK instance-teacher targets <scene>_instances.pt: one embedding per annotated "
+                        "instance from its best views (visibility x viewpoint diversity), by the first --teacher "
+                        "on crops; needs instance annotation")
+    p.add_argument("--instance-views", type=int, default=5, help="views per instance (default 5)")
     add_clip_args(p)
     add_shard_args(p)
 
@@ -49,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ovseg3d.commands.common import build_teachers, shard, templates
+    from ovseg3d.data.instance_targets import instance_targets_path
     from ovseg3d.data.openscene import fused_path, save_fused
     from ovseg3d.data.scannet import ScanNetScene, list_scenes
     from ovseg3d.errors import UserError
@@ -60,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.stride < 1:
         raise UserError(f"--stride must be >= 1, got {args.stride}")
+    if args.instance_views < 1:
+        raise UserError(f"--instance-views must be >= 1, got {args.instance_views}")
     size = parse_size(args.image_size)
     names = list(args.teacher)
     if len(set(names)) != len(names):
@@ -84,12 +92,18 @@ def run(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     for stale in args.out.glob(".*.pt.*.tmp"):  # left by an interrupted write; the .pt files are whole
         stale.unlink(missing_ok=True)
-    todo = [p for p in scenes if args.overwrite or not fused_path(args.out, p.name).exists()]
+    def done(p: Path) -> bool:
+        return fused_path(args.out, p.name).exists() and (
+            not args.instance_teacher or instance_targets_path(args.out, p.name).exists())
+
+    todo = [p for p in scenes if args.overwrite or not done(p)]
     print(f"ovseg3d extract: {len(scenes)} scene(s) in shard {i}/{n}, {len(scenes) - len(todo)} already done; "
           f"teacher(s) {', '.join(names)}" + (f", fusion {args.fusion}" if len(names) > 1 else ""))
     plans = []
     for path in todo:
         scene = ScanNetScene(path)
+        if args.instance_teacher:
+            scene.instance_ids  # noqa: B018 - fail now, before any work, if a scene has no instance annotation
         ids = scene.frame_ids()[:: args.stride]
         if args.select_frames:
             fv = frame_visibility(scene)
@@ -124,10 +138,14 @@ def run(args: argparse.Namespace) -> int:
                 feat, mask = fuse_teachers([per_teacher[k][0] for k in names], [per_teacher[k][1] for k in names],
                                            args.fusion, vocab, caps)
             save_fused(fused_path(args.out, scene.name), feat[mask], mask)
-            report.append({"scene": scene.name, "frames": len(ids), "points": scene.num_points,
+            inst_report = {}
+            if args.instance_teacher:
+                inst_report = _instance_teacher(scene, teachers[0], args, instance_targets_path(args.out, scene.name))
+            report.append({"scene": scene.name, "frames": len(ids), "points": scene.num_points, **inst_report,
                            "seen": float(np.mean(mask.numpy())), "seconds": round(time.perf_counter() - t0, 2),
                            "skipped_frames": dict(scene.skipped)})
-    manifest = {"teachers": names, "fusion": args.fusion if len(names) > 1 else None, "labels": labels.name,
+    manifest = {"teachers": names, "instance_teacher": names[0] if args.instance_teacher else None,
+                "fusion": args.fusion if len(names) > 1 else None, "labels": labels.name,
                 "clip": spec.identity(), "stride": args.stride, "select_frames": args.select_frames,
                 "image_size": size, "occlusion_ratio": args.occlusion_ratio, "scenes": report}
     (args.out / f"extract.{i}of{n}.json").write_text(json.dumps(manifest, indent=1))
@@ -136,3 +154,28 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {len(report)} scene(s) to {args.out} in {dt:.1f} s"
           + (f" ({frames / dt:.1f} frames/s)" if report and dt > 0 else ""))
     return 0
+
+
+def _instance_teacher(scene, teacher, args: argparse.Namespace, path: Path) -> dict:
+    """FOLK's instance teacher on one scene's annotated instances; returns its report entry."""
+    import numpy as np
+
+    from ovseg3d.data.instance_targets import save_instance_targets
+    from ovseg3d.errors import UserError
+    from ovseg3d.fusion.instance_views import instance_embeddings, instance_views
+
+    if teacher.scene_features(scene) is not None:
+        raise UserError(f"the instance teacher needs a per-frame teacher; {teacher.name} gives per-point features")
+    t0 = time.perf_counter()
+    inst = scene.instance_ids
+    ids = np.unique(inst[inst > 0])
+    masks = [inst == i for i in ids]
+    views = instance_views(scene, masks, args.instance_views, select="folk", frame_stride=args.stride,
+                           occlusion_ratio=args.occlusion_ratio)
+    emb, stats = instance_embeddings(scene, masks, teacher, views, crop=True, occlusion_ratio=args.occlusion_ratio)
+    save_instance_targets(path, ids, emb, stats.views)
+    seen = int(np.count_nonzero(stats.views))
+    print(f"  {scene.name}: instance teacher {seen}/{len(ids)} instances seen, {stats.teacher_calls} crops, "
+          f"{time.perf_counter() - t0:.1f} s", flush=True)
+    return {"instances": len(ids), "instances_seen": seen, "instance_crops": stats.teacher_calls,
+            "instance_seconds": round(time.perf_counter() - t0, 2)}

@@ -91,9 +91,13 @@ def run(args: argparse.Namespace) -> int:
         for path in scenes:
             scene = ScanNetScene(path)
             t0 = time.perf_counter()
-            feats = None
+            feats = inst_feats = None
             if need_3d:
-                feats = student.predict(scene.points, scene.colors if student.cfg.input == "color" else None)
+                cols = scene.colors if student.cfg.input == "color" else None
+                if args.instances and student.has_instance_head:  # FOLK: instances named by the instance head
+                    feats, inst_feats = student.predict_instance(scene.points, cols)
+                else:
+                    feats = student.predict(scene.points, cols)
                 if args.pooling:
                     with torch.no_grad():
                         if affinity is not None:
@@ -117,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
                 label[~mask.numpy()] = -1  # no 2D feature: no label
             out = {"labels": label, "scores": score.numpy().astype(np.float16), "names": np.array(names)}
             if args.instances:
-                out.update(_instances(scene, feats, vocab, names, args))
+                out.update(_instances(scene, feats, vocab, names, args, inst_feats))
             if args.save_features:
                 out["features"] = feats.half().numpy()
             np.savez_compressed(args.out / f"{scene.name}.npz", **out)
@@ -130,20 +134,25 @@ def run(args: argparse.Namespace) -> int:
             pbar.update()
     (args.out / "infer.json").write_text(json.dumps({
         "mode": args.mode, "checkpoint": str(args.checkpoint) if args.checkpoint else None, "labels": names,
-        "label_set": labels.name, "pooling": args.pooling, "vocabulary": vocab.source, "scenes": report}, indent=1))
+        "label_set": labels.name, "pooling": args.pooling, "vocabulary": vocab.source,
+        "instance_naming": (None if not args.instances else "instance head" if student is not None
+                            and student.has_instance_head else "mean feature"), "scenes": report}, indent=1))
     print(f"wrote predictions for {len(report)} scene(s) to {args.out}")
     return 0
 
 
-def _instances(scene, feats, vocab, names: list[str], args: argparse.Namespace) -> dict:
-    """Per-point instance index (-1: none) with each instance's label and score, as `eval` reads them."""
+def _instances(scene, feats, vocab, names: list[str], args: argparse.Namespace, inst_feats=None) -> dict:
+    """Per-point instance index (-1: none) with each instance's label and score, as `eval` reads them.
+
+    Proposals come from the semantic features; each is named by its pooled instance-head feature
+    when the student has that head (FOLK), else by its mean semantic feature."""
     import numpy as np
     import torch
 
     from ovseg3d.errors import UserError
     from ovseg3d.geometry.superpoints import point_superpoints
     from ovseg3d.labels import stuff_indices
-    from ovseg3d.segment.instance_classify import name_instances
+    from ovseg3d.segment.instance_classify import name_instances, pooled_features
     from ovseg3d.segment.proposals import merge_superpoints
 
     try:
@@ -152,8 +161,11 @@ def _instances(scene, feats, vocab, names: list[str], args: argparse.Namespace) 
         superpoints = point_superpoints(scene.points, colors=scene.colors)
     proposals = merge_superpoints(scene.points, feats, superpoints, args.instance_threshold, args.instance_min_points)
     stuff = stuff_indices(names)
-    preds = name_instances(torch.stack([p.feature for p in proposals]) if proposals else torch.zeros(0, vocab.dim),
-                           proposals, vocab, stuff)
+    if inst_feats is not None:
+        naming = pooled_features(inst_feats, proposals)
+    else:
+        naming = torch.stack([p.feature for p in proposals]) if proposals else torch.zeros(0, vocab.dim)
+    preds = name_instances(naming, proposals, vocab, stuff)
     ids = np.full(scene.num_points, -1, np.int32)
     for k, pred in enumerate(preds):
         ids[pred.mask & (ids < 0)] = k

@@ -29,7 +29,8 @@ def pack_keys(ijk: np.ndarray) -> np.ndarray:
     return (ijk[:, 0] << 42) | (ijk[:, 1] << 21) | ijk[:, 2]
 
 
-_FIELDS = ("keys", "xyz_sum", "rgb_sum", "count", "last_seen", "dirty", "features", "labels", "scores", "instances")
+_FIELDS = ("keys", "xyz_sum", "rgb_sum", "count", "last_seen", "dirty", "features", "instance_features", "labels",
+           "scores", "instances")
 
 
 class VoxelMap:
@@ -37,10 +38,12 @@ class VoxelMap:
     so an insert costs O(new points + map size) in cheap memory moves, never a full sort."""
 
     def __init__(self, voxel_size: float = 0.02, max_voxels: int = 2_000_000, extent: float | None = None,
-                 feature_dim: int = 0):
+                 feature_dim: int = 0, instance_dim: int = 0):
+        """``instance_dim`` > 0 also stores an instance-head feature per voxel (FOLK students)."""
         if voxel_size <= 0 or max_voxels < 1:
             raise UserError("voxel_size must be positive and max_voxels at least 1")
         self.voxel_size, self.max_voxels, self.extent, self.feature_dim = voxel_size, max_voxels, extent, feature_dim
+        self.instance_dim = instance_dim
         self.reset()
 
     def reset(self) -> None:
@@ -53,7 +56,9 @@ class VoxelMap:
     def _empty(self, cap: int) -> dict[str, np.ndarray]:
         return {"keys": np.zeros(cap, np.int64), "xyz_sum": np.zeros((cap, 3)), "rgb_sum": np.zeros((cap, 3)),
                 "count": np.zeros(cap, np.int64), "last_seen": np.zeros(cap), "dirty": np.zeros(cap, bool),
-                "features": np.zeros((cap, self.feature_dim), np.float16), "labels": np.full(cap, -1, np.int32),
+                "features": np.zeros((cap, self.feature_dim), np.float16),
+                "instance_features": np.zeros((cap, self.instance_dim), np.float16),
+                "labels": np.full(cap, -1, np.int32),
                 "scores": np.zeros(cap, np.float32), "instances": np.full(cap, -1, np.int32)}
 
     def __getattr__(self, name: str) -> np.ndarray:
@@ -130,6 +135,7 @@ class VoxelMap:
         st["last_seen"][n:n + k] = stamp
         st["dirty"][n:n + k] = True
         st["features"][n:n + k] = 0
+        st["instance_features"][n:n + k] = 0
         st["labels"][n:n + k] = -1
         st["scores"][n:n + k] = 0
         st["instances"][n:n + k] = -1
@@ -168,10 +174,12 @@ class VoxelMap:
         return idx
 
     def set_predictions(self, index: np.ndarray, features: np.ndarray | None, labels: np.ndarray,
-                        scores: np.ndarray) -> None:
+                        scores: np.ndarray, instance_features: np.ndarray | None = None) -> None:
         st = self._store
         if features is not None and self.feature_dim:
             st["features"][index] = features
+        if instance_features is not None and self.instance_dim:
+            st["instance_features"][index] = instance_features
         st["labels"][index] = labels
         st["scores"][index] = scores
 
@@ -188,6 +196,8 @@ class VoxelMap:
         tmp = npz.with_name(f".{npz.name}.{os.getpid()}.tmp.npz")
         np.savez_compressed(tmp, points=self.points, colors=self.colors, count=self.count, labels=self.labels,
                             scores=self.scores, instances=self.instances, features=self.features,
-                            voxel_size=self.voxel_size, **(extra or {}))
+                            voxel_size=self.voxel_size,
+                            **({"instance_features": self.instance_features} if self.instance_dim else {}),
+                            **(extra or {}))
         tmp.replace(npz)
         return ply, npz

@@ -32,6 +32,7 @@ from ovseg3d.ros.images import camera_matrix, color_image, depth_image, register
 from ovseg3d.ros.pointcloud2 import xyz_from_pointcloud2
 from ovseg3d.ros.sync import ApproximateSync, DropOldestQueue
 from ovseg3d.ros.transforms import TfLookup, stamp_seconds, to_stamp
+from ovseg3d.segment.live_map import INSTANCE_METHODS
 from ovseg3d_interfaces.srv import SaveMap, SetVocabulary, TextQuery
 
 
@@ -94,6 +95,9 @@ class PerceptionNode(LifecycleNode):
                 return SetParametersResult(successful=False, reason="depth.min must be below depth.max")
             if c.name == "depth.max" and c.value <= self.p("depth.min"):
                 return SetParametersResult(successful=False, reason="depth.max must be above depth.min")
+            if c.name == "instances.method" and c.value not in INSTANCE_METHODS:
+                return SetParametersResult(successful=False,
+                                           reason=f"instances.method must be one of {', '.join(INSTANCE_METHODS)}")
         if self.live is not None:
             for c in changes:
                 self._apply(c.name, c.value)
@@ -103,7 +107,8 @@ class PerceptionNode(LifecycleNode):
         cfg = self.live.cfg
         fields = {"map.extent": "extent", "depth.stride": "depth_stride", "depth.min": "min_depth",
                   "depth.max": "max_depth", "lidar.max_range": "lidar_max_range", "inference.context": "context",
-                  "instances.cell": "instance_cell", "instances.min_points": "instance_min_points"}
+                  "instances.cell": "instance_cell", "instances.min_points": "instance_min_points",
+                  "instances.method": "instance_method", "instances.threshold": "instance_threshold"}
         if name in fields:
             setattr(cfg, fields[name], value)
             if name == "map.extent":
@@ -140,6 +145,8 @@ class PerceptionNode(LifecycleNode):
                              extent=self.p("map.extent"), depth_stride=self.p("depth.stride"),
                              min_depth=self.p("depth.min"), max_depth=self.p("depth.max"),
                              lidar_max_range=self.p("lidar.max_range"), context=self.p("inference.context"),
+                             instance_method=self.p("instances.method"),
+                             instance_threshold=self.p("instances.threshold"),
                              instance_cell=self.p("instances.cell"), instance_min_points=self.p("instances.min_points"),
                              stuff_labels=tuple(self.p("instances.stuff_labels")))
             self.live = LiveSegmenter(student, vocab, cfg)

@@ -69,7 +69,11 @@ PARAMS: tuple[Param, ...] = (
     Param("tf.timeout", 0.2, "longest wait (s) for a sensor's transform into map_frame", 0.0, 5.0),
     Param("inference.rate_hz", 1.0, "how often the student updates the changed part of the map", 0.01, 50.0),
     Param("inference.context", 1.0, "metres of map around changed voxels the student sees", 0.1, 20.0),
-    Param("instances.cell", 0.05, "grid (m) of the instance grouping; same-label cells that touch join", 0.005, 1.0),
+    Param("instances.method", "proposals", "proposals: superpoints merged by student-feature similarity and "
+          "adjacency, named from 3D alone (the instance head when the student has one); connected: touching "
+          "same-label cells"),
+    Param("instances.cell", 0.05, "grid (m) the instance grouping works on", 0.005, 1.0),
+    Param("instances.threshold", 0.9, "proposals: cosine above which adjacent superpoints merge", 0.0, 1.0),
     Param("instances.min_points", 30, "smallest instance (map voxels)", 1, 1_000_000),
     Param("instances.stuff_labels", list(STUFF_LABELS), "labels that are never instances"),
     Param("query.max_points", 200_000, "cap on the points a text query returns", 1, 10_000_000),

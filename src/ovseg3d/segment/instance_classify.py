@@ -1,19 +1,14 @@
 """Naming proposals: from 3D alone (FOLK's point: the student's features suffice at inference) or
 the slow 2D way (OpenMask3D-like: project each proposal into its best frames, run the 2D teacher
-there, average its features over the proposal's pixels)."""
+on a crop around it there, average its features over the proposal's pixels)."""
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-
-import numpy as np
 import torch
 
 from ovseg3d.data.scannet import ScanNetScene
 from ovseg3d.eval.instance import InstancePrediction
-from ovseg3d.fusion.multiview import as_feature_map, sample_feature_map
-from ovseg3d.geometry.camera import visible_points
+from ovseg3d.fusion.instance_views import EmbeddingStats, instance_embeddings, instance_views
 from ovseg3d.segment.proposals import Proposal
 from ovseg3d.text.vocabulary import Vocabulary
 
@@ -34,45 +29,18 @@ def name_instances(features: torch.Tensor, proposals: list[Proposal], vocab: Voc
     return out
 
 
-@dataclass
-class ProjectionStats:
-    frames_run: int  # teacher calls
-    seconds: float
+def pooled_features(point_features: torch.Tensor, proposals: list[Proposal]) -> torch.Tensor:
+    """(K, D) unit mean of per-point features (e.g. the student's instance head) over each proposal."""
+    if not proposals:
+        return torch.zeros(0, point_features.shape[1])
+    return torch.nn.functional.normalize(
+        torch.stack([point_features[torch.from_numpy(p.mask)].float().mean(0) for p in proposals]), dim=1)
 
 
 def projected_features(scene: ScanNetScene, proposals: list[Proposal], teacher, top_k: int = 5,
-                       frame_stride: int = 1) -> tuple[torch.Tensor, ProjectionStats]:
-    """(K, D) per proposal: the teacher's features averaged over the proposal's visible pixels in
-    its ``top_k`` frames with the most visible points (proposals never seen get zeros)."""
-    t0 = time.perf_counter()
-    frames = {f.frame_id: f for f in scene.frames(stride=frame_stride)}
-    visible = {}
-    counts = np.zeros((len(proposals), len(frames)), np.int64)
-    for j, (fid, f) in enumerate(frames.items()):
-        vis = visible_points(scene.points, f.pose, f.K, f.image_size, f.depth)
-        visible[fid] = vis
-        seen = np.zeros(scene.num_points, bool)
-        seen[vis.index] = True
-        for k, p in enumerate(proposals):
-            counts[k, j] = int((p.mask & seen).sum())
-    ids = list(frames)
-    chosen = [[ids[j] for j in np.argsort(-counts[k])[:top_k] if counts[k, j] > 0] for k in range(len(proposals))]
-    teacher.begin_scene(scene)
-    maps = {}
-    for fid in sorted({fid for c in chosen for fid in c}):
-        maps[fid] = as_feature_map(teacher(frames[fid]))
-    dim = next(iter(maps.values())).features.shape[0] if maps else 1
-    out = torch.zeros(len(proposals), dim)
-    for k, p in enumerate(proposals):
-        acc, n = torch.zeros(dim), 0
-        for fid in chosen[k]:
-            vis = visible[fid]
-            sel = p.mask[vis.index]
-            if not sel.any():
-                continue
-            feats, _ = sample_feature_map(maps[fid], vis.v[sel], vis.u[sel], frames[fid].image_size)
-            acc += torch.nn.functional.normalize(feats.float(), dim=1).sum(0)
-            n += int(sel.sum())
-        if n:
-            out[k] = torch.nn.functional.normalize(acc / n, dim=0)
-    return out, ProjectionStats(frames_run=len(maps), seconds=time.perf_counter() - t0)
+                       frame_stride: int = 1, crop: bool = True) -> tuple[torch.Tensor, EmbeddingStats]:
+    """(K, D) per proposal, the OpenMask3D-like way: its ``top_k`` frames with the most visible
+    points, the teacher run on a crop around it in each, averaged over its pixels."""
+    masks = [p.mask for p in proposals]
+    views = instance_views(scene, masks, top_k, select="count", frame_stride=frame_stride)
+    return instance_embeddings(scene, masks, teacher, views, crop=crop)

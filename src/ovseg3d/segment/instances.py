@@ -80,13 +80,18 @@ def stable_ids(groups: np.ndarray, previous: np.ndarray, next_id: int) -> tuple[
     return ids, next_id
 
 
-def summarize(points: np.ndarray, ids: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> list[Instance]:
-    """One Instance per id (most points first), label by majority vote of its points."""
+def summarize(points: np.ndarray, ids: np.ndarray, labels: np.ndarray, scores: np.ndarray,
+              named: dict[int, tuple[int, float]] | None = None) -> list[Instance]:
+    """One Instance per id (most points first): label by majority vote of its points and score
+    their mean, unless ``named`` gives an id its own (label, score)."""
     out = []
     for i in np.unique(ids[ids >= 0]):
         m = ids == i
         p = points[m]
         lab = np.bincount(labels[m][labels[m] >= 0]).argmax() if (labels[m] >= 0).any() else -1
-        out.append(Instance(id=int(i), label=int(lab), score=float(np.mean(scores[m])), num_points=int(m.sum()),
+        score = float(np.mean(scores[m]))
+        if named is not None and int(i) in named:
+            lab, score = named[int(i)]
+        out.append(Instance(id=int(i), label=int(lab), score=float(score), num_points=int(m.sum()),
                             centroid=p.mean(0), bbox_min=p.min(0), bbox_max=p.max(0)))
     return sorted(out, key=lambda inst: -inst.num_points)

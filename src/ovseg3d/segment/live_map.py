@@ -24,12 +24,17 @@ import torch
 
 from ovseg3d.errors import UserError
 from ovseg3d.geometry.camera import backproject_strided
+from ovseg3d.geometry.superpoints import point_superpoints
 from ovseg3d.geometry.voxel_map import VoxelMap, pack_keys
 from ovseg3d.labels import STUFF_LABELS, stuff_indices
+from ovseg3d.segment.instance_classify import name_instances, pooled_features
 from ovseg3d.segment.instances import Instance, connected_label_groups, stable_ids, summarize
+from ovseg3d.segment.proposals import merge_superpoints
 from ovseg3d.segment.query import rank_instances, text_scores
 from ovseg3d.student.model import Student
 from ovseg3d.text.vocabulary import Vocabulary
+
+INSTANCE_METHODS = ("proposals", "connected")
 
 
 @dataclass
@@ -42,8 +47,10 @@ class LiveConfig:
     max_depth: float = 6.0
     lidar_max_range: float = 30.0
     context: float = 1.0  # metres of map around changed voxels the student sees on an update
+    instance_method: str = "proposals"  # proposals (superpoints merged by feature) | connected (same-label cells)
     instance_cell: float = 0.05  # grid of the instance grouping, metres
-    instance_min_points: int = 30  # smaller groups are not instances
+    instance_min_points: int = 30  # smaller groups (in map voxels) are not instances
+    instance_threshold: float = 0.9  # proposals: cosine above which adjacent superpoints merge
     stuff_labels: tuple[str, ...] = STUFF_LABELS  # never instances
 
     def validate(self) -> None:
@@ -56,6 +63,9 @@ class LiveConfig:
             raise UserError("depth_stride, max_voxels and instance_min_points must be at least 1")
         if not 0 <= self.min_depth < self.max_depth:
             raise UserError("min_depth must be in [0, max_depth)")
+        if self.instance_method not in INSTANCE_METHODS:
+            raise UserError(f"instance_method must be one of {', '.join(INSTANCE_METHODS)}, "
+                            f"got {self.instance_method!r}")
 
 
 @dataclass
@@ -81,8 +91,10 @@ class LiveSegmenter:
         self._check_dim(vocab)
         self.vocab = vocab
         self.lock = threading.RLock()
+        self._group_lock = threading.Lock()  # one instance regrouping at a time (update worker vs services)
         self.map = VoxelMap(self.cfg.voxel_size, self.cfg.max_voxels, self.cfg.extent or None,
-                            feature_dim=student.cfg.feature_dim)
+                            feature_dim=student.cfg.feature_dim,
+                            instance_dim=student.cfg.feature_dim if student.has_instance_head else 0)
         self.instances: list[Instance] = []
         self.newest_stamp = -np.inf
         self._next_instance = 0
@@ -143,13 +155,19 @@ class LiveSegmenter:
             points = self.map.points[region]
             colors = self.map.colors[region] if self.student.cfg.input == "color" else None
             stamp = float(self.newest_stamp)
-        feats = self.student.predict(points, colors)
+        inst = None
+        if self.student.has_instance_head:
+            feats, inst = self.student.predict_instance(points, colors)
+        else:
+            feats = self.student.predict(points, colors)
         labels, scores = self.vocab.classify(feats)
         with self.lock:
             idx = self.map.index_of(keys)
             ok = idx >= 0  # voxels evicted meanwhile are skipped
-            self.map.set_predictions(idx[ok], feats[ok].half().numpy(), labels[ok].numpy(), scores[ok].numpy())
-            self._group_instances()
+            self.map.set_predictions(idx[ok], feats[ok].half().numpy(), labels[ok].numpy(), scores[ok].numpy(),
+                                     None if inst is None else inst[ok].half().numpy())
+        self._group_instances()
+        with self.lock:
             self.version += 1
         return UpdateStats(points=len(region), changed=len(changed), seconds=time.perf_counter() - t0, stamp=stamp)
 
@@ -163,18 +181,44 @@ class LiveSegmenter:
                 part = done[start:start + 200_000]
                 labels, scores = vocab.classify(torch.from_numpy(self.map.features[part]).float())
                 self.map.set_predictions(part, None, labels.numpy(), scores.numpy())
-            self.map.instances[:] = -1  # old instance ids meant other words
-            self._group_instances()
+            if self.cfg.instance_method == "connected":
+                self.map.instances[:] = -1  # label-made groups: old ids meant other words
+            # proposals do not depend on the words, so their ids carry over; only their names change
+        self._group_instances()
+        with self.lock:
             self.version += 1
 
     def _group_instances(self) -> None:
-        m = self.map
-        stuff = stuff_indices(self.vocab.names, self.cfg.stuff_labels)
-        groups = connected_label_groups(m.points, m.labels, self.cfg.instance_cell, self.cfg.instance_min_points,
-                                        stuff)
-        ids, self._next_instance = stable_ids(groups, m.instances, self._next_instance)
-        m.instances[:] = ids
-        self.instances = summarize(m.points, ids, m.labels, m.scores)
+        """Regroup instances on a copy of the labelled voxels, outside the map lock (ingest goes on;
+        proposals take a second or more on big maps), then write the ids back by voxel key."""
+        with self._group_lock:
+            with self.lock:
+                m = self.map
+                done = np.flatnonzero(m.labels >= 0)
+                snap = _Labelled(keys=m.keys[done].copy(), points=m.points[done], colors=m.colors[done],
+                                 labels=m.labels[done].copy(), scores=m.scores[done].copy(),
+                                 previous=m.instances[done].copy(),
+                                 features=m.features[done] if self.cfg.instance_method == "proposals" else None,
+                                 instance_features=(m.instance_features[done] if m.instance_dim and
+                                                    self.cfg.instance_method == "proposals" else None))
+                vocab, cfg = self.vocab, self.cfg
+            stuff = stuff_indices(vocab.names, cfg.stuff_labels)
+            named = None
+            if cfg.instance_method == "connected":
+                groups = connected_label_groups(snap.points, snap.labels, cfg.instance_cell, cfg.instance_min_points,
+                                                stuff)
+            else:
+                groups, named = _proposal_groups(snap, vocab, cfg, stuff)
+            ids, self._next_instance = stable_ids(groups, snap.previous, self._next_instance)
+            if named is not None:  # proposals carry their own name and score
+                named = {int(ids[np.flatnonzero(groups == g)[0]]): v for g, v in enumerate(named)}
+            instances = summarize(snap.points, ids, snap.labels, snap.scores, named)
+            with self.lock:
+                idx = self.map.index_of(snap.keys)
+                ok = idx >= 0  # voxels evicted meanwhile are skipped
+                self.map.instances[:] = -1
+                self.map.instances[idx[ok]] = ids[ok]
+                self.instances = instances
 
     # ------------------------------------------------------------------ outputs
     def labelled(self) -> dict[str, np.ndarray]:
@@ -199,12 +243,14 @@ class LiveSegmenter:
             ids = m.instances[done]
             points = m.points[done]
             instances = list(self.instances)
+            # instances are ranked by what names them: the instance head's features when there is one
+            inst_feats = torch.from_numpy(m.instance_features[done]).float() if m.instance_dim else feats
         scores = text_scores(feats, t)
         keep = np.flatnonzero(scores >= threshold) if threshold > -1 else np.arange(len(scores))
         keep = keep[np.argsort(-scores[keep], kind="stable")]
         if max_points:
             keep = keep[:max_points]
-        ranked = rank_instances(feats, ids, instances, t, threshold)
+        ranked = rank_instances(inst_feats, ids, instances, t, threshold)
         return QueryResult(points[keep], scores[keep], ranked[:max_instances] if max_instances else ranked)
 
     def reset(self) -> None:
@@ -217,3 +263,62 @@ class LiveSegmenter:
     def save(self, path: Path) -> tuple[Path, Path]:
         with self.lock:
             return self.map.save(path, extra={"label_names": np.array(self.vocab.names)})
+
+
+@dataclass
+class _Labelled:
+    """A copy of the labelled voxels that instance grouping works on."""
+
+    keys: np.ndarray
+    points: np.ndarray
+    colors: np.ndarray
+    labels: np.ndarray
+    scores: np.ndarray
+    previous: np.ndarray  # instance ids before this regrouping
+    features: np.ndarray | None
+    instance_features: np.ndarray | None
+
+
+def _proposal_groups(snap: _Labelled, vocab: Vocabulary, cfg: LiveConfig, stuff: set[int]
+                     ) -> tuple[np.ndarray, list[tuple[int, float]]]:
+    """Class-agnostic proposals on an ``instance_cell`` grid of the labelled voxels (superpoints
+    merged by feature similarity and adjacency), named from 3D alone: by the pooled instance-head
+    feature when the student has one (FOLK), else the mean semantic feature. Returns a group per
+    voxel (-1: none; 0.. largest first) and each group's (label, score)."""
+    groups = np.full(len(snap.points), -1, np.int64)
+    if len(snap.points) < cfg.instance_min_points:
+        return groups, []
+    cells, cell_of = np.unique(np.floor(snap.points / cfg.instance_cell).astype(np.int64), axis=0,
+                               return_inverse=True)
+    cell_of = cell_of.reshape(-1)
+    n = len(cells)
+    if n < 3:
+        return groups, []
+    weight = np.bincount(cell_of, minlength=n).astype(np.float64)
+    pts = np.stack([np.bincount(cell_of, snap.points[:, c], minlength=n) for c in range(3)], 1) / weight[:, None]
+    cols = np.stack([np.bincount(cell_of, snap.colors[:, c], minlength=n) for c in range(3)], 1) / weight[:, None]
+    index = torch.from_numpy(cell_of)
+    sp = point_superpoints(pts, colors=cols.astype(np.uint8))
+    proposals = merge_superpoints(pts, _cell_mean(snap.features, index, n), sp, cfg.instance_threshold,
+                                  min_points=1, adjacency_dist=2.0 * cfg.instance_cell)
+    proposals = [p for p in proposals if weight[p.mask].sum() >= cfg.instance_min_points]
+    if not proposals:
+        return groups, []
+    if snap.instance_features is not None:
+        naming = pooled_features(_cell_mean(snap.instance_features, index, n), proposals)
+    else:
+        naming = torch.stack([p.feature for p in proposals])
+    preds = name_instances(naming, proposals, vocab, stuff)
+    preds.sort(key=lambda q: -weight[q.mask].sum())
+    cell_group = np.full(n, -1, np.int64)
+    for g, q in enumerate(preds):
+        cell_group[q.mask & (cell_group < 0)] = g
+    return cell_group[cell_of], [(q.label, q.score) for q in preds]
+
+
+def _cell_mean(values: np.ndarray, cell_of: torch.Tensor, n: int, chunk: int = 100_000) -> torch.Tensor:
+    """(n, D) mean of fp16 rows per cell, accumulated in float32 a chunk at a time."""
+    out = torch.zeros(n, values.shape[1])
+    for start in range(0, len(values), chunk):
+        out.index_add_(0, cell_of[start:start + chunk], torch.from_numpy(values[start:start + chunk]).float())
+    return out / torch.bincount(cell_of, minlength=n).clamp(min=1)[:, None].float()

@@ -39,6 +39,7 @@ class StudentConfig:
     voxel_size: float = 0.02  # metres
     input: str = "occupancy"  # "occupancy" (geometry only) or "color" (occupancy + RGB)
     adapter_hidden: int = 0  # > 0: a two-layer MLP adapter on backbone features replaces the 1x1 head (GeoGuide)
+    instance_hidden: int = 0  # > 0: FOLK's instance head, a two-layer MLP on backbone features into the text space
 
     def validate(self) -> None:
         if self.arch not in ARCHS:
@@ -64,6 +65,11 @@ class Student(nn.Module):
             width = self.net.backbone_dim
             self.adapter = nn.Sequential(nn.Linear(width, cfg.adapter_hidden), nn.ReLU(inplace=True),
                                          nn.Linear(cfg.adapter_hidden, cfg.feature_dim))
+        self.instance_head = None
+        if cfg.instance_hidden > 0:
+            width = self.net.backbone_dim
+            self.instance_head = nn.Sequential(nn.Linear(width, cfg.instance_hidden), nn.ReLU(inplace=True),
+                                               nn.Linear(cfg.instance_hidden, cfg.feature_dim))
 
     @property
     def device(self) -> torch.device:
@@ -94,11 +100,20 @@ class Student(nn.Module):
                               quantization_mode=ME.SparseTensorQuantizationMode.UNWEIGHTED_AVERAGE,
                               minkowski_algorithm=ME.MinkowskiAlgorithm.SPEED_OPTIMIZED, device=str(self.device))
 
-    def forward(self, field: ME.TensorField) -> torch.Tensor:
-        """(total points, feature_dim) features, one per input point, in input order."""
-        if self.adapter is not None:
-            return self.adapter(self.backbone_features(field))
-        return self.net(field.sparse()).slice(field).F
+    def forward(self, field: ME.TensorField, with_instance: bool = False):
+        """(total points, feature_dim) features, one per input point, in input order.
+
+        ``with_instance``: (semantic features, instance-head features) from one backbone pass (a
+        flag rather than a second method, so DistributedDataParallel sees the call). An instance's
+        embedding is the mean of its points' instance-head features."""
+        if with_instance and self.instance_head is None:
+            raise UserError("this student has no instance head (train it with student.instance_hidden > 0)")
+        if self.adapter is None and not with_instance:
+            return self.net(field.sparse()).slice(field).F
+        sparse = self.net.backbone(field.sparse())
+        back = sparse.slice(field).F
+        sem = self.adapter(back) if self.adapter is not None else self.net.head(sparse).slice(field).F
+        return (sem, self.instance_head(back)) if with_instance else sem
 
     def backbone_features(self, field: ME.TensorField) -> torch.Tensor:
         """(total points, backbone width) features before the head (for adapters and affinity)."""
@@ -114,6 +129,22 @@ class Student(nn.Module):
         finally:
             self.train(was_training)
         return torch.nn.functional.normalize(out.float(), dim=1).cpu()
+
+    @torch.no_grad()
+    def predict_instance(self, points: np.ndarray, colors: np.ndarray | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, D) unit semantic features and (N, D) raw instance-head features, in eval mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            sem, inst = self(self.make_field([points], None if colors is None else [colors]), True)
+        finally:
+            self.train(was_training)
+        return torch.nn.functional.normalize(sem.float(), dim=1).cpu(), inst.float().cpu()
+
+    @property
+    def has_instance_head(self) -> bool:
+        return self.instance_head is not None
 
     def config_dict(self) -> dict:
         return asdict(self.cfg)
