@@ -247,6 +247,8 @@ assert ok(Parameter("inference.rate_hz", value=2.0)) == [True]
 assert ok(Parameter("depth.min", value=7.0)) == [False]                   # above depth.max
 assert ok(Parameter("checkpoint", value="other.pt")) == [False]           # read-only
 assert ok(Parameter("depth.stride", value="two")) == [False]              # wrong type
+assert ok(Parameter("instances.method", value="kmeans")) == [False]       # not a grouping we have
+assert ok(Parameter("instances.method", value="connected")) == [True]
 print("PARAMS OK")
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
