@@ -218,7 +218,8 @@ class LiveSegmenter:
                 ok = idx >= 0  # voxels evicted meanwhile are skipped
                 self.map.instances[:] = -1
                 self.map.instances[idx[ok]] = ids[ok]
-                self.instances = instances
+                alive = set(np.unique(ids[ok]).tolist())  # a reset meanwhile leaves none
+                self.instances = [i for i in instances if i.id in alive]
 
     # ------------------------------------------------------------------ outputs
     def labelled(self) -> dict[str, np.ndarray]:
