@@ -232,6 +232,11 @@ def student_config(cfg: TrainConfig):
                          adapter_hidden=s.adapter_hidden, instance_hidden=s.instance_hidden)
 
 
+def uses_instances(cfg: TrainConfig) -> bool:
+    """Whether FOLK's instance losses are on (they need the instance head and instance targets)."""
+    return cfg.loss.instance_distill > 0 or cfg.loss.instance_label_ce > 0
+
+
 def validate(cfg: TrainConfig) -> None:
     student_config(cfg).validate()
     if not cfg.data.scenes:
@@ -255,11 +260,10 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError("config key 'loss.te_momentum' must be in (0, 1)")
     if cfg.student.freeze_backbone and not cfg.student.init:
         raise UserError("config key 'student.freeze_backbone' needs 'student.init' (the backbone to freeze)")
-    instance_loss = cfg.loss.instance_distill > 0 or cfg.loss.instance_label_ce > 0
-    if instance_loss and cfg.student.instance_hidden <= 0:
+    if uses_instances(cfg) and cfg.student.instance_hidden <= 0:
         raise UserError("config keys 'loss.instance_distill'/'loss.instance_label_ce' need an instance head: "
                         "set 'student.instance_hidden' (e.g. 256)")
-    if cfg.student.instance_hidden > 0 and not instance_loss:
+    if cfg.student.instance_hidden > 0 and not uses_instances(cfg):
         raise UserError("config key 'student.instance_hidden' adds an instance head that nothing trains: "
                         "set 'loss.instance_distill' and/or 'loss.instance_label_ce'")
     if cfg.loss.cosine <= 0 and cfg.loss.superpoint <= 0:

@@ -17,9 +17,10 @@ from ovseg3d.data.openscene import fused_path, load_fused
 from ovseg3d.data.scannet import ScanNetScene, list_scenes
 from ovseg3d.errors import UserError
 from ovseg3d.geometry.superpoints import point_superpoints
-from ovseg3d.labels import IGNORE, load_label_set
+from ovseg3d.labels import load_label_set
+from ovseg3d.segment.instances import majority_label
 
-from .config import TrainConfig
+from .config import TrainConfig, uses_instances
 
 
 @dataclass
@@ -40,10 +41,6 @@ class InstanceTable:
     ids: torch.Tensor  # (M,) int64
     teacher: torch.Tensor  # (M, D) unit embeddings, zero rows: never seen
     labels: torch.Tensor  # (M,) annotated class (majority of its points), -1 outside the label set
-
-
-def uses_instances(cfg: TrainConfig) -> bool:
-    return cfg.loss.instance_distill > 0 or cfg.loss.instance_label_ce > 0
 
 
 def split_scenes(cfg: TrainConfig) -> tuple[list[str], list[str]]:
@@ -125,11 +122,7 @@ class DistillDataset:
                                 f"{self.cfg.student.feature_dim}")
             scene = self.scene(name)
             sem, inst = scene.semantic(load_label_set(self.cfg.labels)), scene.instance_ids
-            labels = []
-            for i in ids.tolist():
-                s = sem[inst == i]
-                s = s[s != IGNORE]
-                labels.append(int(np.bincount(s).argmax()) if len(s) else -1)
+            labels = [majority_label(sem[inst == i]) for i in ids.tolist()]
             self._cache[key] = InstanceTable(ids, feat, torch.as_tensor(labels, dtype=torch.long))
         return self._cache[key]
 

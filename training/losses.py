@@ -25,6 +25,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ovseg3d.geometry.voxels import segment_mean
+
 
 def center(pred: torch.Tensor, target: torch.Tensor, mean: torch.Tensor | None):
     """Student and (unit) teacher features with a fixed mean direction removed (``mean=None``: as is)."""
@@ -42,13 +44,6 @@ def cosine_distillation(pred: torch.Tensor, target: torch.Tensor, mask: torch.Te
         return pred.sum() * 0.0
     pred, target = center(pred, target, mean)
     return (1.0 - F.cosine_similarity(pred, target, dim=1)).mean()
-
-
-def segment_mean(values: torch.Tensor, segments: torch.Tensor, num_segments: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(S, C) mean of the rows in each segment and (S,) row counts."""
-    sums = values.new_zeros(num_segments, values.shape[1]).index_add_(0, segments, values)
-    counts = torch.bincount(segments, minlength=num_segments).to(values.dtype)
-    return sums / counts.clamp(min=1)[:, None], counts
 
 
 def superpoint_distillation(pred: torch.Tensor, target: torch.Tensor, superpoints: torch.Tensor,
@@ -92,9 +87,9 @@ def instance_mask_bce(mask_logits: torch.Tensor, instances: torch.Tensor) -> tor
     return F.binary_cross_entropy_with_logits(mask_logits, target)
 
 
-def text_logits(pred: torch.Tensor, vocab, scale: float) -> torch.Tensor:
-    """(N, K) scaled cosine similarity of features to each class's text embedding."""
-    return scale * F.normalize(pred, dim=1) @ vocab.class_embeddings().to(pred.device, pred.dtype).T
+def text_logits(pred: torch.Tensor, text: torch.Tensor, scale: float) -> torch.Tensor:
+    """(N, K) scaled cosine similarity of features to each class's text embedding (``text``: (K, D))."""
+    return scale * F.normalize(pred, dim=1) @ F.normalize(text.to(pred.device, pred.dtype), dim=1).T
 
 
 def superpoint_pseudo_labels(history: torch.Tensor, superpoints: torch.Tensor, vocab) -> torch.Tensor:
@@ -105,7 +100,7 @@ def superpoint_pseudo_labels(history: torch.Tensor, superpoints: torch.Tensor, v
 
 
 def text_cross_entropy(pred: torch.Tensor, labels: torch.Tensor, vocab, scale: float = 100.0) -> torch.Tensor:
-    return F.cross_entropy(text_logits(pred, vocab, scale), labels)
+    return F.cross_entropy(text_logits(pred, vocab.class_embeddings(), scale), labels)
 
 
 def adept_expert_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
@@ -170,8 +165,8 @@ def instance_distillation(inst_pred: torch.Tensor, point_instance: torch.Tensor,
     the instances present in ``point_instance`` (per point an instance id; ids absent from ``ids``
     are ignored). ``ids``/``target``/``usable``/``labels`` describe the M annotated instances."""
     zero = inst_pred.sum() * 0.0
-    pos = torch.full((int(max(int(ids.max()) if len(ids) else 0, int(point_instance.max()))) + 1,), -1,
-                     dtype=torch.long, device=inst_pred.device)
+    size = max(int(ids.max()) if len(ids) else 0, int(point_instance.max())) + 1
+    pos = torch.full((size,), -1, dtype=torch.long, device=inst_pred.device)  # annotated id -> row of ``ids``
     pos[ids.to(inst_pred.device)] = torch.arange(len(ids), device=inst_pred.device)
     row = pos[point_instance.clamp(min=0)]
     keep = (point_instance > 0) & (row >= 0)
@@ -186,5 +181,4 @@ def instance_distillation(inst_pred: torch.Tensor, point_instance: torch.Tensor,
     has = lab >= 0
     if not has.any():
         return distill, zero
-    logits = scale * F.normalize(pooled[has], dim=1) @ F.normalize(text.to(inst_pred.device, inst_pred.dtype), dim=1).T
-    return distill, F.cross_entropy(logits, lab[has])
+    return distill, F.cross_entropy(text_logits(pooled[has], text, scale), lab[has])

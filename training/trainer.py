@@ -22,15 +22,17 @@ import torch.distributed as dist
 
 from ovseg3d.errors import UserError
 from ovseg3d.eval.semantic import SemanticMeter
+from ovseg3d.geometry.voxels import segment_mean
 from ovseg3d.labels import load_label_set
 from ovseg3d.progress import bar
+from ovseg3d.segment.instances import majority_label
 from ovseg3d.student.checkpoint import read_checkpoint, save_checkpoint
 from ovseg3d.student.model import Student, default_device
 from ovseg3d.text.clip_model import ClipSpec
 from ovseg3d.text.vocabulary import build_vocabulary
 
-from .config import TrainConfig, save_config, student_config, to_dict
-from .data import DistillDataset, split_scenes, uses_instances
+from .config import TrainConfig, save_config, student_config, to_dict, uses_instances
+from .data import DistillDataset, split_scenes
 from .losses import (
     adept_expert_loss,
     cosine_distillation,
@@ -406,16 +408,12 @@ class Trainer:
 def _instance_naming(inst_feats: torch.Tensor, instance_ids: np.ndarray, semantic: np.ndarray, vocab
                      ) -> tuple[int, int]:
     """(right, total) over annotated instances with a class: pooled instance feature named right."""
-    right = total = 0
-    for i in np.unique(instance_ids[instance_ids > 0]):
-        m = instance_ids == i
-        s = semantic[m][semantic[m] >= 0]
-        if not len(s):
-            continue
-        pooled = inst_feats[torch.from_numpy(m)].mean(0, keepdim=True)
-        right += int(vocab.classify(pooled)[0][0]) == int(np.bincount(s).argmax())
-        total += 1
-    return right, total
+    ids, inv = np.unique(instance_ids, return_inverse=True)
+    pooled, _ = segment_mean(inst_feats, torch.from_numpy(inv.reshape(-1)), len(ids))
+    named = vocab.classify(pooled)[0].numpy()
+    truth = np.array([majority_label(semantic[instance_ids == i]) for i in ids])
+    keep = (ids > 0) & (truth >= 0)
+    return int((named[keep] == truth[keep]).sum()), int(keep.sum())
 
 
 def train(cfg: TrainConfig, fresh: bool = False) -> Path:

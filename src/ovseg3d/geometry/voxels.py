@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 STUDENT_VOXEL_SIZE = 0.02  # metres; MinkUNet students of OpenScene and this project
 
@@ -30,3 +31,22 @@ def voxelize(points: np.ndarray, voxel_size: float = STUDENT_VOXEL_SIZE) -> Voxe
     coords, first, inverse = np.unique(cells, axis=0, return_index=True, return_inverse=True)
     return Voxelization(coords=coords.astype(np.int32), point_to_voxel=inverse.reshape(-1),
                         first_point=first)
+
+
+def segment_mean(values: torch.Tensor | np.ndarray, segments: torch.Tensor | np.ndarray, num_segments: int,
+                 chunk: int = 100_000) -> tuple[torch.Tensor, torch.Tensor]:
+    """(S, C) mean of the rows in each segment (voxel, superpoint, instance) and (S,) row counts.
+
+    A tensor is pooled in its own dtype and stays differentiable (training losses); a numpy array
+    (e.g. a map's fp16 features) is accumulated in float32 ``chunk`` rows at a time, so it is never
+    converted whole."""
+    segments = torch.as_tensor(segments)
+    if isinstance(values, np.ndarray):
+        sums = torch.zeros(num_segments, values.shape[1])
+        for start in range(0, len(values), chunk):
+            part = torch.from_numpy(np.ascontiguousarray(values[start:start + chunk])).float()
+            sums.index_add_(0, segments[start:start + chunk], part)
+    else:
+        sums = values.new_zeros(num_segments, values.shape[1]).index_add_(0, segments, values)
+    counts = torch.bincount(segments, minlength=num_segments).to(sums.dtype)
+    return sums / counts.clamp(min=1)[:, None], counts

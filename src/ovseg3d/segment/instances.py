@@ -80,6 +80,12 @@ def stable_ids(groups: np.ndarray, previous: np.ndarray, next_id: int) -> tuple[
     return ids, next_id
 
 
+def majority_label(labels: np.ndarray) -> int:
+    """The most common label >= 0 among an instance's points (-1 when there is none)."""
+    valid = labels[labels >= 0]
+    return int(np.bincount(valid).argmax()) if len(valid) else -1
+
+
 def summarize(points: np.ndarray, ids: np.ndarray, labels: np.ndarray, scores: np.ndarray,
               named: dict[int, tuple[int, float]] | None = None) -> list[Instance]:
     """One Instance per id (most points first): label by majority vote of its points and score
@@ -88,7 +94,7 @@ def summarize(points: np.ndarray, ids: np.ndarray, labels: np.ndarray, scores: n
     for i in np.unique(ids[ids >= 0]):
         m = ids == i
         p = points[m]
-        lab = np.bincount(labels[m][labels[m] >= 0]).argmax() if (labels[m] >= 0).any() else -1
+        lab = majority_label(labels[m])
         score = float(np.mean(scores[m]))
         if named is not None and int(i) in named:
             lab, score = named[int(i)]

@@ -26,6 +26,7 @@ from ovseg3d.errors import UserError
 from ovseg3d.geometry.camera import backproject_strided
 from ovseg3d.geometry.superpoints import point_superpoints
 from ovseg3d.geometry.voxel_map import VoxelMap, pack_keys
+from ovseg3d.geometry.voxels import segment_mean, voxelize
 from ovseg3d.labels import STUFF_LABELS, stuff_indices
 from ovseg3d.segment.instance_classify import name_instances, pooled_features
 from ovseg3d.segment.instances import Instance, connected_label_groups, stable_ids, summarize
@@ -210,8 +211,9 @@ class LiveSegmenter:
             else:
                 groups, named = _proposal_groups(snap, vocab, cfg, stuff)
             ids, self._next_instance = stable_ids(groups, snap.previous, self._next_instance)
-            if named is not None:  # proposals carry their own name and score
-                named = {int(ids[np.flatnonzero(groups == g)[0]]): v for g, v in enumerate(named)}
+            if named is not None:  # proposals carry their own name and score: key them by the group's new id
+                group, first = np.unique(groups, return_index=True)
+                named = {int(ids[f]): named[g] for g, f in zip(group, first) if g >= 0}
             instances = summarize(snap.points, ids, snap.labels, snap.scores, named)
             with self.lock:
                 idx = self.map.index_of(snap.keys)
@@ -289,24 +291,21 @@ def _proposal_groups(snap: _Labelled, vocab: Vocabulary, cfg: LiveConfig, stuff:
     groups = np.full(len(snap.points), -1, np.int64)
     if len(snap.points) < cfg.instance_min_points:
         return groups, []
-    cells, cell_of = np.unique(np.floor(snap.points / cfg.instance_cell).astype(np.int64), axis=0,
-                               return_inverse=True)
-    cell_of = cell_of.reshape(-1)
-    n = len(cells)
+    vox = voxelize(snap.points, cfg.instance_cell)
+    n, cell_of = vox.num_voxels, vox.point_to_voxel
     if n < 3:
         return groups, []
-    weight = np.bincount(cell_of, minlength=n).astype(np.float64)
-    pts = np.stack([np.bincount(cell_of, snap.points[:, c], minlength=n) for c in range(3)], 1) / weight[:, None]
-    cols = np.stack([np.bincount(cell_of, snap.colors[:, c], minlength=n) for c in range(3)], 1) / weight[:, None]
-    index = torch.from_numpy(cell_of)
-    sp = point_superpoints(pts, colors=cols.astype(np.uint8))
-    proposals = merge_superpoints(pts, _cell_mean(snap.features, index, n), sp, cfg.instance_threshold,
+    pts, weight = segment_mean(snap.points, cell_of, n)
+    cols, _ = segment_mean(snap.colors, cell_of, n)
+    pts, weight = pts.double().numpy(), weight.numpy()
+    sp = point_superpoints(pts, colors=cols.numpy().astype(np.uint8))
+    proposals = merge_superpoints(pts, segment_mean(snap.features, cell_of, n)[0], sp, cfg.instance_threshold,
                                   min_points=1, adjacency_dist=2.0 * cfg.instance_cell)
     proposals = [p for p in proposals if weight[p.mask].sum() >= cfg.instance_min_points]
     if not proposals:
         return groups, []
     if snap.instance_features is not None:
-        naming = pooled_features(_cell_mean(snap.instance_features, index, n), proposals)
+        naming = pooled_features(segment_mean(snap.instance_features, cell_of, n)[0], proposals)
     else:
         naming = torch.stack([p.feature for p in proposals])
     preds = name_instances(naming, proposals, vocab, stuff)
@@ -316,10 +315,3 @@ def _proposal_groups(snap: _Labelled, vocab: Vocabulary, cfg: LiveConfig, stuff:
         cell_group[q.mask & (cell_group < 0)] = g
     return cell_group[cell_of], [(q.label, q.score) for q in preds]
 
-
-def _cell_mean(values: np.ndarray, cell_of: torch.Tensor, n: int, chunk: int = 100_000) -> torch.Tensor:
-    """(n, D) mean of fp16 rows per cell, accumulated in float32 a chunk at a time."""
-    out = torch.zeros(n, values.shape[1])
-    for start in range(0, len(values), chunk):
-        out.index_add_(0, cell_of[start:start + chunk], torch.from_numpy(values[start:start + chunk]).float())
-    return out / torch.bincount(cell_of, minlength=n).clamp(min=1)[:, None].float()
