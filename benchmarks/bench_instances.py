@@ -29,9 +29,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import torch
 
+from ovseg3d.commands.common import student_clip_spec
 from ovseg3d.data.scannet import ScanNetScene, list_scenes
 from ovseg3d.eval.instance import InstanceMeter
-from ovseg3d.fusion.instance_views import instance_embeddings, instance_views
+from ovseg3d.fusion.instance_views import embed_instances
 from ovseg3d.labels import load_label_set, stuff_indices
 from ovseg3d.segment.instance_classify import name_instances, pooled_features
 from ovseg3d.segment.proposals import Proposal, instance_recovery, merge_superpoints
@@ -58,11 +59,7 @@ def main() -> None:
     args = p.parse_args()
     labels = load_label_set("scannet20")
     student, ckpt = load_student(args.checkpoint, "cpu")
-    cfg = ckpt.get("config", {})
-    from ovseg3d.text.clip_model import ClipSpec
-
-    vocab = build_vocabulary(labels, ClipSpec(model=cfg.get("clip_model", "ViT-B-16"),
-                                              pretrained=cfg.get("clip_weights") or None))
+    vocab = build_vocabulary(labels, student_clip_spec(ckpt))
     teacher = build_teacher("simulated", TeacherContext(labels=labels))
     stuff = stuff_indices(labels.names)
     paths = ([args.data / s for s in args.scenes] if args.scenes else
@@ -71,7 +68,7 @@ def main() -> None:
     meters = {(m, k): InstanceMeter(len(labels)) for m in ("proposals", "gt") for k, _ in rows}
     secs = {k: 0.0 for k, _ in rows} | {"student": 0.0, "proposals": 0.0}
     calls = {k: 0 for k, _ in rows}
-    recovery = []
+    recovery, scene_props = [], []
     for path in paths:
         scene = ScanNetScene(path)
         gt_sem, gt_inst = scene.semantic(labels), scene.instance_ids
@@ -84,6 +81,7 @@ def main() -> None:
         secs["student"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         props = merge_superpoints(scene.points, feats, scene.segments, args.threshold, 100)
+        scene_props.append(props)
         secs["proposals"] += time.perf_counter() - t0
         thing = np.where(np.isin(gt_sem, list(stuff)) | (gt_sem < 0), 0, gt_inst)
         recovery.append(instance_recovery([q.mask for q in props], thing)[0])
@@ -100,9 +98,8 @@ def main() -> None:
                 elif key == "mean":
                     named = torch.stack([q.feature for q in ps])
                 else:
-                    views = instance_views(scene, [q.mask for q in ps], args.top_k, select=key)
-                    named, stats = instance_embeddings(scene, [q.mask for q in ps], teacher, views, crop=True,
-                                                        begin_scene=False)
+                    named, stats = embed_instances(scene, [q.mask for q in ps], teacher, args.top_k, key,
+                                                   begin_scene=False)
                     if masks == "proposals":
                         calls[key] += stats.teacher_calls
                 preds = name_instances(named, ps, vocab, stuff)
@@ -110,8 +107,8 @@ def main() -> None:
                     secs[key] += time.perf_counter() - t0
                 meters[masks, key].update(preds, gt_inst, gt_label)
     n = len(paths)
-    real = _time_real_teacher(args, paths[0], labels) if args.time_teacher else None
-    live = _time_live_grouping(args, paths[0], vocab)
+    real = _time_real_teacher(args, ScanNetScene(paths[0]), scene_props[0], labels) if args.time_teacher else None
+    live = _time_live_grouping(ScanNetScene(paths[0]), student, vocab)
     print(f"{n} held-out scene(s); {len(props)} proposals in the last, recovering ground-truth instances with mean "
           f"best IoU {np.mean(recovery):.3f}; simulated teacher (test instrument), random-weight CLIP text encoder\n")
     print("| masks | named by | AP | AP50 | AP25 | s/scene to name |\n| --- | --- | --- | --- | --- | --- |")
@@ -139,12 +136,10 @@ def main() -> None:
               "the 3D naming")
 
 
-def _time_live_grouping(args, path: Path, vocab) -> dict:
+def _time_live_grouping(scene: ScanNetScene, student, vocab) -> dict:
     """The node's instance regrouping on a live map of one scene: proposals vs connected cells."""
     from ovseg3d.segment.live_map import LiveConfig, LiveSegmenter
 
-    scene = ScanNetScene(path)
-    student, _ = load_student(args.checkpoint, "cpu")
     out = {"name": scene.name}
     for method in ("proposals", "connected"):
         live = LiveSegmenter(student, vocab, LiveConfig(voxel_size=0.05, instance_cell=0.1,
@@ -163,17 +158,13 @@ def _time_live_grouping(args, path: Path, vocab) -> dict:
     return out
 
 
-def _time_real_teacher(args, path: Path, labels) -> tuple[float, int]:
-    """Seconds and crops of the OpenMask3D-like projection with a real teacher architecture."""
-    scene = ScanNetScene(path)
-    student, _ = load_student(args.checkpoint, "cpu")
-    props = merge_superpoints(scene.points, student.predict(scene.points), scene.segments, args.threshold, 100)
+def _time_real_teacher(args, scene: ScanNetScene, props: list[Proposal], labels) -> tuple[float, int]:
+    """Seconds and crops of the OpenMask3D-like projection of ``props`` with a real teacher architecture."""
     teacher = build_teacher(args.time_teacher, TeacherContext(labels=labels))
     teacher.begin_scene(scene)
     teacher(next(scene.frames()))  # warm-up
     t0 = time.perf_counter()
-    views = instance_views(scene, [q.mask for q in props], args.top_k, select="count")
-    _, stats = instance_embeddings(scene, [q.mask for q in props], teacher, views, crop=True, begin_scene=False)
+    _, stats = embed_instances(scene, [q.mask for q in props], teacher, args.top_k, "count", begin_scene=False)
     return time.perf_counter() - t0, stats.teacher_calls
 
 

@@ -9,8 +9,9 @@ import numpy as np
 import torch
 
 from ovseg3d.cli import main as ovseg3d
+from ovseg3d.fusion.instance_views import embed_instances
 from ovseg3d.labels import load_label_set
-from ovseg3d.segment.instance_classify import name_instances, projected_features
+from ovseg3d.segment.instance_classify import name_instances
 from ovseg3d.segment.proposals import Proposal, instance_recovery, merge_superpoints
 from ovseg3d.teachers.base import TeacherContext, build_teacher
 from ovseg3d.text.vocabulary import build_vocabulary
@@ -66,7 +67,7 @@ def test_naming_from_3d_and_by_2d_projection(synth_scene, tiny_clip):
     assert name_instances(vocab.class_embeddings()[[0]], props[:1], vocab, stuff={0}) == []
     # the 2D projection baseline with the simulated teacher names most instances right
     teacher = build_teacher("simulated", TeacherContext(clip=tiny_clip, labels=labels))
-    f2d, stats = projected_features(synth_scene, props, teacher, top_k=3)
+    f2d, stats = embed_instances(synth_scene, [p.mask for p in props], teacher, top_k=3, select="count")
     named2d = name_instances(f2d, props, vocab)
     accuracy = np.mean([p.label == t for p, t in zip(named2d, truth)])
     assert accuracy > 0.6 and 0 < stats.teacher_calls <= 3 * len(props), (accuracy, stats)  # one crop per view

@@ -24,6 +24,18 @@ def clip_spec(args: argparse.Namespace):
     return ClipSpec(model=args.clip_model, pretrained=args.clip_weights)
 
 
+def student_clip_spec(ckpt: dict, model: str = "ViT-B-16", weights: str | None = None):
+    """The text encoder to label with a student: the one given (``model``/``weights``, e.g. from
+    --clip-model/--clip-weights), else, while those are at their defaults, the one the checkpoint
+    was trained against."""
+    from ovseg3d.text.clip_model import ClipSpec
+
+    cfg = ckpt.get("config", {})
+    if weights is None and model == "ViT-B-16" and (cfg.get("clip_model") or cfg.get("clip_weights")):
+        return ClipSpec(model=cfg.get("clip_model", model), pretrained=cfg.get("clip_weights") or None)
+    return ClipSpec(model=model, pretrained=weights)
+
+
 def templates(args: argparse.Namespace) -> tuple[str, ...]:
     from ovseg3d.text.vocabulary import DEFAULT_TEMPLATES
 

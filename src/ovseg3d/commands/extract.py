@@ -162,7 +162,7 @@ def _instance_teacher(scene, teacher, args: argparse.Namespace, path: Path) -> d
 
     from ovseg3d.data.instance_targets import save_instance_targets
     from ovseg3d.errors import UserError
-    from ovseg3d.fusion.instance_views import instance_embeddings, instance_views
+    from ovseg3d.fusion.instance_views import embed_instances
 
     if teacher.scene_features(scene) is not None:
         raise UserError(f"the instance teacher needs a per-frame teacher; {teacher.name} gives per-point features")
@@ -170,9 +170,8 @@ def _instance_teacher(scene, teacher, args: argparse.Namespace, path: Path) -> d
     inst = scene.instance_ids
     ids = np.unique(inst[inst > 0])
     masks = [inst == i for i in ids]
-    views = instance_views(scene, masks, args.instance_views, select="folk", frame_stride=args.stride,
-                           occlusion_ratio=args.occlusion_ratio)
-    emb, stats = instance_embeddings(scene, masks, teacher, views, crop=True, occlusion_ratio=args.occlusion_ratio)
+    emb, stats = embed_instances(scene, masks, teacher, args.instance_views, "folk", frame_stride=args.stride,
+                                 occlusion_ratio=args.occlusion_ratio)
     save_instance_targets(path, ids, emb, stats.views)
     seen = int(np.count_nonzero(stats.views))
     print(f"  {scene.name}: instance teacher {seen}/{len(ids)} instances seen, {stats.teacher_calls} crops, "

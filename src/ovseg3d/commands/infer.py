@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from ovseg3d.commands.common import clip_spec, templates
+    from ovseg3d.commands.common import student_clip_spec, templates
     from ovseg3d.data.openscene import fused_path, load_fused
     from ovseg3d.data.ply import write_ply
     from ovseg3d.data.scannet import ScanNetScene, list_scenes
@@ -72,13 +72,8 @@ def run(args: argparse.Namespace) -> int:
         vocab = load_vocabulary(args.vocabulary)
         names = list(vocab.names)
     else:
-        cfg = ckpt.get("config", {})
-        spec = clip_spec(args)
-        if args.clip_weights is None and args.clip_model == "ViT-B-16" and (cfg.get("clip_model")
-                                                                            or cfg.get("clip_weights")):
-            # the text encoder the student was trained against, unless one was given
-            spec = type(spec)(model=cfg.get("clip_model", spec.model), pretrained=cfg.get("clip_weights") or None)
-        vocab = build_vocabulary(labels, spec, templates(args))
+        vocab = build_vocabulary(labels, student_clip_spec(ckpt, args.clip_model, args.clip_weights),
+                                 templates(args))
         names = list(labels.names)
     if student is not None and vocab.dim != student.cfg.feature_dim:
         raise UserError(f"the vocabulary is {vocab.dim}-d but the student predicts "

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from ovseg3d.commands.common import clip_spec, templates
+    from ovseg3d.commands.common import student_clip_spec, templates
     from ovseg3d.data.scannet import ScanNetScene
     from ovseg3d.errors import UserError
     from ovseg3d.labels import load_label_set, stuff_indices
@@ -44,10 +44,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--top must be at least 1")
     device = default_device() if args.device == "auto" else torch.device(args.device)
     student, ckpt = load_student(args.checkpoint, device)
-    spec = clip_spec(args)
-    cfg = ckpt.get("config", {})
-    if args.clip_weights is None and args.clip_model == "ViT-B-16" and cfg.get("clip_model"):
-        spec = type(spec)(model=cfg["clip_model"], pretrained=cfg.get("clip_weights") or None)
+    spec = student_clip_spec(ckpt, args.clip_model, args.clip_weights)
     labels = load_label_set(args.labels or ckpt.get("label_set", "scannet20"))
     vocab = build_vocabulary(labels, spec, templates(args))
     if vocab.dim != student.cfg.feature_dim:

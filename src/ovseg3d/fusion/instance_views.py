@@ -171,3 +171,12 @@ def instance_embeddings(scene: ScanNetScene, masks: list[np.ndarray], teacher, v
     out = torch.nn.functional.normalize(acc, dim=1)
     out[torch.from_numpy(done == 0)] = 0.0
     return out, EmbeddingStats(teacher_calls=calls, seconds=time.perf_counter() - t0, views=done.tolist())
+
+
+def embed_instances(scene: ScanNetScene, masks: list[np.ndarray], teacher, top_k: int = 5, select: str = "folk",
+                    frame_stride: int = 1, crop: bool = True, occlusion_ratio: float = DEFAULT_OCCLUSION_RATIO,
+                    begin_scene: bool = True) -> tuple[torch.Tensor, EmbeddingStats]:
+    """View choice and embedding in one call: ``select="count"`` is the OpenMask3D-like baseline,
+    ``"folk"`` FOLK's instance teacher."""
+    views = instance_views(scene, masks, top_k, select, frame_stride=frame_stride, occlusion_ratio=occlusion_ratio)
+    return instance_embeddings(scene, masks, teacher, views, crop, occlusion_ratio, begin_scene)

@@ -1,14 +1,12 @@
-"""Naming proposals: from 3D alone (FOLK's point: the student's features suffice at inference) or
-the slow 2D way (OpenMask3D-like: project each proposal into its best frames, run the 2D teacher
-on a crop around it there, average its features over the proposal's pixels)."""
+"""Naming proposals from per-proposal features: the student's (FOLK's point: 3D suffices at
+inference) or the 2D teacher's (``fusion.instance_views.embed_instances``, the slow
+OpenMask3D-like way)."""
 
 from __future__ import annotations
 
 import torch
 
-from ovseg3d.data.scannet import ScanNetScene
 from ovseg3d.eval.instance import InstancePrediction
-from ovseg3d.fusion.instance_views import EmbeddingStats, instance_embeddings, instance_views
 from ovseg3d.segment.proposals import Proposal
 from ovseg3d.text.vocabulary import Vocabulary
 
@@ -36,11 +34,3 @@ def pooled_features(point_features: torch.Tensor, proposals: list[Proposal]) -> 
     return torch.nn.functional.normalize(
         torch.stack([point_features[torch.from_numpy(p.mask)].float().mean(0) for p in proposals]), dim=1)
 
-
-def projected_features(scene: ScanNetScene, proposals: list[Proposal], teacher, top_k: int = 5,
-                       frame_stride: int = 1, crop: bool = True) -> tuple[torch.Tensor, EmbeddingStats]:
-    """(K, D) per proposal, the OpenMask3D-like way: its ``top_k`` frames with the most visible
-    points, the teacher run on a crop around it in each, averaged over its pixels."""
-    masks = [p.mask for p in proposals]
-    views = instance_views(scene, masks, top_k, select="count", frame_stride=frame_stride)
-    return instance_embeddings(scene, masks, teacher, views, crop=crop)

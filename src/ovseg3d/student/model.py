@@ -119,28 +119,26 @@ class Student(nn.Module):
         """(total points, backbone width) features before the head (for adapters and affinity)."""
         return self.net.backbone(field.sparse()).slice(field).F
 
-    @torch.no_grad()
     def predict(self, points: np.ndarray, colors: np.ndarray | None = None) -> torch.Tensor:
         """(N, D) unit features of one point cloud, in eval mode."""
-        was_training = self.training
-        self.eval()
-        try:
-            out = self(self.make_field([points], None if colors is None else [colors]))
-        finally:
-            self.train(was_training)
-        return torch.nn.functional.normalize(out.float(), dim=1).cpu()
+        return self._predict(points, colors, False)
 
-    @torch.no_grad()
     def predict_instance(self, points: np.ndarray, colors: np.ndarray | None = None
                          ) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, D) unit semantic features and (N, D) raw instance-head features, in eval mode."""
+        return self._predict(points, colors, True)
+
+    @torch.no_grad()
+    def _predict(self, points: np.ndarray, colors: np.ndarray | None, with_instance: bool):
         was_training = self.training
         self.eval()
         try:
-            sem, inst = self(self.make_field([points], None if colors is None else [colors]), True)
+            out = self(self.make_field([points], None if colors is None else [colors]), with_instance)
         finally:
             self.train(was_training)
-        return torch.nn.functional.normalize(sem.float(), dim=1).cpu(), inst.float().cpu()
+        sem, inst = out if with_instance else (out, None)
+        sem = torch.nn.functional.normalize(sem.float(), dim=1).cpu()
+        return (sem, inst.float().cpu()) if with_instance else sem
 
     @property
     def has_instance_head(self) -> bool:
