@@ -114,3 +114,15 @@ def test_infer_bad_input(synth_root, tmp_path, args, message):
     proc = subprocess.run([OVSEG3D, "infer", str(synth_root), "--out", str(tmp_path / "o"), *args],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_labelling_uses_the_text_encoder_the_student_was_trained_against():
+    """infer, query and replay: the checkpoint's CLIP model and weights unless others are given."""
+    from ovseg3d.commands.common import student_clip_spec
+
+    ckpt = {"config": {"clip_model": "ViT-B-32", "clip_weights": "/models/clip.pt"}}
+    assert (student_clip_spec(ckpt).model, student_clip_spec(ckpt).pretrained) == ("ViT-B-32", "/models/clip.pt")
+    given = student_clip_spec(ckpt, "RN50", "/other.pt")
+    assert (given.model, given.pretrained) == ("RN50", "/other.pt")
+    plain = student_clip_spec({"config": {}})
+    assert (plain.model, plain.pretrained) == ("ViT-B-16", None)

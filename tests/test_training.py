@@ -148,9 +148,11 @@ def _cfg(synth_root, targets, out, *extra):
                                 "optim.epochs=2", *extra])
 
 
-def test_one_epoch_smoke_run_writes_a_loadable_checkpoint(synth_root, targets, tmp_path):
+def test_one_epoch_smoke_run_writes_a_loadable_checkpoint(synth_root, targets, tmp_path, capsys):
     cfg = _cfg(synth_root, targets, tmp_path, "optim.epochs=1", "data.val=[scene0001_00]", "name=smoke")
     path = train(cfg)
+    # the test world's points are 10 cm apart, the config's voxels 5 cm: the trainer says so
+    assert "have no occupied neighbour" in capsys.readouterr().out
     student, data = load_student(path, "cpu")
     assert data["label_set"] == "scannet20" and data["feature_dim"] == 512
     assert data["config"]["optim"]["epochs"] == 1
@@ -220,7 +222,8 @@ def test_self_distillation_snapshots_and_frozen_adapter(synth_root, targets, tmp
 
 
 def test_affinity_student_trains_and_drives_pooling(synth_root, targets, tmp_path):
-    teacher = train(_cfg(synth_root, targets, tmp_path, "name=teacher", "optim.epochs=1"))
+    # a colour teacher under a geometry-only affinity student: each network gets the input it was built for
+    teacher = train(_cfg(synth_root, targets, tmp_path, "name=teacher", "optim.epochs=1", "student.input=color"))
     affinity = train(load_config(CONFIG, [f"data.scenes={synth_root}", f"out={tmp_path}", "name=aff", "task=affinity",
                                           f"affinity.teacher={teacher}", "affinity.anchors=512", "optim.epochs=2",
                                           "threads=1", "data.train=[scene0000_00]", "data.targets="]))

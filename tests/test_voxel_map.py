@@ -59,3 +59,15 @@ def test_save_writes_ply_and_arrays(tmp_path):
     assert len(mesh.points) == 2 and "label" in mesh.vertex_props
     assert np.load(npz)["points"].shape == (2, 3)
     assert not list((tmp_path / "maps").glob(".*tmp*"))
+
+
+def test_isolated_voxels_show_voxels_finer_than_the_point_spacing():
+    from ovseg3d.geometry.voxels import isolated_voxel_fraction
+
+    g = np.arange(10) * 0.1 + 0.025  # a 10 cm grid of points, off the cell borders
+    grid = np.stack(np.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
+    assert isolated_voxel_fraction(grid, 0.05) == 1.0  # every neighbour two cells away
+    assert isolated_voxel_fraction(grid, 0.1) == 0.0
+    lonely = np.vstack([grid, [[5.0, 5.0, 5.0]]])
+    assert isolated_voxel_fraction(lonely, 0.1) == pytest.approx(1 / len(lonely))
+    assert isolated_voxel_fraction(np.zeros((0, 3)), 0.1) == 0.0

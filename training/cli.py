@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -26,10 +27,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ovseg3d.errors import UserError
 
     from .config import load_config
-    from .trainer import train
 
     try:
         cfg = load_config(args.config, args.overrides)
+        if cfg.threads > 0:  # MinkowskiEngine's CPU kernels size their OpenMP pool from this when they load
+            os.environ["OMP_NUM_THREADS"] = str(cfg.threads)
+        from .trainer import train
+
         path = train(cfg, fresh=args.fresh)
     except UserError as exc:
         print(f"ovseg3d-train: error: {exc}", file=sys.stderr)

@@ -127,7 +127,7 @@ class TrainConfig:
     clip_model: str = "ViT-B-16"  # text encoder of the validation vocabulary
     clip_weights: str = ""  # tag or file; empty: random weights (seed 0)
     val_every: int = 1  # epochs
-    threads: int = 0  # torch CPU threads (0: torch's default)
+    threads: int = 0  # CPU threads of torch and MinkowskiEngine (0: their defaults)
     student: StudentSection = field(default_factory=StudentSection)
     data: DataSection = field(default_factory=DataSection)
     augment: AugmentSection = field(default_factory=AugmentSection)

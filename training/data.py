@@ -91,6 +91,10 @@ class DistillDataset:
             raise UserError("the training targets mark no point as seen by the teacher")
         return total / count
 
+    def points(self, name: str) -> np.ndarray:
+        """(N, 3) float32 points of a scene, as loaded for training (not augmented)."""
+        return self._load(name)[0]
+
     def scene(self, name: str) -> ScanNetScene:
         return ScanNetScene(Path(self.cfg.data.scenes) / name)
 

@@ -22,7 +22,7 @@ import torch.distributed as dist
 
 from ovseg3d.errors import UserError
 from ovseg3d.eval.semantic import SemanticMeter
-from ovseg3d.geometry.voxels import segment_mean
+from ovseg3d.geometry.voxels import isolated_voxel_fraction, segment_mean
 from ovseg3d.labels import load_label_set
 from ovseg3d.progress import bar
 from ovseg3d.segment.instances import majority_label
@@ -356,6 +356,15 @@ class Trainer:
         self.experts = self.experts[-self.cfg.loss.max_experts:]
 
     # ---------------------------------------------------------------- the run
+    def _warn_sparse_voxels(self) -> None:
+        """Voxels finer than the point spacing leave the full-resolution convolutions nothing to see."""
+        name, voxel = self.data.names[0], self.cfg.student.voxel_size
+        share = isolated_voxel_fraction(self.data.points(name), voxel)
+        if share > 0.3:
+            print(f"ovseg3d-train: warning: {share:.0%} of {name}'s voxels at student.voxel_size={voxel} have no "
+                  "occupied neighbour (the points are sparser than the voxels); a larger student.voxel_size "
+                  "lets the convolutions see their neighbours", flush=True)
+
     def fit(self) -> Path:
         if self.rank == 0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -364,6 +373,8 @@ class Trainer:
         print(f"ovseg3d-train: {len(self.data)} training scene(s), {len(self.val_names)} validation, "
               f"{self.world} process(es) on {self.device}; run folder {self.run_dir}"
               + (f"; resuming after epoch {self.start_epoch}" if self.start_epoch else ""), flush=True)
+        if self.rank == 0:
+            self._warn_sparse_voxels()
         for epoch in range(self.start_epoch, self.cfg.optim.epochs):
             t0 = time.perf_counter()
             lr = self.opt.param_groups[0]["lr"]

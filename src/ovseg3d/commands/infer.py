@@ -137,32 +137,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _instances(scene, feats, vocab, names: list[str], args: argparse.Namespace, inst_feats=None) -> dict:
-    """Per-point instance index (-1: none) with each instance's label and score, as `eval` reads them.
-
-    Proposals come from the semantic features; each is named by its pooled instance-head feature
-    when the student has that head (FOLK), else by its mean semantic feature."""
+    """Per-point instance index (-1: none) with each instance's label and score, as `eval` reads them."""
     import numpy as np
-    import torch
 
-    from ovseg3d.errors import UserError
-    from ovseg3d.geometry.superpoints import point_superpoints
     from ovseg3d.labels import stuff_indices
-    from ovseg3d.segment.instance_classify import name_instances, pooled_features
-    from ovseg3d.segment.proposals import merge_superpoints
+    from ovseg3d.segment.instance_classify import instance_index, student_instances
 
-    try:
-        superpoints = scene.segments
-    except UserError:  # no ScanNet over-segmentation: make one from the points
-        superpoints = point_superpoints(scene.points, colors=scene.colors)
-    proposals = merge_superpoints(scene.points, feats, superpoints, args.instance_threshold, args.instance_min_points)
-    stuff = stuff_indices(names)
-    if inst_feats is not None:
-        naming = pooled_features(inst_feats, proposals)
-    else:
-        naming = torch.stack([p.feature for p in proposals]) if proposals else torch.zeros(0, vocab.dim)
-    preds = name_instances(naming, proposals, vocab, stuff)
-    ids = np.full(scene.num_points, -1, np.int32)
-    for k, pred in enumerate(preds):
-        ids[pred.mask & (ids < 0)] = k
-    return {"instance_ids": ids, "instance_labels": np.array([p.label for p in preds], np.int32),
+    preds = student_instances(scene, feats, vocab, stuff_indices(names), args.instance_threshold,
+                              args.instance_min_points, inst_feats)
+    return {"instance_ids": instance_index(preds, scene.num_points),
+            "instance_labels": np.array([p.label for p in preds], np.int32),
             "instance_scores": np.array([p.score for p in preds], np.float32)}

@@ -15,10 +15,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("text", help='what to look for, e.g. "a fire extinguisher"')
     p.add_argument("--checkpoint", type=Path, required=True, help="student checkpoint")
     p.add_argument("--out", type=Path, help="PNG of the per-point scores (a PLY with a score per point beside it)")
-    p.add_argument("--labels", default=None, help="label set used to group instances (default: the checkpoint's)")
+    p.add_argument("--labels", default=None, help="label set used to name instances (default: the checkpoint's)")
     p.add_argument("--top", type=int, default=5, help="instances to list (default 5)")
-    p.add_argument("--instance-cell", type=float, default=0.1, help="grid (m) of the instance grouping")
-    p.add_argument("--min-points", type=int, default=30, help="smallest instance (points)")
+    p.add_argument("--instance-threshold", type=float, default=0.9,
+                   help="cosine above which adjacent superpoints merge into one instance (default 0.9)")
+    p.add_argument("--instance-min-points", type=int, default=100, help="smallest instance in points (default 100)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     add_clip_args(p)
 
@@ -31,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
     from ovseg3d.data.scannet import ScanNetScene
     from ovseg3d.errors import UserError
     from ovseg3d.labels import load_label_set, stuff_indices
-    from ovseg3d.segment.instances import connected_label_groups, summarize
+    from ovseg3d.segment.instance_classify import instance_index, student_instances
+    from ovseg3d.segment.instances import summarize
     from ovseg3d.segment.query import rank_instances, text_scores
     from ovseg3d.student.checkpoint import load_student
     from ovseg3d.student.model import default_device
@@ -50,15 +52,19 @@ def run(args: argparse.Namespace) -> int:
     if vocab.dim != student.cfg.feature_dim:
         raise UserError(f"the text encoder gives {vocab.dim}-d embeddings but the student {student.cfg.feature_dim}-d")
     scene = ScanNetScene(args.scene)
-    feats = student.predict(scene.points, scene.colors if student.cfg.input == "color" else None)
+    cols = scene.colors if student.cfg.input == "color" else None
+    # FOLK: with an instance head, instances are named and ranked by its features
+    feats, inst_feats = student.predict_instance(scene.points, cols) if student.has_instance_head else \
+        (student.predict(scene.points, cols), None)
     label, score = vocab.classify(feats)
-    label, score = label.numpy(), score.numpy()
-    stuff = stuff_indices(labels.names)
-    ids = connected_label_groups(scene.points, label, args.instance_cell, args.min_points, stuff)
-    instances = summarize(scene.points, ids, label, score)
+    preds = student_instances(scene, feats, vocab, stuff_indices(labels.names), args.instance_threshold,
+                              args.instance_min_points, inst_feats)
+    ids = instance_index(preds, scene.num_points)
+    instances = summarize(scene.points, ids, label.numpy(), score.numpy(),
+                          named={k: (p.label, p.score) for k, p in enumerate(preds)})
     t = embed_prompts([text], spec, templates(args))[0]
     point_scores = text_scores(feats, t)
-    ranked = rank_instances(feats, ids, instances, t)[: args.top]
+    ranked = rank_instances(feats if inst_feats is None else inst_feats, ids, instances, t)[: args.top]
     print(f"{text!r} in {scene.name}: best point score {point_scores.max():.3f}; top instances:")
     print("| rank | instance | label | score | points | centroid (m) |\n| --- | --- | --- | --- | --- | --- |")
     for k, (inst, s) in enumerate(ranked, 1):

@@ -24,7 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="node parameter, e.g. map.voxel_size=0.05 (repeatable; see config/ovseg3d.yaml; lists "
                         "comma-separated)")
     p.add_argument("--clip-model", default=None, help="text encoder (default: the checkpoint's, else ViT-B-16)")
-    p.add_argument("--clip-weights", default=None, help="pretrained tag or local weights file (default: random)")
+    p.add_argument("--clip-weights", default=None,
+                   help="pretrained tag or local weights file (default: the checkpoint's, else random)")
 
 
 def _pairs(items: list[str], what: str) -> dict[str, str]:
@@ -45,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
     os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")  # large clouds and images, one host
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    from ovseg3d.commands.common import student_clip_spec
     from ovseg3d.errors import UserError
     from ovseg3d.labels import load_label_set
     from ovseg3d.student.checkpoint import read_checkpoint
@@ -64,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     bag_topics(args.bag)  # opens, or says why not, before the node starts
     ckpt = read_checkpoint(args.checkpoint)
     labels = load_label_set(args.labels or ckpt.get("label_set", "scannet20"))
-    clip_model = args.clip_model or ckpt.get("config", {}).get("clip_model") or "ViT-B-16"
+    clip = student_clip_spec(ckpt, args.clip_model or "ViT-B-16", args.clip_weights)
     import rclpy
 
     from ovseg3d.ros.harness import NodeHarness
@@ -75,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     rclpy.init(context=context)
     try:
         harness = NodeHarness(context, {"checkpoint": str(args.checkpoint), "label_set": labels.name,
-                                        "clip.model": clip_model, "clip.pretrained": args.clip_weights or "",
+                                        "clip.model": clip.model, "clip.pretrained": clip.pretrained or "",
                                         "qos_depth": 100,  # a replay comes in bursts; --param can override
                                         **params}, namespace="")
         try:

@@ -33,6 +33,18 @@ def voxelize(points: np.ndarray, voxel_size: float = STUDENT_VOXEL_SIZE) -> Voxe
                         first_point=first)
 
 
+def isolated_voxel_fraction(points: np.ndarray, voxel_size: float) -> float:
+    """Share of occupied cells with no occupied cell among their 26 neighbours: high when the
+    voxels are finer than the point spacing, and then a 3x3x3 sparse convolution sees only itself."""
+    from scipy.spatial import cKDTree
+
+    coords = voxelize(points, voxel_size).coords
+    if len(coords) == 0:
+        return 0.0
+    counts = cKDTree(coords).query_ball_point(coords, r=1.0, p=np.inf, return_length=True)
+    return float(np.mean(counts <= 1))
+
+
 def segment_mean(values: torch.Tensor | np.ndarray, segments: torch.Tensor | np.ndarray, num_segments: int,
                  chunk: int = 100_000) -> tuple[torch.Tensor, torch.Tensor]:
     """(S, C) mean of the rows in each segment (voxel, superpoint, instance) and (S,) row counts.

@@ -4,10 +4,14 @@ OpenMask3D-like way)."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
+from ovseg3d.data.scannet import ScanNetScene
+from ovseg3d.errors import UserError
 from ovseg3d.eval.instance import InstancePrediction
-from ovseg3d.segment.proposals import Proposal
+from ovseg3d.geometry.superpoints import point_superpoints
+from ovseg3d.segment.proposals import Proposal, merge_superpoints
 from ovseg3d.text.vocabulary import Vocabulary
 
 
@@ -34,3 +38,28 @@ def pooled_features(point_features: torch.Tensor, proposals: list[Proposal]) -> 
     return torch.nn.functional.normalize(
         torch.stack([point_features[torch.from_numpy(p.mask)].float().mean(0) for p in proposals]), dim=1)
 
+
+def student_instances(scene: ScanNetScene, features: torch.Tensor, vocab: Vocabulary, stuff: set[int],
+                      threshold: float = 0.9, min_points: int = 100,
+                      instance_features: torch.Tensor | None = None) -> list[InstancePrediction]:
+    """Instances from 3D alone: proposals from the student's semantic features, each named by its
+    pooled instance-head feature when the student has that head (FOLK), else by its mean semantic
+    feature. Superpoints are the scene's ScanNet over-segmentation, or made from its points."""
+    try:
+        superpoints = scene.segments
+    except UserError:
+        superpoints = point_superpoints(scene.points, colors=scene.colors)
+    proposals = merge_superpoints(scene.points, features, superpoints, threshold, min_points)
+    if instance_features is not None:
+        naming = pooled_features(instance_features, proposals)
+    else:
+        naming = torch.stack([p.feature for p in proposals]) if proposals else torch.zeros(0, vocab.dim)
+    return name_instances(naming, proposals, vocab, stuff)
+
+
+def instance_index(predictions: list[InstancePrediction], num_points: int) -> np.ndarray:
+    """(N,) index of each point's instance (-1: none); a point in several goes to the first."""
+    ids = np.full(num_points, -1, np.int32)
+    for k, pred in enumerate(predictions):
+        ids[pred.mask & (ids < 0)] = k
+    return ids
