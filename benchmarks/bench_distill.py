@@ -126,7 +126,7 @@ def main() -> None:
         with torch.no_grad():
             st.eval()
             own = st.backbone_features(st.make_field([scene.points], None if cols is None else [cols]))
-        for key, aff in (("own backbone", own), ("affinity student", affinity.predict(scene.points))):
+        for key, aff in (("own backbone", own), ("affinity student", affinity.predict(scene.points, cols))):
             t0 = time.perf_counter()
             pooled = geometric_pooling(scene.points, f3d, aff)
             t_pool += time.perf_counter() - t0
