@@ -116,19 +116,18 @@ def main() -> None:
         f2d, mask = load_fused(fused_path(feats, name), scene.num_points)
         pred = np.full(scene.num_points, -1)
         pred[mask.numpy()] = vocab.classify(f2d.float())[0].numpy()
-        cols = scene.colors if args.input == "color" else None
         meters["2D fusion (teacher)"].update(pred, gt)
+        f3d = {}  # students take the colours only if they were trained with them
         for run, st in students.items():
-            f3d = st.predict(scene.points, cols)
-            meters[f"3D {run}"].update(vocab.classify(f3d)[0].numpy(), gt)
+            f3d[run] = st.predict(scene.points, scene.colors)
+            meters[f"3D {run}"].update(vocab.classify(f3d[run])[0].numpy(), gt)
         st = students["cosine+superpoint"]
-        f3d = st.predict(scene.points, cols)
         with torch.no_grad():
             st.eval()
-            own = st.backbone_features(st.make_field([scene.points], None if cols is None else [cols]))
-        for key, aff in (("own backbone", own), ("affinity student", affinity.predict(scene.points, cols))):
+            own = st.backbone_features(st.make_field([scene.points], [scene.colors]))
+        for key, aff in (("own backbone", own), ("affinity student", affinity.predict(scene.points, scene.colors))):
             t0 = time.perf_counter()
-            pooled = geometric_pooling(scene.points, f3d, aff)
+            pooled = geometric_pooling(scene.points, f3d["cosine+superpoint"], aff)
             t_pool += time.perf_counter() - t0
             meters[f"3D cosine+superpoint + pooling ({key})"].update(vocab.classify(pooled)[0].numpy(), gt)
     print(f"\n== distillation ablation on {len(val)} held-out synthetic scenes ({len(train)} training scenes, "

@@ -27,14 +27,13 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
-import torch
 
 from ovseg3d.commands.common import student_clip_spec
 from ovseg3d.data.scannet import ScanNetScene, list_scenes
 from ovseg3d.eval.instance import InstanceMeter
 from ovseg3d.fusion.instance_views import embed_instances
 from ovseg3d.labels import load_label_set, stuff_indices
-from ovseg3d.segment.instance_classify import name_instances, pooled_features
+from ovseg3d.segment.instance_classify import name_instances, name_proposals, pooled_features
 from ovseg3d.segment.proposals import Proposal, instance_recovery, merge_superpoints
 from ovseg3d.student.checkpoint import load_student
 from ovseg3d.teachers.base import TeacherContext, build_teacher
@@ -74,10 +73,7 @@ def main() -> None:
         gt_sem, gt_inst = scene.semantic(labels), scene.instance_ids
         gt_label = np.where(gt_sem >= 0, gt_sem, -1)
         t0 = time.perf_counter()
-        if student.has_instance_head:
-            feats, inst_feats = student.predict_instance(scene.points)
-        else:
-            feats, inst_feats = student.predict(scene.points), None
+        feats, inst_feats = student.predict_instance(scene.points)  # inst_feats: None without an instance head
         secs["student"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         props = merge_superpoints(scene.points, feats, scene.segments, args.threshold, 100)
@@ -93,16 +89,14 @@ def main() -> None:
         for masks, ps in (("proposals", props), ("gt", gt_props)):
             for key, _ in rows:
                 t0 = time.perf_counter()
-                if key == "head":
-                    named = pooled_features(inst_feats, ps)
-                elif key == "mean":
-                    named = torch.stack([q.feature for q in ps])
+                if key in ("head", "mean"):  # from 3D alone
+                    preds = name_proposals(ps, vocab, stuff, inst_feats if key == "head" else None)
                 else:
                     named, stats = embed_instances(scene, [q.mask for q in ps], teacher, args.top_k, key,
                                                    begin_scene=False)
                     if masks == "proposals":
                         calls[key] += stats.teacher_calls
-                preds = name_instances(named, ps, vocab, stuff)
+                    preds = name_instances(named, ps, vocab, stuff)
                 if masks == "proposals":
                     secs[key] += time.perf_counter() - t0
                 meters[masks, key].update(preds, gt_inst, gt_label)

@@ -85,13 +85,8 @@ def train_affinity(cfg: TrainConfig, fresh: bool = False) -> Path:
         opt.load_state_dict(data["train"]["optimizer"])
         sched.load_state_dict(data["train"]["scheduler"])
         start = int(data["train"]["epoch"]) + 1
-
-    def colors(s, net: Student):  # each network sees colour only if it was built for it
-        return [s.colors] if net.cfg.input == "color" else None
-
-    with torch.no_grad():  # the frozen teacher's geometric features, once per scene
-        targets = [teacher.backbone_features(teacher.make_field([s.points], colors(s, teacher))).float().cpu()
-                   for s in scenes]
+    with torch.no_grad():  # the frozen teacher's geometric features, once per scene (colours used if it takes them)
+        targets = [teacher.backbone_features(teacher.make_field([s.points], [s.colors])).float().cpu() for s in scenes]
     print(f"ovseg3d-train (affinity): {len(scenes)} scene(s), teacher {cfg.affinity.teacher}; run folder {run}")
     for epoch in range(start, cfg.optim.epochs):
         t0 = time.perf_counter()
@@ -102,7 +97,7 @@ def train_affinity(cfg: TrainConfig, fresh: bool = False) -> Path:
             for i in order:
                 rng = np.random.default_rng([cfg.seed, epoch, int(i)])
                 s = scenes[i]
-                emb = student(student.make_field([s.points], colors(s, student)))
+                emb = student(student.make_field([s.points], [s.colors]))
                 loss = contrastive_loss(proj(emb), targets[i].to(device), s.points, cfg, rng)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

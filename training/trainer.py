@@ -335,12 +335,10 @@ class Trainer:
         for name in self.val_names:
             scene = self.val.scene(name)
             sem = scene.semantic(self.labels)
-            if self.student.has_instance_head:
-                feats, inst_feats = self.student.predict_instance(scene.points, scene.colors)
+            feats, inst_feats = self.student.predict_instance(scene.points, scene.colors)
+            if inst_feats is not None:
                 r, t = _instance_naming(inst_feats, scene.instance_ids, sem, self.vocab)
                 right, total = right + r, total + t
-            else:
-                feats = self.student.predict(scene.points, scene.colors)
             meter.update(self.vocab.classify(feats)[0].numpy(), sem)
         s = meter.compute()
         self._class_iou = np.nan_to_num(s.iou, nan=0.0)

@@ -88,19 +88,17 @@ def run(args: argparse.Namespace) -> int:
             t0 = time.perf_counter()
             feats = inst_feats = None
             if need_3d:
-                cols = scene.colors if student.cfg.input == "color" else None
-                if args.instances and student.has_instance_head:  # FOLK: instances named by the instance head
-                    feats, inst_feats = student.predict_instance(scene.points, cols)
+                if args.instances:  # FOLK: instances named by the instance head, when there is one
+                    feats, inst_feats = student.predict_instance(scene.points, scene.colors)
                 else:
-                    feats = student.predict(scene.points, cols)
+                    feats = student.predict(scene.points, scene.colors)
                 if args.pooling:
                     with torch.no_grad():
                         if affinity is not None:
-                            aff = affinity.predict(scene.points,
-                                                   scene.colors if affinity.cfg.input == "color" else None)
+                            aff = affinity.predict(scene.points, scene.colors)
                         else:
-                            aff = student.backbone_features(student.make_field(
-                                [scene.points], [scene.colors] if student.cfg.input == "color" else None)).cpu()
+                            aff = student.backbone_features(student.make_field([scene.points],
+                                                                               [scene.colors])).cpu()
                     feats = geometric_pooling(scene.points, feats, aff, k=args.pooling_k, steps=args.pooling_steps)
             if need_2d:
                 f2d_seen, mask = load_fused(fused_path(args.features, scene.name), num_points=scene.num_points)

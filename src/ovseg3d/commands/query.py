@@ -52,10 +52,8 @@ def run(args: argparse.Namespace) -> int:
     if vocab.dim != student.cfg.feature_dim:
         raise UserError(f"the text encoder gives {vocab.dim}-d embeddings but the student {student.cfg.feature_dim}-d")
     scene = ScanNetScene(args.scene)
-    cols = scene.colors if student.cfg.input == "color" else None
     # FOLK: with an instance head, instances are named and ranked by its features
-    feats, inst_feats = student.predict_instance(scene.points, cols) if student.has_instance_head else \
-        (student.predict(scene.points, cols), None)
+    feats, inst_feats = student.predict_instance(scene.points, scene.colors)
     label, score = vocab.classify(feats)
     preds = student_instances(scene, feats, vocab, stuff_indices(labels.names), args.instance_threshold,
                               args.instance_min_points, inst_feats)

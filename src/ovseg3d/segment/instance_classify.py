@@ -39,22 +39,28 @@ def pooled_features(point_features: torch.Tensor, proposals: list[Proposal]) -> 
         torch.stack([point_features[torch.from_numpy(p.mask)].float().mean(0) for p in proposals]), dim=1)
 
 
-def student_instances(scene: ScanNetScene, features: torch.Tensor, vocab: Vocabulary, stuff: set[int],
-                      threshold: float = 0.9, min_points: int = 100,
-                      instance_features: torch.Tensor | None = None) -> list[InstancePrediction]:
-    """Instances from 3D alone: proposals from the student's semantic features, each named by its
-    pooled instance-head feature when the student has that head (FOLK), else by its mean semantic
-    feature. Superpoints are the scene's ScanNet over-segmentation, or made from its points."""
-    try:
-        superpoints = scene.segments
-    except UserError:
-        superpoints = point_superpoints(scene.points, colors=scene.colors)
-    proposals = merge_superpoints(scene.points, features, superpoints, threshold, min_points)
+def name_proposals(proposals: list[Proposal], vocab: Vocabulary, stuff: set[int],
+                   instance_features: torch.Tensor | None = None) -> list[InstancePrediction]:
+    """Proposals named from 3D alone: by their pooled instance-head feature when the student has
+    that head (FOLK), else by their mean semantic feature."""
     if instance_features is not None:
         naming = pooled_features(instance_features, proposals)
     else:
         naming = torch.stack([p.feature for p in proposals]) if proposals else torch.zeros(0, vocab.dim)
     return name_instances(naming, proposals, vocab, stuff)
+
+
+def student_instances(scene: ScanNetScene, features: torch.Tensor, vocab: Vocabulary, stuff: set[int],
+                      threshold: float = 0.9, min_points: int = 100,
+                      instance_features: torch.Tensor | None = None) -> list[InstancePrediction]:
+    """Instances from 3D alone: proposals from the student's semantic features, named by
+    ``name_proposals``. Superpoints are the scene's ScanNet over-segmentation, or made from its points."""
+    try:
+        superpoints = scene.segments
+    except UserError:
+        superpoints = point_superpoints(scene.points, colors=scene.colors)
+    proposals = merge_superpoints(scene.points, features, superpoints, threshold, min_points)
+    return name_proposals(proposals, vocab, stuff, instance_features)
 
 
 def instance_index(predictions: list[InstancePrediction], num_points: int) -> np.ndarray:

@@ -28,7 +28,7 @@ from ovseg3d.geometry.superpoints import point_superpoints
 from ovseg3d.geometry.voxel_map import VoxelMap, pack_keys
 from ovseg3d.geometry.voxels import segment_mean, voxelize
 from ovseg3d.labels import STUFF_LABELS, stuff_indices
-from ovseg3d.segment.instance_classify import name_instances, pooled_features
+from ovseg3d.segment.instance_classify import instance_index, name_proposals
 from ovseg3d.segment.instances import Instance, connected_label_groups, stable_ids, summarize
 from ovseg3d.segment.proposals import merge_superpoints
 from ovseg3d.segment.query import rank_instances, text_scores
@@ -156,11 +156,7 @@ class LiveSegmenter:
             points = self.map.points[region]
             colors = self.map.colors[region] if self.student.cfg.input == "color" else None
             stamp = float(self.newest_stamp)
-        inst = None
-        if self.student.has_instance_head:
-            feats, inst = self.student.predict_instance(points, colors)
-        else:
-            feats = self.student.predict(points, colors)
+        feats, inst = self.student.predict_instance(points, colors)  # inst: None without an instance head
         labels, scores = self.vocab.classify(feats)
         with self.lock:
             idx = self.map.index_of(keys)
@@ -304,14 +300,8 @@ def _proposal_groups(snap: _Labelled, vocab: Vocabulary, cfg: LiveConfig, stuff:
     proposals = [p for p in proposals if weight[p.mask].sum() >= cfg.instance_min_points]
     if not proposals:
         return groups, []
-    if snap.instance_features is not None:
-        naming = pooled_features(segment_mean(snap.instance_features, cell_of, n)[0], proposals)
-    else:
-        naming = torch.stack([p.feature for p in proposals])
-    preds = name_instances(naming, proposals, vocab, stuff)
+    inst = None if snap.instance_features is None else segment_mean(snap.instance_features, cell_of, n)[0]
+    preds = name_proposals(proposals, vocab, stuff, inst)
     preds.sort(key=lambda q: -weight[q.mask].sum())
-    cell_group = np.full(n, -1, np.int64)
-    for g, q in enumerate(preds):
-        cell_group[q.mask & (cell_group < 0)] = g
-    return cell_group[cell_of], [(q.label, q.score) for q in preds]
+    return instance_index(preds, n).astype(np.int64)[cell_of], [(q.label, q.score) for q in preds]
 

@@ -77,7 +77,8 @@ class Student(nn.Module):
 
     def make_field(self, points: Sequence[torch.Tensor | np.ndarray],
                    colors: Sequence[torch.Tensor | np.ndarray] | None = None) -> ME.TensorField:
-        """A batched TensorField of one or more point clouds (metres; colours uint8 or [0, 1])."""
+        """A batched TensorField of one or more point clouds (metres; colours uint8 or [0, 1], used only
+        by a student built for colour input, so callers may always pass them)."""
         pts = [torch.as_tensor(np.asarray(p, dtype=np.float32)) if not isinstance(p, torch.Tensor) else p.float()
                for p in points]
         if any(p.ndim != 2 or p.shape[1] != 3 for p in pts):
@@ -124,8 +125,11 @@ class Student(nn.Module):
         return self._predict(points, colors, False)
 
     def predict_instance(self, points: np.ndarray, colors: np.ndarray | None = None
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, D) unit semantic features and (N, D) raw instance-head features, in eval mode."""
+                         ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(N, D) unit semantic features and (N, D) raw instance-head features (None when the student
+        has no instance head), from one forward pass in eval mode."""
+        if not self.has_instance_head:
+            return self.predict(points, colors), None
         return self._predict(points, colors, True)
 
     @torch.no_grad()
