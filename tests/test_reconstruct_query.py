@@ -55,6 +55,11 @@ def test_query_command_ranks_instances_and_writes_a_picture(synth_root, node_che
     assert png.stat().st_size > 0 and png.with_suffix(".ply").exists()
     assert ovseg3d(["query", str(synth_root / "scene0000_00"), "  ", "--checkpoint", str(node_checkpoint)]) == 2
     assert "query text is empty" in capsys.readouterr().err
+    for flag, value, message in (("--instance-min-points", "0", "at least 1"), ("--instance-threshold", "2", "[-1, 1]"),
+                                 ("--instance-threshold", "nan", "[-1, 1]")):
+        assert ovseg3d(["query", str(synth_root / "scene0000_00"), "a chair", "--checkpoint", str(node_checkpoint),
+                        flag, value]) == 2
+        assert message in capsys.readouterr().err
 
 
 def test_bad_reconstruct_voxel_is_refused_before_anything_is_written(tmp_path, capsys):

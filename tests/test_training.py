@@ -112,6 +112,7 @@ def test_config_overrides_and_errors(tmp_path):
         (["student.arch=PointNet"], "student.arch: unknown architecture"),
         (["optim=3"], "config key 'optim' is a section"),
         (["nonsense"], "must look like key=value"),
+        (["threads=-1"], "config key 'threads' must be 0"),
     ]
     for override, message in cases:
         with pytest.raises(UserError, match=re.escape(message)):

@@ -258,6 +258,8 @@ def validate(cfg: TrainConfig) -> None:
                         "each snapshot's adept classes")
     if not 0 < cfg.loss.te_momentum < 1:
         raise UserError("config key 'loss.te_momentum' must be in (0, 1)")
+    if cfg.threads < 0:
+        raise UserError(f"config key 'threads' must be 0 (the defaults) or a positive count, got {cfg.threads}")
     if cfg.student.freeze_backbone and not cfg.student.init:
         raise UserError("config key 'student.freeze_backbone' needs 'student.init' (the backbone to freeze)")
     if uses_instances(cfg) and cfg.student.instance_hidden <= 0:

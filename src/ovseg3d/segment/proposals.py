@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
+from ovseg3d.errors import UserError
+
 
 @dataclass
 class Proposal:
@@ -48,6 +50,10 @@ def merge_superpoints(points: np.ndarray, features: torch.Tensor, superpoints: n
                       ) -> list[Proposal]:
     """Proposals: adjacent superpoints merged while their mean features' cosine exceeds
     ``threshold``; groups under ``min_points`` points are dropped."""
+    if not -1.0 <= threshold <= 1.0:  # also refuses NaN
+        raise UserError(f"the instance threshold is a cosine in [-1, 1], got {threshold}")
+    if min_points < 1:
+        raise UserError(f"the instance min points must be at least 1, got {min_points}")
     feats = torch.nn.functional.normalize(features.float(), dim=1)
     ids, sp = np.unique(superpoints, return_inverse=True)
     s = len(ids)
