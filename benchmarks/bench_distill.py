@@ -2,16 +2,22 @@
 without superpoint distillation and geometric pooling, on held-out synthetic scenes.
 
 Run: .venv/bin/python benchmarks/bench_distill.py [--train-scenes 18] [--epochs 40] [--jobs 2]
-     [--input occupancy|color] [--work DIR]
+     [--input occupancy|color] [--seed 0] [--work DIR]
 Synthetic world and simulated teacher (test instruments), random CLIP weights; the table
-compares methods on the same held-out scenes in one run. The two students train side by side
-(``--jobs`` processes, CPU threads split between them): about 40 minutes on 2 cores with the
-defaults (2 min synthesis, 2 x 30 min training, 3 min affinity student, 1 min evaluation).
+compares methods on the same held-out scenes in one run. Geometric pooling (GeoPurify) is
+applied where the paper applies it, to the teacher's fused 2D features, and to the student's
+output; each with the paper's parameters and with K, sharpening and steps chosen on separate
+tuning rooms (never on the held-out ones). The two students train side by side (``--jobs``
+processes, CPU threads split between them): about 40 minutes on 2 cores with the defaults
+(2 min synthesis, 2 x 30 min training, 3 min affinity student, 2 min pooling sweep, 2 min
+evaluation). A run folder that already holds a finished student resumes it (training is then
+skipped; the times printed are the epoch times of its log.csv).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import subprocess
 import sys
@@ -20,16 +26,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from ovseg3d.data.openscene import fused_path, load_fused
+from ovseg3d.data.openscene import fused_path, load_fused_dense
 from ovseg3d.data.scannet import ScanNetScene
 from ovseg3d.data.synth.generate import SYNTH_PRESETS, generate_dataset
 from ovseg3d.eval.semantic import SemanticMeter
 from ovseg3d.eval.tables import miou_table
 from ovseg3d.labels import load_label_set
+from ovseg3d.segment.labeling import ensemble_2d_3d
 from ovseg3d.student.checkpoint import load_student
-from ovseg3d.student.pooling import geometric_pooling
-from ovseg3d.text.vocabulary import build_vocabulary
+from ovseg3d.student.pooling import GEOPURIFY_K, GEOPURIFY_SHARPEN, GEOPURIFY_STEPS, affinity_matrix, propagate
+from ovseg3d.text.vocabulary import Vocabulary, build_vocabulary
 
 BIN = Path(sys.executable).parent
 
@@ -65,7 +73,9 @@ def sh_parallel(commands: dict[str, list], jobs: int, threads: int) -> dict[str,
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--train-scenes", type=int, default=18)
-    p.add_argument("--val-scenes", type=int, default=4)
+    p.add_argument("--val-scenes", type=int, default=4, help="held-out rooms the table is measured on")
+    p.add_argument("--tune-scenes", type=int, default=4,
+                   help="further rooms on which pooling's K, sharpening and steps are chosen (default 4)")
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--lr", type=float, default=0.002)
     # the "test" world's meshes have 10 cm vertex spacing: at 5 cm voxels two thirds of the voxels
@@ -73,76 +83,157 @@ def main() -> None:
     p.add_argument("--voxel", type=float, default=0.1, help="student voxel size in metres (default 0.1)")
     p.add_argument("--input", choices=["occupancy", "color"], default="occupancy",
                    help="what the students see besides point positions (default: nothing, geometry only)")
+    p.add_argument("--seed", type=int, default=0, help="training seed of the students (default 0)")
     p.add_argument("--jobs", type=int, default=2, help="students trained at once (threads split between them)")
     p.add_argument("--affinity-epochs", type=int, default=10)
     p.add_argument("--work", type=Path, default=Path("runs/bench_distill"))
     args = p.parse_args()
     work = args.work
-    n = args.train_scenes + args.val_scenes
+    n = args.train_scenes + args.val_scenes + args.tune_scenes
     data, feats = work / "scenes", work / "features"
     times = {}
-    if not (data / f"scene{n - 1:04d}_00").exists():
+    first_missing = next((i for i in range(n) if not (data / f"scene{i:04d}_00" / "synth.json").exists()), n)
+    if first_missing < n:  # each room depends only on (seed, index): later rooms can be added to a finished set
         t0 = time.perf_counter()
-        generate_dataset(data, n, 100, SYNTH_PRESETS["test"])
+        generate_dataset(data, n - first_missing, 100, SYNTH_PRESETS["test"], first_index=first_missing)
         times["synth"] = time.perf_counter() - t0
     times["extract"] = sh(BIN / "ovseg3d", "extract", data, "--teacher", "simulated", "--out", feats)
     names = [f"scene{i:04d}_00" for i in range(n)]
-    train, val = names[: args.train_scenes], names[args.train_scenes:]
+    train, val = names[: args.train_scenes], names[args.train_scenes: args.train_scenes + args.val_scenes]
+    tune = names[args.train_scenes + args.val_scenes:]
     runs = {"cosine": ["loss.superpoint=0"], "cosine+superpoint": ["loss.superpoint=1"]}
     threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
     commands = {f"train {run}": [BIN / "ovseg3d-train", "--config", "training/configs/synthetic.yaml",
                                  f"data.scenes={data}", f"data.targets={feats}", f"data.train=[{','.join(train)}]",
                                  f"data.val=[{','.join(val)}]", f"optim.epochs={args.epochs}", f"optim.lr={args.lr}",
                                  f"student.voxel_size={args.voxel}", f"student.input={args.input}", f"out={work}/runs",
-                                 f"name={run}", "val_every=5", f"threads={threads}", *extra]
+                                 f"name={run}", "val_every=5", f"threads={threads}", f"seed={args.seed}", *extra]
                 for run, extra in runs.items()}
     times.update(sh_parallel(commands, args.jobs, threads))
+    for run in runs:  # a run folder that already had last.pt resumes: its own log holds the training time
+        times[f"train {run} (epoch times in log.csv)"] = epoch_seconds(work / "runs" / run / "log.csv")
     times["train affinity (GeoPurify)"] = sh(
         BIN / "ovseg3d-train", "--config", "training/configs/geopurify_affinity.yaml", f"data.scenes={data}",
         f"data.train=[{','.join(train)}]", f"affinity.teacher={work}/runs/cosine+superpoint/last.pt",
         f"student.voxel_size={args.voxel}", f"student.input={args.input}",  # it sees what the students see
-        f"optim.epochs={args.affinity_epochs}", f"out={work}/runs", "name=affinity")
+        f"optim.epochs={args.affinity_epochs}", f"out={work}/runs", "name=affinity", f"seed={args.seed}")
+    times["train affinity (epoch times in log.csv)"] = epoch_seconds(work / "runs" / "affinity" / "log.csv")
     labels = load_label_set("scannet20")
     vocab = build_vocabulary(labels)
-    meters = {k: SemanticMeter(len(labels)) for k in ("2D fusion (teacher)", "3D cosine", "3D cosine+superpoint",
-                                                      "3D cosine+superpoint + pooling (own backbone)",
-                                                      "3D cosine+superpoint + pooling (affinity student)")}
     affinity = load_student(work / "runs" / "affinity" / "last.pt", "cpu")[0]
     students = {run: load_student(work / "runs" / run / "last.pt", "cpu")[0] for run in runs}
+    setup = dict(data=data, feats=feats, students=students, affinity=affinity, labels=labels)
+
+    t0 = time.perf_counter()
+    best = tune_pooling([scene_inputs(name, **setup) for name in tune], vocab, len(labels))
+    times["pooling sweep on the tuning rooms"] = time.perf_counter() - t0
+    rows = {"2D fusion (teacher)": "2D", "2D fusion + pooling [affinity, paper]": "2D+P",
+            "2D fusion + pooling [affinity, tuned]": "2D+P*", "3D cosine": "cos", "3D cosine+superpoint": "cos+sp",
+            "3D cos+sp + pooling [own, paper]": "+P own", "3D cos+sp + pooling [own, tuned]": "+P* own",
+            "3D cos+sp + pooling [affinity, paper]": "+P aff", "3D cos+sp + pooling [affinity, tuned]": "+P* aff",
+            "ensemble 3D cos+sp | 2D fusion": "ens", "ensemble 3D cos+sp | 2D fusion + pooling [tuned]": "ens P*"}
+    meters = {k: SemanticMeter(len(labels)) for k in rows}
+    paper = (GEOPURIFY_K, GEOPURIFY_SHARPEN, GEOPURIFY_STEPS)
     t_pool = 0.0
     for name in val:
-        scene = ScanNetScene(data / name)
-        gt = scene.semantic(labels)
-        f2d, mask = load_fused(fused_path(feats, name), scene.num_points)
-        pred = np.full(scene.num_points, -1)
-        pred[mask.numpy()] = vocab.classify(f2d.float())[0].numpy()
-        meters["2D fusion (teacher)"].update(pred, gt)
-        f3d = {}  # students take the colours only if they were trained with them
-        for run, st in students.items():
-            f3d[run] = st.predict(scene.points, scene.colors)
-            meters[f"3D {run}"].update(vocab.classify(f3d[run])[0].numpy(), gt)
-        st = students["cosine+superpoint"]
-        with torch.no_grad():
-            st.eval()
-            own = st.backbone_features(st.make_field([scene.points], [scene.colors]))
-        for key, aff in (("own backbone", own), ("affinity student", affinity.predict(scene.points, scene.colors))):
-            t0 = time.perf_counter()
-            pooled = geometric_pooling(scene.points, f3d["cosine+superpoint"], aff)
-            t_pool += time.perf_counter() - t0
-            meters[f"3D cosine+superpoint + pooling ({key})"].update(vocab.classify(pooled)[0].numpy(), gt)
+        x = scene_inputs(name, **setup)
+        meters["2D fusion (teacher)"].update(labels_2d(vocab, x["2d"], x["mask"]), x["gt"])
+        for run in runs:
+            meters[f"3D {run}"].update(vocab.classify(x[run])[0].numpy(), x["gt"])
+        for target, source, valid in POOLED:
+            for tag, (k, sharpen, steps) in (("paper", paper), ("tuned", best[(target, source)])):
+                t1 = time.perf_counter()
+                A = affinity_matrix(x["points"], x[source], k, sharpen)
+                _, pooled, reached = next(propagate(A, x[target], [steps], x["mask"] if valid else None))
+                t_pool += time.perf_counter() - t1
+                row = f"{ROW_OF[target]} + pooling [{SOURCE_NAME[source]}, {tag}]"
+                meters[row].update(labels_2d(vocab, pooled, reached), x["gt"])
+                if target == "2d" and tag == "tuned":  # OpenScene's ensemble with the purified 2D features
+                    ens = ensemble_2d_3d(x["cosine+superpoint"], pooled, reached, vocab)[0]
+                    meters["ensemble 3D cos+sp | 2D fusion + pooling [tuned]"].update(vocab.classify(ens)[0].numpy(),
+                                                                                      x["gt"])
+        ens = ensemble_2d_3d(x["cosine+superpoint"], x["2d"], x["mask"], vocab)[0]
+        meters["ensemble 3D cos+sp | 2D fusion"].update(vocab.classify(ens)[0].numpy(), x["gt"])
     print(f"\n== distillation ablation on {len(val)} held-out synthetic scenes ({len(train)} training scenes, "
-          f"{args.epochs} epochs, {args.voxel * 100:g} cm voxels, input {args.input}; simulated teacher; "
-          "random CLIP) ==")
+          f"{args.epochs} epochs, {args.voxel * 100:g} cm voxels, input {args.input}, seed {args.seed}; "
+          "simulated teacher; random CLIP) ==")
     scores = {k: m.compute() for k, m in meters.items()}
     print(miou_table(scores, "2D fusion (teacher)"))
-    print("\nper-class IoU (held-out points of the class):")
-    print(f"{'class':<16}{'points':>8}" + "".join(f"{k[:22]:>24}" for k in scores))
+    print(f"pooling: paper = GeoPurify's K {paper[0]}, sharpening {paper[1]:g}, {paper[2]} steps; tuned = best mIoU "
+          f"over K {SWEEP['k']} x sharpening {SWEEP['sharpen']} x steps {SWEEP['steps']} on {len(tune)} separate "
+          "tuning rooms (never the held-out ones):")
+    for (target, source), (k, sharpen, steps) in best.items():
+        print(f"  {ROW_OF[target]} with the {SOURCE_NAME[source]} features: K {k}, sharpening {sharpen:g}, "
+              f"{steps} steps")
+    print("\nper-class IoU (held-out points of the class; columns as the rows above):")
+    print(f"{'class':<16}{'points':>8}" + "".join(f"{short:>9}" for short in rows.values()))
     counts = meters["2D fusion (teacher)"].cm.sum(1) + meters["2D fusion (teacher)"].misses
     for i, name in enumerate(labels.names):
         if counts[i]:
-            print(f"{name:<16}{counts[i]:>8}" + "".join(f"{s.iou[i] * 100:>24.1f}" for s in scores.values()))
-    print("times: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + f", pooling {t_pool:.1f} s")
+            print(f"{name:<16}{counts[i]:>8}" + "".join(f"{s.iou[i] * 100:>9.1f}" for s in scores.values()))
+    print("times: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + f", held-out pooling {t_pool:.1f} s")
 
+
+def epoch_seconds(log_csv: Path) -> float:
+    with open(log_csv, newline="") as f:
+        return sum(float(row["seconds"]) for row in csv.DictReader(f))
+
+
+# pooled features, the affinity features that guide them, and whether only the seen points carry a feature
+POOLED = (("2d", "affinity", True), ("cosine+superpoint", "own", False), ("cosine+superpoint", "affinity", False))
+ROW_OF = {"2d": "2D fusion", "cosine+superpoint": "3D cos+sp"}
+SOURCE_NAME = {"own": "own", "affinity": "affinity"}
+SWEEP = {"k": (8, 16, 32, 96), "sharpen": (5.0, 20.0, 50.0), "steps": (1, 2, 4, 8, 18)}
+
+
+def scene_inputs(name: str, data: Path, feats: Path, students: dict, affinity, labels) -> dict:
+    """Everything the evaluation needs of one room: ground truth, 2D and 3D features, affinity features."""
+    scene = ScanNetScene(data / name)
+    f2d, mask = load_fused_dense(fused_path(feats, name), scene.num_points)
+    x = {"points": scene.points, "gt": scene.semantic(labels), "2d": f2d, "mask": mask}
+    for run, st in students.items():  # students take the colours only if they were trained with them
+        x[run] = st.predict(scene.points, scene.colors)
+    st = students["cosine+superpoint"]
+    with torch.no_grad():
+        st.eval()
+        x["own"] = st.backbone_features(st.make_field([scene.points], [scene.colors]))
+    x["affinity"] = affinity.predict(scene.points, scene.colors)
+    return x
+
+
+def labels_2d(vocab, features: torch.Tensor, seen: torch.Tensor) -> np.ndarray:
+    """Labels, -1 where there is no feature (a point no camera saw, or no seen point reached)."""
+    pred = vocab.classify(features)[0].numpy()
+    pred[~seen.numpy()] = -1
+    return pred
+
+
+def tune_pooling(rooms: list[dict], vocab, num_classes: int) -> dict[tuple[str, str], tuple[int, float, int]]:
+    """Best (K, sharpening, steps) by mIoU on the tuning rooms, for each pooled target and affinity source.
+
+    Pooling is linear and the label is the argmax of cosine similarity, in which a point's feature
+    norm cancels: pooling the features' projections on the text rows (R x smaller than D) gives the
+    same labels, so the sweep pools those.
+    """
+    rows = Vocabulary(vocab.names, torch.eye(len(vocab.row_class)), vocab.row_class)
+    meters: dict = {}
+    grid = [(k, sharpen) for k in SWEEP["k"] for sharpen in SWEEP["sharpen"]]
+    for x in tqdm(rooms, desc="pooling sweep (tuning rooms)", unit="room"):
+        projected = {t: x[t] @ vocab.embeddings.T.float() for t in {target for target, _, _ in POOLED}}
+        for source in {source for _, source, _ in POOLED}:
+            for k, sharpen in grid:
+                A = affinity_matrix(x["points"], x[source], k, sharpen)
+                for target, _, valid in (p for p in POOLED if p[1] == source):
+                    for steps, pooled, reached in propagate(A, projected[target], SWEEP["steps"],
+                                                            x["mask"] if valid else None):
+                        meter = meters.setdefault((target, source, k, sharpen, steps), SemanticMeter(num_classes))
+                        meter.update(labels_2d(rows, pooled, reached), x["gt"])
+    best: dict = {}
+    for (target, source, *params), meter in meters.items():
+        miou = meter.compute().miou
+        if (target, source) not in best or miou > best[(target, source)][0]:
+            best[(target, source)] = (miou, tuple(params))
+    return {key: params for key, (_, params) in best.items()}
 
 if __name__ == "__main__":
     main()

@@ -1,5 +1,6 @@
 """Student checkpoints, geometric pooling, the 2D-3D ensemble and `ovseg3d infer`."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ from ovseg3d.errors import UserError
 from ovseg3d.segment.labeling import ensemble_2d_3d
 from ovseg3d.student.checkpoint import load_student, save_checkpoint
 from ovseg3d.student.model import Student, StudentConfig
-from ovseg3d.student.pooling import affinity_matrix, geometric_pooling
+from ovseg3d.student.pooling import affinity_matrix, geometric_pooling, propagate
 from ovseg3d.text.vocabulary import Vocabulary
 
 OVSEG3D = str(Path(sys.executable).parent / "ovseg3d")
@@ -78,6 +79,32 @@ def test_geometric_pooling_smooths_within_geometry_not_across():
     assert torch.equal(geometric_pooling(pts, feats, aff, steps=0), feats)
 
 
+def test_pooling_over_seen_points_only_fills_unseen_ones_from_their_object():
+    """GeoPurify pools fused 2D features, which unseen points lack: their zeros must not dilute anything."""
+    rng = np.random.default_rng(1)
+    pts = np.concatenate([rng.uniform(0, 0.3, (60, 3)), rng.uniform(0, 0.3, (60, 3)) + np.array([2.0, 0, 0])])
+    aff = torch.zeros(120, 2)
+    aff[:60, 0] = aff[60:, 1] = 1.0
+    feats = torch.zeros(120, 2)
+    feats[:60, 0] = 3.0
+    seen = torch.ones(120, dtype=torch.bool)
+    seen[::3] = False  # a third of each object unseen: no feature there
+    seen[60:] = False  # and nothing at all of the second object
+    feats[~seen] = 0.0
+    A = affinity_matrix(pts, aff, k=16, sharpen=20.0)
+    steps = dict((t, (f, r)) for t, f, r in propagate(A, feats, [4, 1, 2], valid=seen))
+    assert sorted(steps) == [1, 2, 4]
+    f, reached = steps[4]
+    assert reached[:60].all() and not reached[60:].any()  # nothing seen reaches the second object
+    assert torch.allclose(f[:60], torch.tensor([3.0, 0.0]).expand(60, 2), atol=1e-5)  # a mean, not diluted
+    assert (f[60:] == 0).all()
+    plain = next(propagate(A, feats, [4]))[1]  # without the mask the unseen zeros pull the mean down
+    assert plain[:60, 0].mean() < 2.9
+    assert torch.allclose(geometric_pooling(pts, feats, aff, k=16, steps=4, valid=seen), f)
+    with pytest.raises(UserError, match="pooling needs"):
+        geometric_pooling(pts, feats, aff, k=0)
+
+
 def test_ensemble_keeps_the_more_confident_feature():
     vocab = Vocabulary(["a", "b"], torch.eye(2), torch.arange(2))
     f3d = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
@@ -101,14 +128,28 @@ def test_infer_modes(synth_root, checkpoint, tmp_path):
         pred = np.load(out / "scene0000_00.npz")
         assert pred["labels"].shape == pred["scores"].shape and len(pred["names"]) == 20
         assert (out / "scene0000_00.png").exists() and (out / "scene0000_00.ply").exists()
-    assert (np.load(tmp_path / "2d" / "scene0000_00.npz")["labels"] == -1).any()  # unseen points: no label
+    unseen = np.load(tmp_path / "2d" / "scene0000_00.npz")["labels"] == -1
+    assert unseen.any()  # unseen points: no label
     assert (np.load(tmp_path / "3d" / "scene0000_00.npz")["labels"] >= 0).all()
+    # GeoPurify's own use: the student's backbone guides pooling of the fused 2D features, which
+    # then reach points no camera saw
+    out = tmp_path / "2d-pooled"
+    proc = subprocess.run([OVSEG3D, "infer", str(synth_root / "scene0000_00"), "--checkpoint", str(checkpoint),
+                           "--features", str(feats), "--mode", "2d", "--pooling", "--pooling-k", "8",
+                           "--pooling-steps", "3", "--out", str(out), "--no-pictures"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    pooled = np.load(out / "scene0000_00.npz")["labels"]
+    assert (pooled[unseen] >= 0).sum() > 0 and (pooled[~unseen] >= 0).all()
+    report = json.loads((out / "infer.json").read_text())["pooling"]
+    assert report == {"k": 8, "sharpen": 20.0, "steps": 3, "affinity": "student backbone"}
 
 
 @pytest.mark.parametrize("args,message", [
     (["--mode", "3d"], "needs --checkpoint"),
     (["--mode", "2d"], "needs --features"),
     (["--checkpoint", "/nonexistent.pt"], "does not exist"),
+    (["--mode", "2d", "--features", "/tmp", "--pooling"], "--pooling needs --affinity"),
+    (["--checkpoint", "/nonexistent.pt", "--pooling", "--pooling-steps", "-1"], "pooling needs K >= 1"),
 ])
 def test_infer_bad_input(synth_root, tmp_path, args, message):
     proc = subprocess.run([OVSEG3D, "infer", str(synth_root), "--out", str(tmp_path / "o"), *args],

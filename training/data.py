@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ovseg3d.data.instance_targets import instance_targets_path, load_instance_targets
-from ovseg3d.data.openscene import fused_path, load_fused
+from ovseg3d.data.openscene import fused_path, load_fused_dense
 from ovseg3d.data.scannet import ScanNetScene, list_scenes
 from ovseg3d.errors import UserError
 from ovseg3d.geometry.superpoints import point_superpoints
@@ -101,11 +101,10 @@ class DistillDataset:
     def _load(self, name: str):
         if name not in self._cache:
             scene = self.scene(name)
-            feat, mask = load_fused(fused_path(Path(self.cfg.data.targets), name), num_points=scene.num_points)
-            target = torch.zeros(scene.num_points, feat.shape[1], dtype=torch.float16)
-            target[mask] = feat.half()
-            if feat.shape[1] != self.cfg.student.feature_dim:
-                raise UserError(f"targets of {name} are {feat.shape[1]}-d but student.feature_dim is "
+            target, mask = load_fused_dense(fused_path(Path(self.cfg.data.targets), name), scene.num_points,
+                                            torch.float16)
+            if target.shape[1] != self.cfg.student.feature_dim:
+                raise UserError(f"targets of {name} are {target.shape[1]}-d but student.feature_dim is "
                                 f"{self.cfg.student.feature_dim}")
             try:
                 sp = scene.segments

@@ -21,11 +21,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", default=None, help="label set of the vocabulary (default: the checkpoint's)")
     p.add_argument("--vocabulary", type=Path, help="precomputed vocabulary embedding file instead of a text encoder")
     p.add_argument("--pooling", action="store_true",
-                   help="geometry-guided feature pooling (GeoPurify: K=96, sharpening 20, 18 steps)")
+                   help="geometry-guided feature pooling (GeoPurify) of the mode's features; in 2d mode the "
+                        "fused features are purified as in the paper and also reach points no camera saw")
     p.add_argument("--affinity", type=Path,
                    help="GeoPurify affinity student checkpoint for --pooling (default: the student's own backbone)")
-    p.add_argument("--pooling-k", type=int, default=96)
-    p.add_argument("--pooling-steps", type=int, default=18)
+    p.add_argument("--pooling-k", type=int, default=96, help="neighbours per point (default 96, the paper's)")
+    p.add_argument("--pooling-sharpen", type=float, default=20.0, help="softmax sharpening (default 20)")
+    p.add_argument("--pooling-steps", type=int, default=18, help="pooling iterations (default 18)")
     p.add_argument("--instances", action="store_true",
                    help="also segment instances: superpoints merged by feature similarity and adjacency, named "
                         "from the 3D features alone (FOLK's inference); `ovseg3d eval` then reports AP")
@@ -46,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ovseg3d.commands.common import student_clip_spec, templates
-    from ovseg3d.data.openscene import fused_path, load_fused
+    from ovseg3d.data.openscene import fused_path, load_fused_dense
     from ovseg3d.data.ply import write_ply
     from ovseg3d.data.scannet import ScanNetScene, list_scenes
     from ovseg3d.errors import UserError
@@ -56,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from ovseg3d.segment.labeling import ensemble_2d_3d
     from ovseg3d.student.checkpoint import load_student
     from ovseg3d.student.model import default_device
-    from ovseg3d.student.pooling import geometric_pooling
+    from ovseg3d.student.pooling import affinity_matrix, check_pooling_parameters, propagate
     from ovseg3d.text.vocabulary import build_vocabulary, load_vocabulary
 
     need_3d, need_2d = args.mode in ("3d", "ensemble"), args.mode in ("2d", "ensemble")
@@ -64,8 +66,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--mode {args.mode} needs --checkpoint")
     if need_2d and args.features is None:
         raise UserError(f"--mode {args.mode} needs --features (the `ovseg3d extract` output)")
+    if args.pooling:
+        check_pooling_parameters(args.pooling_k, args.pooling_sharpen, args.pooling_steps)
+        if args.affinity is None and args.checkpoint is None:
+            raise UserError("--pooling needs --affinity (or a --checkpoint whose backbone serves)")
     device = default_device() if args.device == "auto" else torch.device(args.device)
-    student, ckpt = load_student(args.checkpoint, device) if need_3d else (None, {})
+    own_backbone = args.pooling and args.affinity is None  # the student's backbone gives the affinity features
+    student, ckpt = load_student(args.checkpoint, device) if need_3d or own_backbone else (None, {})
     affinity = load_student(args.affinity, device)[0] if args.affinity else None
     labels = load_label_set(args.labels or ckpt.get("label_set", "scannet20"))
     if args.vocabulary:
@@ -86,28 +93,27 @@ def run(args: argparse.Namespace) -> int:
         for path in scenes:
             scene = ScanNetScene(path)
             t0 = time.perf_counter()
-            feats = inst_feats = None
+            feats = f2d = inst_feats = None
             if need_3d:
                 if args.instances:  # FOLK: instances named by the instance head, when there is one
                     feats, inst_feats = student.predict_instance(scene.points, scene.colors)
                 else:
                     feats = student.predict(scene.points, scene.colors)
-                if args.pooling:
-                    with torch.no_grad():
-                        if affinity is not None:
-                            aff = affinity.predict(scene.points, scene.colors)
-                        else:
-                            aff = student.backbone_features(student.make_field([scene.points],
-                                                                               [scene.colors])).cpu()
-                    feats = geometric_pooling(scene.points, feats, aff, k=args.pooling_k, steps=args.pooling_steps)
             if need_2d:
-                f2d_seen, mask = load_fused(fused_path(args.features, scene.name), num_points=scene.num_points)
-                f2d = torch.zeros(scene.num_points, f2d_seen.shape[1])
-                f2d[mask] = f2d_seen.float()
-                if feats is None:
-                    feats = f2d
-                else:
-                    feats, _ = ensemble_2d_3d(feats, f2d, mask, vocab)
+                f2d, mask = load_fused_dense(fused_path(args.features, scene.name), scene.num_points)
+            if args.pooling and scene.num_points > 1:
+                with torch.no_grad():
+                    if affinity is not None:
+                        aff = affinity.predict(scene.points, scene.colors)
+                    else:
+                        aff = student.backbone_features(student.make_field([scene.points], [scene.colors])).cpu()
+                A = affinity_matrix(scene.points, aff, args.pooling_k, args.pooling_sharpen)
+                if feats is not None:
+                    feats = next(propagate(A, feats, [args.pooling_steps]))[1]
+                if f2d is not None:  # GeoPurify: purify the fused features; seen points reach unseen ones
+                    _, f2d, mask = next(propagate(A, f2d, [args.pooling_steps], valid=mask))
+            if f2d is not None:
+                feats = f2d if feats is None else ensemble_2d_3d(feats, f2d, mask, vocab)[0]
             label, score = vocab.classify(feats)
             label = label.numpy().astype(np.int16)
             if args.mode == "2d":
@@ -125,9 +131,12 @@ def run(args: argparse.Namespace) -> int:
             report.append({"scene": scene.name, "points": scene.num_points,
                            "seconds": round(time.perf_counter() - t0, 2)})
             pbar.update()
+    pooling = None if not args.pooling else {
+        "k": args.pooling_k, "sharpen": args.pooling_sharpen, "steps": args.pooling_steps,
+        "affinity": str(args.affinity) if args.affinity else "student backbone"}
     (args.out / "infer.json").write_text(json.dumps({
         "mode": args.mode, "checkpoint": str(args.checkpoint) if args.checkpoint else None, "labels": names,
-        "label_set": labels.name, "pooling": args.pooling, "vocabulary": vocab.source,
+        "label_set": labels.name, "pooling": pooling, "vocabulary": vocab.source,
         "instance_naming": (None if not args.instances else "instance head" if student is not None
                             and student.has_instance_head else "mean feature"), "scenes": report}, indent=1))
     print(f"wrote predictions for {len(report)} scene(s) to {args.out}")

@@ -61,6 +61,15 @@ def load_fused(path: Path, num_points: int | None = None) -> tuple[torch.Tensor,
     return feat, mask
 
 
+def load_fused_dense(path: Path, num_points: int, dtype: torch.dtype = torch.float32
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features [N, C] with zero rows where no camera saw the point, mask_full [N]): one row per scene point."""
+    feat, mask = load_fused(path, num_points)
+    full = torch.zeros(num_points, feat.shape[1], dtype=dtype)
+    full[mask] = feat.to(dtype)
+    return full, mask
+
+
 def load_openscene_scene(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(coords [N,3] float32, colors [N,3] uint8, labels [N] int64 with -1 = ignore)."""
     data = torch_load(path, "OpenScene scene file", _NUMPY_GLOBALS)
