@@ -39,6 +39,15 @@ def test_bench_unknown_name_is_one_line():
     assert proc.returncode == 2 and "unknown benchmark nope; available:" in proc.stderr
 
 
+def test_bench_passes_options_to_the_one_benchmark_named():
+    run = [str(BIN / "ovseg3d"), "bench"]
+    proc = subprocess.run([*run, "distill", "--args=--help"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "--tune-scenes" in proc.stdout and "--seed" in proc.stdout
+    proc = subprocess.run([*run, "distill", "speed", "--args", "--seed 1"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and "--args goes to one benchmark; 2 were named" in proc.stderr
+
+
 @pytest.mark.slow
 def test_quick_speed_benchmark_runs():
     proc = subprocess.run([str(BIN / "ovseg3d"), "bench", "speed", "--quick"], capture_output=True, text=True,

@@ -10,9 +10,12 @@ HELP = "run benchmarks that print ratios measured side by side in one run"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("names", nargs="*", help="which benchmarks (default: speed scenes teachers); see benchmarks/")
     p.add_argument("--quick", action="store_true", help="smaller sizes where the benchmark supports it")
+    p.add_argument("--args", default="", metavar="'ARGS'",
+                   help="options passed to the one benchmark named, e.g. distill --args='--input color --seed 1'")
 
 
 def run(args: argparse.Namespace) -> int:
+    import shlex
     import subprocess
     import sys
 
@@ -25,11 +28,15 @@ def run(args: argparse.Namespace) -> int:
     unknown = [n for n in names if n not in available]
     if unknown:
         raise UserError(f"unknown benchmark {', '.join(unknown)}; available: {', '.join(available)}")
+    extra = shlex.split(args.args)
+    if extra and len(names) != 1:
+        raise UserError(f"--args goes to one benchmark; {len(names)} were named")
     quick_ok = {"speed", "scenes"}
     for name in names:
         cmd = [sys.executable, str(folder / f"bench_{name}.py")]
         if args.quick and name in quick_ok:
             cmd.append("--quick")
+        cmd += extra
         print(f"### ovseg3d bench {name}", flush=True)
         if subprocess.run(cmd).returncode != 0:
             raise UserError(f"benchmark {name} failed (output above)")
