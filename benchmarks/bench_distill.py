@@ -140,20 +140,24 @@ def main() -> None:
         meters["2D fusion (teacher)"].update(labels_2d(vocab, x["2d"], x["mask"]), x["gt"])
         for run in runs:
             meters[f"3D {run}"].update(vocab.classify(x[run])[0].numpy(), x["gt"])
+        matrices, pooled = {}, {}  # an affinity matrix serves every target and step count it is asked for
         for target, source, valid in POOLED:
             for tag, (k, sharpen, steps) in (("paper", paper), ("tuned", best[(target, source)])):
                 t1 = time.perf_counter()
-                A = affinity_matrix(x["points"], x[source], k, sharpen)
-                _, pooled, reached = next(propagate(A, x[target], [steps], x["mask"] if valid else None))
+                if (source, k, sharpen) not in matrices:
+                    matrices[source, k, sharpen] = affinity_matrix(x["points"], x[source], k, sharpen)
+                A = matrices[source, k, sharpen]
+                _, f, reached = next(propagate(A, x[target], [steps], x["mask"] if valid else None))
                 t_pool += time.perf_counter() - t1
-                row = f"{ROW_OF[target]} + pooling [{SOURCE_NAME[source]}, {tag}]"
-                meters[row].update(labels_2d(vocab, pooled, reached), x["gt"])
-                if target == "2d" and tag == "tuned":  # OpenScene's ensemble with the purified 2D features
-                    ens = ensemble_2d_3d(x["cosine+superpoint"], pooled, reached, vocab)[0]
-                    meters["ensemble 3D cos+sp | 2D fusion + pooling [tuned]"].update(vocab.classify(ens)[0].numpy(),
-                                                                                      x["gt"])
-        ens = ensemble_2d_3d(x["cosine+superpoint"], x["2d"], x["mask"], vocab)[0]
-        meters["ensemble 3D cos+sp | 2D fusion"].update(vocab.classify(ens)[0].numpy(), x["gt"])
+                row = f"{ROW_OF[target]} + pooling [{source}, {tag}]"
+                meters[row].update(labels_2d(vocab, f, reached), x["gt"])
+                pooled[row] = f, reached
+        # OpenScene's ensemble, with the fused 2D features as they are and as tuned pooling purified them
+        for row, (f2d, seen) in (("ensemble 3D cos+sp | 2D fusion", (x["2d"], x["mask"])),
+                                 ("ensemble 3D cos+sp | 2D fusion + pooling [tuned]",
+                                  pooled["2D fusion + pooling [affinity, tuned]"])):
+            ens = ensemble_2d_3d(x["cosine+superpoint"], f2d, seen, vocab)[0]
+            meters[row].update(vocab.classify(ens)[0].numpy(), x["gt"])
     print(f"\n== distillation ablation on {len(val)} held-out synthetic scenes ({len(train)} training scenes, "
           f"{args.epochs} epochs, {args.voxel * 100:g} cm voxels, input {args.input}, seed {args.seed}; "
           "simulated teacher; random CLIP) ==")
@@ -163,7 +167,7 @@ def main() -> None:
           f"over K {SWEEP['k']} x sharpening {SWEEP['sharpen']} x steps {SWEEP['steps']} on {len(tune)} separate "
           "tuning rooms (never the held-out ones):")
     for (target, source), (k, sharpen, steps) in best.items():
-        print(f"  {ROW_OF[target]} with the {SOURCE_NAME[source]} features: K {k}, sharpening {sharpen:g}, "
+        print(f"  {ROW_OF[target]} with the {source} features: K {k}, sharpening {sharpen:g}, "
               f"{steps} steps")
     print("\nper-class IoU (held-out points of the class; columns as the rows above):")
     print(f"{'class':<16}{'points':>8}" + "".join(f"{short:>9}" for short in rows.values()))
@@ -182,7 +186,6 @@ def epoch_seconds(log_csv: Path) -> float:
 # pooled features, the affinity features that guide them, and whether only the seen points carry a feature
 POOLED = (("2d", "affinity", True), ("cosine+superpoint", "own", False), ("cosine+superpoint", "affinity", False))
 ROW_OF = {"2d": "2D fusion", "cosine+superpoint": "3D cos+sp"}
-SOURCE_NAME = {"own": "own", "affinity": "affinity"}
 SWEEP = {"k": (8, 16, 32, 96), "sharpen": (5.0, 20.0, 50.0), "steps": (1, 2, 4, 8, 18)}
 
 
@@ -193,10 +196,7 @@ def scene_inputs(name: str, data: Path, feats: Path, students: dict, affinity, l
     x = {"points": scene.points, "gt": scene.semantic(labels), "2d": f2d, "mask": mask}
     for run, st in students.items():  # students take the colours only if they were trained with them
         x[run] = st.predict(scene.points, scene.colors)
-    st = students["cosine+superpoint"]
-    with torch.no_grad():
-        st.eval()
-        x["own"] = st.backbone_features(st.make_field([scene.points], [scene.colors]))
+    x["own"] = students["cosine+superpoint"].predict_backbone(scene.points, scene.colors)
     x["affinity"] = affinity.predict(scene.points, scene.colors)
     return x
 
@@ -219,8 +219,8 @@ def tune_pooling(rooms: list[dict], vocab, num_classes: int) -> dict[tuple[str, 
     meters: dict = {}
     grid = [(k, sharpen) for k in SWEEP["k"] for sharpen in SWEEP["sharpen"]]
     for x in tqdm(rooms, desc="pooling sweep (tuning rooms)", unit="room"):
-        projected = {t: x[t] @ vocab.embeddings.T.float() for t in {target for target, _, _ in POOLED}}
-        for source in {source for _, source, _ in POOLED}:
+        projected = {t: x[t] @ vocab.embeddings.T.float() for t in dict.fromkeys(target for target, _, _ in POOLED)}
+        for source in dict.fromkeys(source for _, source, _ in POOLED):  # POOLED's order: the same printout each run
             for k, sharpen in grid:
                 A = affinity_matrix(x["points"], x[source], k, sharpen)
                 for target, _, valid in (p for p in POOLED if p[1] == source):

@@ -85,8 +85,8 @@ def train_affinity(cfg: TrainConfig, fresh: bool = False) -> Path:
         opt.load_state_dict(data["train"]["optimizer"])
         sched.load_state_dict(data["train"]["scheduler"])
         start = int(data["train"]["epoch"]) + 1
-    with torch.no_grad():  # the frozen teacher's geometric features, once per scene (colours used if it takes them)
-        targets = [teacher.backbone_features(teacher.make_field([s.points], [s.colors])).float().cpu() for s in scenes]
+    # the frozen teacher's geometric features, once per scene (colours used if it takes them)
+    targets = [teacher.predict_backbone(s.points, s.colors) for s in scenes]
     print(f"ovseg3d-train (affinity): {len(scenes)} scene(s), teacher {cfg.affinity.teacher}; run folder {run}")
     for epoch in range(start, cfg.optim.epochs):
         t0 = time.perf_counter()

@@ -102,11 +102,10 @@ def run(args: argparse.Namespace) -> int:
             if need_2d:
                 f2d, mask = load_fused_dense(fused_path(args.features, scene.name), scene.num_points)
             if args.pooling and scene.num_points > 1:
-                with torch.no_grad():
-                    if affinity is not None:
-                        aff = affinity.predict(scene.points, scene.colors)
-                    else:
-                        aff = student.backbone_features(student.make_field([scene.points], [scene.colors])).cpu()
+                if affinity is not None:
+                    aff = affinity.predict(scene.points, scene.colors)
+                else:
+                    aff = student.predict_backbone(scene.points, scene.colors)
                 A = affinity_matrix(scene.points, aff, args.pooling_k, args.pooling_sharpen)
                 if feats is not None:
                     feats = next(propagate(A, feats, [args.pooling_steps]))[1]

@@ -132,14 +132,21 @@ class Student(nn.Module):
             return self.predict(points, colors), None
         return self._predict(points, colors, True)
 
+    def predict_backbone(self, points: np.ndarray, colors: np.ndarray | None = None) -> torch.Tensor:
+        """(N, backbone width) features before the head, in eval mode: GeoPurify's geometric features."""
+        return self._in_eval(self.backbone_features, points, colors).float().cpu()
+
     @torch.no_grad()
-    def _predict(self, points: np.ndarray, colors: np.ndarray | None, with_instance: bool):
+    def _in_eval(self, fn, points: np.ndarray, colors: np.ndarray | None):
         was_training = self.training
         self.eval()
         try:
-            out = self(self.make_field([points], None if colors is None else [colors]), with_instance)
+            return fn(self.make_field([points], None if colors is None else [colors]))
         finally:
             self.train(was_training)
+
+    def _predict(self, points: np.ndarray, colors: np.ndarray | None, with_instance: bool):
+        out = self._in_eval(lambda field: self(field, with_instance), points, colors)
         sem, inst = out if with_instance else (out, None)
         sem = torch.nn.functional.normalize(sem.float(), dim=1).cpu()
         return (sem, inst.float().cpu()) if with_instance else sem
