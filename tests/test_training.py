@@ -215,6 +215,11 @@ def test_self_distillation_snapshots_and_frozen_adapter(synth_root, targets, tmp
     assert float(row2["loss_temporal_ensembling"]) > 0 and row2["loss_snapshot_experts"] != ""
     assert float(row2["loss_relation"]) > 0 and float(row2["loss_instance_masks"]) > 0
     assert len(read_checkpoint(first)["train"]["experts"]) == 2
+    with pytest.raises(UserError, match=r"loss\.relation 0\.1 -> 0\.2"):  # resuming under another loss: refused
+        train(_cfg(synth_root, targets, tmp_path, "name=all", "data.val=[scene0001_00]", "data.train=[scene0000_00]",
+                   "loss.temporal_ensembling=0.5", "loss.te_start_epoch=1", "loss.snapshot_experts=0.5",
+                   "loss.snapshot_every=1", "student.adapter_hidden=32", "loss.relation=0.2",
+                   "loss.instance_masks=0.1"))
     frozen = train(_cfg(synth_root, targets, tmp_path, "name=frozen", "optim.epochs=1", "data.train=[scene0000_00]",
                         "student.adapter_hidden=32", f"student.init={first}", "student.freeze_backbone=true"))
     a, b = read_checkpoint(first)["state_dict"], read_checkpoint(frozen)["state_dict"]
@@ -232,6 +237,14 @@ def test_affinity_student_trains_and_drives_pooling(synth_root, targets, tmp_pat
     assert len(log) == 3 and float(log[1].split(",")[1]) > 0
     student, data = load_student(affinity, "cpu")
     assert data["role"] == "affinity" and student.cfg.arch == "MinkUNetSmall" and student.cfg.feature_dim == 128
+    # asking the finished run for more epochs would keep its 2-epoch cosine schedule: refused, nothing changed
+    before = (affinity.read_bytes(), (tmp_path / "aff" / "config.yaml").read_text())
+    longer = load_config(CONFIG, [f"data.scenes={synth_root}", f"out={tmp_path}", "name=aff", "task=affinity",
+                                  f"affinity.teacher={teacher}", "affinity.anchors=512", "optim.epochs=3",
+                                  "threads=1", "data.train=[scene0000_00]", "data.targets="])
+    with pytest.raises(UserError, match=r"optim\.epochs 2 -> 3"):
+        train(longer)
+    assert before == (affinity.read_bytes(), (tmp_path / "aff" / "config.yaml").read_text())
     out = tmp_path / "pred"
     proc = subprocess.run([str(BIN / "ovseg3d"), "infer", str(synth_root / "scene0001_00"), "--checkpoint",
                            str(teacher), "--pooling", "--affinity", str(affinity), "--pooling-steps", "2",

@@ -25,7 +25,7 @@ from ovseg3d.progress import bar
 from ovseg3d.student.checkpoint import load_student, read_checkpoint, save_checkpoint
 from ovseg3d.student.model import Student, StudentConfig, default_device
 
-from .config import TrainConfig, save_config, to_dict
+from .config import TrainConfig, check_resumable, save_config, to_dict
 
 
 def contrastive_loss(student: torch.Tensor, teacher: torch.Tensor, points: np.ndarray, cfg, rng: np.random.Generator
@@ -76,15 +76,19 @@ def train_affinity(cfg: TrainConfig, fresh: bool = False) -> Path:
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.optim.epochs)
     run = cfg.run_dir
     run.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run / "config.yaml")
+    if fresh:
+        for name in ("last.pt", "log.csv"):
+            (run / name).unlink(missing_ok=True)
     start = 0
-    if not fresh and (run / "last.pt").exists():
+    if (run / "last.pt").exists():
         data = read_checkpoint(run / "last.pt")
+        check_resumable(cfg, data.get("config", {}), run / "last.pt")
         student.load_state_dict(data["state_dict"])
         proj.load_state_dict(data["train"]["projection"])
         opt.load_state_dict(data["train"]["optimizer"])
         sched.load_state_dict(data["train"]["scheduler"])
         start = int(data["train"]["epoch"]) + 1
+    save_config(cfg, run / "config.yaml")
     # the frozen teacher's geometric features, once per scene (colours used if it takes them)
     targets = [teacher.predict_backbone(s.points, s.colors) for s in scenes]
     print(f"ovseg3d-train (affinity): {len(scenes)} scene(s), teacher {cfg.affinity.teacher}; run folder {run}")

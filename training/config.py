@@ -272,6 +272,30 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError("config keys 'loss.cosine' and 'loss.superpoint' are both 0: nothing to train")
 
 
+# sections that change what an epoch does: a run folder resumes only with the same values
+RESUME_SECTIONS = ("task", "student", "augment", "loss", "optim", "affinity")
+
+
+def check_resumable(cfg: TrainConfig, stored: dict, path: Path) -> None:
+    """Refuse to resume a checkpoint written under other settings, naming the first keys that differ.
+
+    The optimizer and schedule states come from the checkpoint, so resuming with, say, more epochs
+    would silently keep the old cosine schedule.
+    """
+    now = to_dict(cfg)
+    differ = [f"{key} {old!r} -> {new!r}" for section in RESUME_SECTIONS
+              for key, old, new in _differences(section, stored.get(section), now[section])]
+    if differ:
+        raise UserError(f"{path} was trained with other settings ({'; '.join(differ[:3])}); "
+                        "use a new run name, or --fresh to start this one again")
+
+
+def _differences(key: str, old, new) -> list[tuple[str, object, object]]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in dict.fromkeys([*new, *old]) for d in _differences(f"{key}.{k}", old.get(k), new.get(k))]
+    return [] if old == new else [(key, old, new)]
+
+
 def to_dict(cfg: TrainConfig) -> dict:
     return dataclasses.asdict(cfg)
 

@@ -31,7 +31,7 @@ from ovseg3d.student.model import Student, default_device
 from ovseg3d.text.clip_model import ClipSpec
 from ovseg3d.text.vocabulary import build_vocabulary
 
-from .config import TrainConfig, save_config, student_config, to_dict, uses_instances
+from .config import TrainConfig, check_resumable, save_config, student_config, to_dict, uses_instances
 from .data import DistillDataset, split_scenes
 from .losses import (
     adept_expert_loss,
@@ -173,8 +173,7 @@ class Trainer:
         if not path.exists():
             return False
         data = read_checkpoint(path)
-        if data.get("config", {}).get("student") != to_dict(self.cfg)["student"]:
-            raise UserError(f"{path} was trained with another student config; use a new run name or --fresh")
+        check_resumable(self.cfg, data.get("config", {}), path)
         self.student.load_state_dict(data["state_dict"])
         train = data.get("train", {})
         self.opt.load_state_dict(train["optimizer"])
