@@ -7,11 +7,16 @@ Synthetic world and simulated teacher (test instruments), random CLIP weights; t
 compares methods on the same held-out scenes in one run. Geometric pooling (GeoPurify) is
 applied where the paper applies it, to the teacher's fused 2D features, and to the student's
 output; each with the paper's parameters and with K, sharpening and steps chosen on separate
-tuning rooms (never on the held-out ones). The two students train side by side (``--jobs``
-processes, CPU threads split between them): about 40 minutes on 2 cores with the defaults
-(2 min synthesis, 2 x 30 min training, 3 min affinity student, 2 min pooling sweep, 2 min
-evaluation). A run folder that already holds a finished student resumes it (training is then
-skipped; the times printed are the epoch times of its log.csv).
+tuning rooms (never on the held-out ones). Two "ceiling" rows pool with an affinity made from
+the ground-truth instances: not a method, a measure of how much a perfect affinity would give,
+so a small gain can be told apart from a weak affinity network. The table of what pooling fixed
+and broke (near class boundaries or inside objects) says where a gain or a loss comes from.
+
+The two students train side by side (``--jobs`` processes, CPU threads split between them):
+about an hour on 2 cores with the defaults (2 min synthesis, 2 x 30 min training, 16 min
+affinity student, 2 min pooling sweep, 3 min evaluation). A run folder that already holds a
+finished student or affinity student resumes it (training is then skipped; the times printed
+are the epoch times of its log.csv).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.spatial import cKDTree
 from tqdm import tqdm
 
 from ovseg3d.data.openscene import fused_path, load_fused_dense
@@ -44,7 +50,9 @@ BIN = Path(sys.executable).parent
 
 def sh(*args: str) -> float:
     t0 = time.perf_counter()
-    subprocess.run([str(a) for a in args], check=True)
+    proc = subprocess.run([str(a) for a in args])
+    if proc.returncode != 0:  # the command has said why on stderr
+        raise SystemExit(f"{Path(args[0]).name} {args[1]} failed (exit {proc.returncode})")
     return time.perf_counter() - t0
 
 
@@ -85,7 +93,7 @@ def main() -> None:
                    help="what the students see besides point positions (default: nothing, geometry only)")
     p.add_argument("--seed", type=int, default=0, help="training seed of the students (default 0)")
     p.add_argument("--jobs", type=int, default=2, help="students trained at once (threads split between them)")
-    p.add_argument("--affinity-epochs", type=int, default=10)
+    p.add_argument("--affinity-epochs", type=int, default=50, help="GeoPurify's schedule (default 50)")
     p.add_argument("--work", type=Path, default=Path("runs/bench_distill"))
     args = p.parse_args()
     work = args.work
@@ -128,11 +136,16 @@ def main() -> None:
     best = tune_pooling([scene_inputs(name, **setup) for name in tune], vocab, len(labels))
     times["pooling sweep on the tuning rooms"] = time.perf_counter() - t0
     rows = {"2D fusion (teacher)": "2D", "2D fusion + pooling [affinity, paper]": "2D+P",
-            "2D fusion + pooling [affinity, tuned]": "2D+P*", "3D cosine": "cos", "3D cosine+superpoint": "cos+sp",
+            "2D fusion + pooling [affinity, tuned]": "2D+P*", "2D fusion + pooling [own, paper]": "2D+P own",
+            "2D fusion + pooling [own, tuned]": "2D+P* own", "3D cosine": "cos", "3D cosine+superpoint": "cos+sp",
             "3D cos+sp + pooling [own, paper]": "+P own", "3D cos+sp + pooling [own, tuned]": "+P* own",
             "3D cos+sp + pooling [affinity, paper]": "+P aff", "3D cos+sp + pooling [affinity, tuned]": "+P* aff",
-            "ensemble 3D cos+sp | 2D fusion": "ens", "ensemble 3D cos+sp | 2D fusion + pooling [tuned]": "ens P*"}
+            "ensemble 3D cos+sp | 2D fusion": "ens", "ensemble 3D cos+sp | 2D fusion + pooling [tuned]": "ens P*",
+            "ceiling: 2D fusion + pooling [GT instances, paper]": "2D+P GT",
+            "ceiling: 3D cos+sp + pooling [GT instances, paper]": "+P GT"}
     meters = {k: SemanticMeter(len(labels)) for k in rows}
+    changes: dict[str, np.ndarray] = {}  # per pooled row: points, fixed, fixed near a boundary, broken, broken near
+    purity = {source: [0.0, 0.0] for source in AFFINITY_SOURCES}
     paper = (GEOPURIFY_K, GEOPURIFY_SHARPEN, GEOPURIFY_STEPS)
     t_pool = 0.0
     for name in val:
@@ -141,17 +154,28 @@ def main() -> None:
         for run in runs:
             meters[f"3D {run}"].update(vocab.classify(x[run])[0].numpy(), x["gt"])
         matrices, pooled = {}, {}  # an affinity matrix serves every target and step count it is asked for
-        for target, source, valid in POOLED:
-            for tag, (k, sharpen, steps) in (("paper", paper), ("tuned", best[(target, source)])):
-                t1 = time.perf_counter()
-                if (source, k, sharpen) not in matrices:
-                    matrices[source, k, sharpen] = affinity_matrix(x["points"], x[source], k, sharpen)
-                A = matrices[source, k, sharpen]
-                _, f, reached = next(propagate(A, x[target], [steps], x["mask"] if valid else None))
-                t_pool += time.perf_counter() - t1
-                row = f"{ROW_OF[target]} + pooling [{source}, {tag}]"
-                meters[row].update(labels_2d(vocab, f, reached), x["gt"])
-                pooled[row] = f, reached
+        before = {"2d": labels_2d(vocab, x["2d"], x["mask"]),
+                  "cosine+superpoint": vocab.classify(x["cosine+superpoint"])[0].numpy()}
+        near = near_boundary(x["points"], x["gt"], 2 * args.voxel)
+        runs_of = [(t, s, v, tag, params) for t, s, v in POOLED
+                   for tag, params in (("paper", paper), ("tuned", best[(t, s)]))]
+        runs_of += [(t, s, v, "paper", paper) for t, s, v in CEILING]
+        for target, source, valid, tag, (k, sharpen, steps) in runs_of:
+            t1 = time.perf_counter()
+            if (source, k, sharpen) not in matrices:
+                matrices[source, k, sharpen] = affinity_matrix(x["points"], x[source], k, sharpen)
+            A = matrices[source, k, sharpen]
+            _, f, reached = next(propagate(A, x[target], [steps], x["mask"] if valid else None))
+            t_pool += time.perf_counter() - t1
+            label = f"{source}, {tag}" if source != "instances" else "GT instances, paper"
+            row = ("ceiling: " if source == "instances" else "") + f"{ROW_OF[target]} + pooling [{label}]"
+            pred = labels_2d(vocab, f, reached)
+            meters[row].update(pred, x["gt"])
+            changes[row] = changes.get(row, 0) + pooling_changes(before[target], pred, x["gt"], near)
+            pooled[row] = f, reached
+        for source in AFFINITY_SOURCES:
+            purity[source] = [a + b for a, b in zip(purity[source], same_class_weight(
+                matrices[source, paper[0], paper[1]], x["gt"]), strict=True)]
         # OpenScene's ensemble, with the fused 2D features as they are and as tuned pooling purified them
         for row, (f2d, seen) in (("ensemble 3D cos+sp | 2D fusion", (x["2d"], x["mask"])),
                                  ("ensemble 3D cos+sp | 2D fusion + pooling [tuned]",
@@ -169,12 +193,20 @@ def main() -> None:
     for (target, source), (k, sharpen, steps) in best.items():
         print(f"  {ROW_OF[target]} with the {source} features: K {k}, sharpening {sharpen:g}, "
               f"{steps} steps")
+    print(f"\nwhat pooling changed (% of the held-out points; 'near' = within {2 * args.voxel * 100:g} cm of a point "
+          "of another class):")
+    print(f"{'':52}{'fixed':>8}{'near':>8}{'broken':>8}{'near':>8}{'net':>8}")
+    for row, (n, fixed, fixed_near, broken, broken_near) in changes.items():
+        print(f"{row:<52}" + "".join(f"{v / n * 100:>8.1f}" for v in (fixed, fixed_near, broken, broken_near))
+              + f"{(fixed - broken) / n * 100:>+8.1f}")
+    print(f"affinity weight on neighbours of the same class (K {paper[0]}, sharpening {paper[1]:g}): "
+          + ", ".join(f"{source} {a / b:.3f}" for source, (a, b) in purity.items()))
     print("\nper-class IoU (held-out points of the class; columns as the rows above):")
-    print(f"{'class':<16}{'points':>8}" + "".join(f"{short:>9}" for short in rows.values()))
+    print(f"{'class':<16}{'points':>8}" + "".join(f"{short:>10}" for short in rows.values()))
     counts = meters["2D fusion (teacher)"].cm.sum(1) + meters["2D fusion (teacher)"].misses
     for i, name in enumerate(labels.names):
         if counts[i]:
-            print(f"{name:<16}{counts[i]:>8}" + "".join(f"{s.iou[i] * 100:>9.1f}" for s in scores.values()))
+            print(f"{name:<16}{counts[i]:>8}" + "".join(f"{s.iou[i] * 100:>10.1f}" for s in scores.values()))
     print("times: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + f", held-out pooling {t_pool:.1f} s")
 
 
@@ -184,7 +216,11 @@ def epoch_seconds(log_csv: Path) -> float:
 
 
 # pooled features, the affinity features that guide them, and whether only the seen points carry a feature
-POOLED = (("2d", "affinity", True), ("cosine+superpoint", "own", False), ("cosine+superpoint", "affinity", False))
+POOLED = (("2d", "affinity", True), ("2d", "own", True), ("cosine+superpoint", "own", False),
+          ("cosine+superpoint", "affinity", False))
+# an affinity from the ground-truth instances: what pooling could give with a perfect affinity (not a method)
+CEILING = (("2d", "instances", True), ("cosine+superpoint", "instances", False))
+AFFINITY_SOURCES = ("affinity", "own", "instances")
 ROW_OF = {"2d": "2D fusion", "cosine+superpoint": "3D cos+sp"}
 SWEEP = {"k": (8, 16, 32, 96), "sharpen": (5.0, 20.0, 50.0), "steps": (1, 2, 4, 8, 18)}
 
@@ -198,7 +234,32 @@ def scene_inputs(name: str, data: Path, feats: Path, students: dict, affinity, l
         x[run] = st.predict(scene.points, scene.colors)
     x["own"] = students["cosine+superpoint"].predict_backbone(scene.points, scene.colors)
     x["affinity"] = affinity.predict(scene.points, scene.colors)
+    ids = np.unique(scene.instance_ids, return_inverse=True)[1]
+    x["instances"] = torch.nn.functional.one_hot(torch.as_tensor(ids, dtype=torch.int64)).float()
     return x
+
+
+def near_boundary(points: np.ndarray, gt: np.ndarray, radius: float) -> np.ndarray:
+    """Points with a point of another class within ``radius``."""
+    tree = cKDTree(points)
+    return np.array([bool(np.any(gt[nb] != gt[i])) for i, nb in enumerate(tree.query_ball_point(points, radius))])
+
+
+def pooling_changes(before: np.ndarray, after: np.ndarray, gt: np.ndarray, near: np.ndarray) -> np.ndarray:
+    """Labelled points; points pooling fixed, of them near a boundary; points it broke, of them near one."""
+    valid = gt >= 0
+    right_before, right_after = (before == gt) & valid, (after == gt) & valid
+    fixed, broken = ~right_before & right_after, right_before & ~right_after
+    return np.array([valid.sum(), fixed.sum(), (fixed & near).sum(), broken.sum(), (broken & near).sum()])
+
+
+def same_class_weight(A: torch.Tensor, gt: np.ndarray) -> tuple[float, float]:
+    """Affinity weight between points of the same class, and all the weight (between labelled points)."""
+    coo = A.to_sparse_coo().coalesce()
+    rows, cols = (i.numpy() for i in coo.indices())
+    w = coo.values().numpy()
+    labelled = (gt[rows] >= 0) & (gt[cols] >= 0)
+    return float(w[labelled & (gt[rows] == gt[cols])].sum()), float(w[labelled].sum())
 
 
 def labels_2d(vocab, features: torch.Tensor, seen: torch.Tensor) -> np.ndarray:
