@@ -52,7 +52,7 @@ def sh(*args: str) -> float:
     t0 = time.perf_counter()
     proc = subprocess.run([str(a) for a in args])
     if proc.returncode != 0:  # the command has said why on stderr
-        raise SystemExit(f"{Path(args[0]).name} {args[1]} failed (exit {proc.returncode})")
+        raise SystemExit(f"{Path(args[0]).name} failed (exit {proc.returncode}); its message is above")
     return time.perf_counter() - t0
 
 
