@@ -145,17 +145,17 @@ def main() -> None:
             "ceiling: 3D cos+sp + pooling [GT instances, paper]": "+P GT"}
     meters = {k: SemanticMeter(len(labels)) for k in rows}
     changes: dict[str, np.ndarray] = {}  # per pooled row: points, fixed, fixed near a boundary, broken, broken near
-    purity = {source: [0.0, 0.0] for source in AFFINITY_SOURCES}
+    purity: dict[str, np.ndarray] = {}  # per affinity source: weight on same-class neighbours, all weight
     paper = (GEOPURIFY_K, GEOPURIFY_SHARPEN, GEOPURIFY_STEPS)
     t_pool = 0.0
     for name in val:
         x = scene_inputs(name, **setup)
-        meters["2D fusion (teacher)"].update(labels_2d(vocab, x["2d"], x["mask"]), x["gt"])
+        before = {run: vocab.classify(x[run])[0].numpy() for run in runs}  # labels before any pooling
+        before["2d"] = labels_2d(vocab, x["2d"], x["mask"])
+        meters["2D fusion (teacher)"].update(before["2d"], x["gt"])
         for run in runs:
-            meters[f"3D {run}"].update(vocab.classify(x[run])[0].numpy(), x["gt"])
+            meters[f"3D {run}"].update(before[run], x["gt"])
         matrices, pooled = {}, {}  # an affinity matrix serves every target and step count it is asked for
-        before = {"2d": labels_2d(vocab, x["2d"], x["mask"]),
-                  "cosine+superpoint": vocab.classify(x["cosine+superpoint"])[0].numpy()}
         near = near_boundary(x["points"], x["gt"], 2 * args.voxel)
         runs_of = [(t, s, v, tag, params) for t, s, v in POOLED
                    for tag, params in (("paper", paper), ("tuned", best[(t, s)]))]
@@ -174,8 +174,7 @@ def main() -> None:
             changes[row] = changes.get(row, 0) + pooling_changes(before[target], pred, x["gt"], near)
             pooled[row] = f, reached
         for source in AFFINITY_SOURCES:
-            purity[source] = [a + b for a, b in zip(purity[source], same_class_weight(
-                matrices[source, paper[0], paper[1]], x["gt"]), strict=True)]
+            purity[source] = purity.get(source, 0) + same_class_weight(matrices[source, paper[0], paper[1]], x["gt"])
         # OpenScene's ensemble, with the fused 2D features as they are and as tuned pooling purified them
         for row, (f2d, seen) in (("ensemble 3D cos+sp | 2D fusion", (x["2d"], x["mask"])),
                                  ("ensemble 3D cos+sp | 2D fusion + pooling [tuned]",
@@ -253,13 +252,13 @@ def pooling_changes(before: np.ndarray, after: np.ndarray, gt: np.ndarray, near:
     return np.array([valid.sum(), fixed.sum(), (fixed & near).sum(), broken.sum(), (broken & near).sum()])
 
 
-def same_class_weight(A: torch.Tensor, gt: np.ndarray) -> tuple[float, float]:
+def same_class_weight(A: torch.Tensor, gt: np.ndarray) -> np.ndarray:
     """Affinity weight between points of the same class, and all the weight (between labelled points)."""
     coo = A.to_sparse_coo().coalesce()
     rows, cols = (i.numpy() for i in coo.indices())
     w = coo.values().numpy()
     labelled = (gt[rows] >= 0) & (gt[cols] >= 0)
-    return float(w[labelled & (gt[rows] == gt[cols])].sum()), float(w[labelled].sum())
+    return np.array([w[labelled & (gt[rows] == gt[cols])].sum(), w[labelled].sum()], dtype=np.float64)
 
 
 def labels_2d(vocab, features: torch.Tensor, seen: torch.Tensor) -> np.ndarray:

@@ -245,6 +245,8 @@ def test_affinity_student_trains_and_drives_pooling(synth_root, targets, tmp_pat
     with pytest.raises(UserError, match=r"optim\.epochs 2 -> 3"):
         train(longer)
     assert before == (affinity.read_bytes(), (tmp_path / "aff" / "config.yaml").read_text())
+    train(longer, fresh=True)  # --fresh starts over: a new log, not the old one continued
+    assert len((tmp_path / "aff" / "log.csv").read_text().splitlines()) == 4
     out = tmp_path / "pred"
     proc = subprocess.run([str(BIN / "ovseg3d"), "infer", str(synth_root / "scene0001_00"), "--checkpoint",
                            str(teacher), "--pooling", "--affinity", str(affinity), "--pooling-steps", "2",

@@ -25,7 +25,7 @@ from ovseg3d.progress import bar
 from ovseg3d.student.checkpoint import load_student, read_checkpoint, save_checkpoint
 from ovseg3d.student.model import Student, StudentConfig, default_device
 
-from .config import TrainConfig, check_resumable, save_config, to_dict
+from .config import TrainConfig, check_resumable, clear_run, save_config, to_dict
 
 
 def contrastive_loss(student: torch.Tensor, teacher: torch.Tensor, points: np.ndarray, cfg, rng: np.random.Generator
@@ -77,8 +77,7 @@ def train_affinity(cfg: TrainConfig, fresh: bool = False) -> Path:
     run = cfg.run_dir
     run.mkdir(parents=True, exist_ok=True)
     if fresh:
-        for name in ("last.pt", "log.csv"):
-            (run / name).unlink(missing_ok=True)
+        clear_run(run)
     start = 0
     if (run / "last.pt").exists():
         data = read_checkpoint(run / "last.pt")

@@ -272,6 +272,12 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError("config keys 'loss.cosine' and 'loss.superpoint' are both 0: nothing to train")
 
 
+def clear_run(run: Path) -> None:
+    """--fresh: forget a run folder's checkpoints and log (its config.yaml is rewritten anyway)."""
+    for name in ("last.pt", "best.pt", "log.csv"):
+        (run / name).unlink(missing_ok=True)
+
+
 # sections that change what an epoch does: a run folder resumes only with the same values
 RESUME_SECTIONS = ("task", "student", "augment", "loss", "optim", "affinity")
 

@@ -31,7 +31,7 @@ from ovseg3d.student.model import Student, default_device
 from ovseg3d.text.clip_model import ClipSpec
 from ovseg3d.text.vocabulary import build_vocabulary
 
-from .config import TrainConfig, check_resumable, save_config, student_config, to_dict, uses_instances
+from .config import TrainConfig, check_resumable, clear_run, save_config, student_config, to_dict, uses_instances
 from .data import DistillDataset, split_scenes
 from .losses import (
     adept_expert_loss,
@@ -431,8 +431,7 @@ def train(cfg: TrainConfig, fresh: bool = False) -> Path:
         return train_affinity(cfg, fresh)
     trainer = Trainer(cfg)
     if fresh and trainer.rank == 0:
-        for name in ("last.pt", "best.pt", "log.csv"):
-            (trainer.run_dir / name).unlink(missing_ok=True)
+        clear_run(trainer.run_dir)
     if trainer.world > 1:
         dist.barrier()
     if not fresh:
