@@ -59,6 +59,16 @@ def test_bad_checkpoints_are_clear_errors(tmp_path, checkpoint):
             student.predict(bad)
 
 
+def test_a_failed_save_keeps_the_checkpoint_it_would_replace(tmp_path, checkpoint):
+    path = tmp_path / "student.pt"
+    path.write_bytes(checkpoint.read_bytes())
+    student, _ = load_student(path, "cpu")
+    with pytest.raises(Exception):  # a config that cannot be pickled fails half-way through the write
+        save_checkpoint(path, student, {"hook": lambda: 0}, "scannet20")
+    assert path.read_bytes() == checkpoint.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["student.pt"]  # no temporary file left behind
+
+
 def test_geometric_pooling_smooths_within_geometry_not_across():
     rng = np.random.default_rng(0)
     a = rng.uniform(0, 0.3, (60, 3))

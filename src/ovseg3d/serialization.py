@@ -1,13 +1,33 @@
-"""Loading torch files safely (``weights_only=True``) with one clear error for a bad file."""
+"""Files read safely (``weights_only=True``, one clear error for a bad file) and written atomically."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
 from ovseg3d.errors import UserError
+
+
+@contextmanager
+def atomic_write(path: str | Path) -> Iterator[Path]:
+    """A temporary name beside ``path`` to write to, renamed over ``path`` when the block succeeds.
+
+    A reader never sees half a file and a failed write leaves the old one; the name carries the
+    process id, so two processes writing the same file (parallel benchmarks over one data folder)
+    do not rename each other's half-written files.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def torch_load(path: str | Path, what: str, safe_globals: Sequence = ()) -> object:

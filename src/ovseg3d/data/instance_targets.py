@@ -8,13 +8,12 @@ seen), "views": int64 [M] (views averaged)}``. Plain tensors only, so it loads w
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
 from ovseg3d.errors import UserError
-from ovseg3d.serialization import torch_load
+from ovseg3d.serialization import atomic_write, torch_load
 
 FORMAT = "ovseg3d-instance-targets"
 
@@ -28,12 +27,9 @@ def save_instance_targets(path: Path, instance_ids, features: torch.Tensor, view
     features = torch.as_tensor(features)
     if features.ndim != 2 or features.shape[0] != len(ids):
         raise UserError(f"{features.shape[0] if features.ndim else 0} instance embeddings for {len(ids)} instance ids")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save({"format": FORMAT, "instance_ids": ids, "feat": features.half().contiguous(),
-                "views": torch.as_tensor(views, dtype=torch.int64).reshape(-1)}, tmp)
-    tmp.replace(path)
+    with atomic_write(path) as tmp:
+        torch.save({"format": FORMAT, "instance_ids": ids, "feat": features.half().contiguous(),
+                    "views": torch.as_tensor(views, dtype=torch.int64).reshape(-1)}, tmp)
 
 
 def load_instance_targets(path: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

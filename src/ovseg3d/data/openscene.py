@@ -7,14 +7,13 @@ scene's point count in vertex order and M = mask_full.sum(). Preprocessed 3D sce
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ovseg3d.errors import UserError
-from ovseg3d.serialization import torch_load
+from ovseg3d.serialization import atomic_write, torch_load
 
 OPENSCENE_IGNORE = 255
 
@@ -39,11 +38,8 @@ def save_fused(path: Path, features: torch.Tensor, mask: torch.Tensor) -> None:
         features = features[mask]
     if features.shape[0] != int(mask.sum()):
         raise UserError(f"{features.shape[0]} feature rows for {int(mask.sum())} seen points")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save({"feat": features.half().contiguous(), "mask_full": mask.contiguous()}, tmp)
-    tmp.replace(path)
+    with atomic_write(path) as tmp:
+        torch.save({"feat": features.half().contiguous(), "mask_full": mask.contiguous()}, tmp)
 
 
 def load_fused(path: Path, num_points: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,6 +9,7 @@ import numpy as np
 from plyfile import PlyData, PlyElement
 
 from ovseg3d.errors import UserError
+from ovseg3d.serialization import atomic_write
 
 
 @dataclass
@@ -66,7 +67,5 @@ def write_ply(path: Path, points: np.ndarray, colors: np.ndarray | None = None,
         f = np.empty(len(faces), dtype=[("vertex_indices", "i4", (3,))])
         f["vertex_indices"] = np.asarray(faces, dtype=np.int32)
         elements.append(PlyElement.describe(f, "face"))
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    PlyData(elements, text=not binary).write(str(tmp))
-    tmp.replace(path)  # atomic: a reader never sees half a file
+    with atomic_write(path) as tmp:
+        PlyData(elements, text=not binary).write(str(tmp))

@@ -12,12 +12,12 @@ dropped first (ties: farthest from the robot first).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from ovseg3d.errors import UserError
+from ovseg3d.serialization import atomic_write
 
 _BIAS = 1 << 20  # voxel indices in [-2^20, 2^20) per axis: +-21 km at 2 cm
 
@@ -193,11 +193,10 @@ class VoxelMap:
         ply, npz = path.with_suffix(".ply"), path.with_suffix(".npz")
         write_ply(ply, self.points, self.colors, label=self.labels.astype(np.int32), score=self.scores,
                   instance=self.instances)
-        tmp = npz.with_name(f".{npz.name}.{os.getpid()}.tmp.npz")
-        np.savez_compressed(tmp, points=self.points, colors=self.colors, count=self.count, labels=self.labels,
-                            scores=self.scores, instances=self.instances, features=self.features,
-                            voxel_size=self.voxel_size,
-                            **({"instance_features": self.instance_features} if self.instance_dim else {}),
-                            **(extra or {}))
-        tmp.replace(npz)
+        with atomic_write(npz) as tmp, open(tmp, "wb") as fh:  # a file object: numpy adds no ".npz" to it
+            np.savez_compressed(fh, points=self.points, colors=self.colors, count=self.count, labels=self.labels,
+                                scores=self.scores, instances=self.instances, features=self.features,
+                                voxel_size=self.voxel_size,
+                                **({"instance_features": self.instance_features} if self.instance_dim else {}),
+                                **(extra or {}))
         return ply, npz

@@ -7,13 +7,12 @@ Written atomically, so a crash never leaves half a checkpoint under the final na
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
 from ovseg3d.errors import UserError
-from ovseg3d.serialization import torch_load
+from ovseg3d.serialization import atomic_write, torch_load
 from ovseg3d.student.model import Student, StudentConfig, default_device
 
 FORMAT = "ovseg3d-student"
@@ -21,15 +20,12 @@ VERSION = 1
 
 
 def save_checkpoint(path: Path, student: Student, config: dict, label_set: str, **extra) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = {"format": FORMAT, "version": VERSION, "student": student.config_dict(), "config": config,
             "label_set": label_set, "feature_dim": student.cfg.feature_dim,
             "state_dict": {k: v.detach().cpu() for k, v in student.state_dict().items()}, **extra}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(data, tmp)
-    tmp.replace(path)
-    return path
+    with atomic_write(path) as tmp:
+        torch.save(data, tmp)
+    return Path(path)
 
 
 def read_checkpoint(path: Path) -> dict:

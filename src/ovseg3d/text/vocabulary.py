@@ -21,7 +21,7 @@ import torch
 
 from ovseg3d.errors import UserError
 from ovseg3d.labels import LabelSet
-from ovseg3d.serialization import torch_load
+from ovseg3d.serialization import atomic_write, torch_load
 from ovseg3d.text.clip_model import ClipSpec, load_clip
 
 DEFAULT_TEMPLATES = ("a {} in a scene",)
@@ -130,12 +130,9 @@ def build_vocabulary(classes: LabelSet | list[str], spec: ClipSpec | None = None
 
 def save_vocabulary(path: Path, vocab: Vocabulary) -> None:
     """A precomputed embedding file (names + vectors) for robots that carry no text encoder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save({"format": VOCAB_FORMAT, "names": list(vocab.names), "embeddings": vocab.embeddings.float(),
-                "row_class": vocab.row_class.long(), "source": vocab.source}, tmp)
-    tmp.replace(path)
+    with atomic_write(path) as tmp:
+        torch.save({"format": VOCAB_FORMAT, "names": list(vocab.names), "embeddings": vocab.embeddings.float(),
+                    "row_class": vocab.row_class.long(), "source": vocab.source}, tmp)
 
 
 def load_vocabulary(path: Path) -> Vocabulary:
