@@ -230,18 +230,22 @@ def test_self_distillation_snapshots_and_frozen_adapter(synth_root, targets, tmp
 def test_affinity_student_trains_and_drives_pooling(synth_root, targets, tmp_path):
     # a colour teacher under a geometry-only affinity student: each network gets the input it was built for
     teacher = train(_cfg(synth_root, targets, tmp_path, "name=teacher", "optim.epochs=1", "student.input=color"))
-    affinity = train(load_config(CONFIG, [f"data.scenes={synth_root}", f"out={tmp_path}", "name=aff", "task=affinity",
-                                          f"affinity.teacher={teacher}", "affinity.anchors=512", "optim.epochs=2",
-                                          "threads=1", "data.train=[scene0000_00]", "data.targets="]))
+
+    def affinity_config(epochs: int):
+        return load_config(CONFIG, [f"data.scenes={synth_root}", f"out={tmp_path}", "name=aff", "task=affinity",
+                                    f"affinity.teacher={teacher}", "affinity.anchors=512", f"optim.epochs={epochs}",
+                                    "threads=1", "data.train=[scene0000_00]", "data.targets="])
+
+    affinity = train(affinity_config(2))
     log = (tmp_path / "aff" / "log.csv").read_text().splitlines()
     assert len(log) == 3 and float(log[1].split(",")[1]) > 0
     student, data = load_student(affinity, "cpu")
     assert data["role"] == "affinity" and student.cfg.arch == "MinkUNetSmall" and student.cfg.feature_dim == 128
-    # asking the finished run for more epochs would keep its 2-epoch cosine schedule: refused, nothing changed
     before = (affinity.read_bytes(), (tmp_path / "aff" / "config.yaml").read_text())
-    longer = load_config(CONFIG, [f"data.scenes={synth_root}", f"out={tmp_path}", "name=aff", "task=affinity",
-                                  f"affinity.teacher={teacher}", "affinity.anchors=512", "optim.epochs=3",
-                                  "threads=1", "data.train=[scene0000_00]", "data.targets="])
+    assert train(affinity_config(2)) == affinity  # finished: nothing more to train, nothing rewritten
+    assert before[0] == affinity.read_bytes() and len((tmp_path / "aff" / "log.csv").read_text().splitlines()) == 3
+    # asking the finished run for more epochs would keep its 2-epoch cosine schedule: refused, nothing changed
+    longer = affinity_config(3)
     with pytest.raises(UserError, match=r"optim\.epochs 2 -> 3"):
         train(longer)
     assert before == (affinity.read_bytes(), (tmp_path / "aff" / "config.yaml").read_text())

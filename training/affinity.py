@@ -88,8 +88,9 @@ def train_affinity(cfg: TrainConfig, fresh: bool = False) -> Path:
         sched.load_state_dict(data["train"]["scheduler"])
         start = int(data["train"]["epoch"]) + 1
     save_config(cfg, run / "config.yaml")
-    # the frozen teacher's geometric features, once per scene (colours used if it takes them)
-    targets = [teacher.predict_backbone(s.points, s.colors) for s in scenes]
+    # the frozen teacher's geometric features, once per scene (colours used if it takes them); none
+    # are needed when a finished run is asked for no more epochs
+    targets = [teacher.predict_backbone(s.points, s.colors) for s in scenes] if start < cfg.optim.epochs else []
     print(f"ovseg3d-train (affinity): {len(scenes)} scene(s), teacher {cfg.affinity.teacher}; run folder {run}")
     for epoch in range(start, cfg.optim.epochs):
         t0 = time.perf_counter()
