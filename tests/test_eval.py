@@ -10,7 +10,7 @@ import pytest
 
 from ovseg3d.eval.instance import InstanceMeter, InstancePrediction, average_precision
 from ovseg3d.eval.scannet_export import export_instances, export_semantic
-from ovseg3d.eval.semantic import SemanticMeter, semantic_scores
+from ovseg3d.eval.semantic import SemanticMeter, miou_difference, semantic_scores
 from ovseg3d.labels import IGNORE, load_label_set
 
 OVSEG3D = str(Path(sys.executable).parent / "ovseg3d")
@@ -35,6 +35,36 @@ def test_long_tail_split_means_by_hand():
     s200 = load_label_set("scannet200")
     assert s200.splits.count("head") == 66 and s200.splits.count("common") == 68 and s200.splits.count("tail") == 66
     assert s200.splits[s200.names.index("fire extinguisher")] == "tail"
+
+
+def _rooms(*flips: list[float]) -> list[SemanticMeter]:
+    """One meter per list, over the same rooms: each mislabels the given fraction of each room's points."""
+    rng = np.random.default_rng(0)
+    meters = [SemanticMeter(4) for _ in flips]
+    for fracs in zip(*flips):
+        gt = rng.integers(0, 4, 2000)
+        for meter, frac in zip(meters, fracs):
+            meter.update(np.where(rng.random(2000) < frac, (gt + 1) % 4, gt), gt)
+    return meters
+
+
+def test_miou_difference_is_the_dataset_difference_with_an_interval_around_it():
+    noisy, perfect = _rooms([0.1, 0.2, 0.3, 0.05, 0.15], [0.0] * 5)
+    d = miou_difference(noisy, perfect)
+    assert d.delta == pytest.approx(perfect.compute().miou - noisy.compute().miou)
+    assert 0 < d.low < d.delta < d.high  # better in every room: the interval excludes 0
+    assert d.scenes_better == 5 and d.scenes == 5
+    back = miou_difference(perfect, noisy)  # the same comparison the other way round
+    assert back.delta == pytest.approx(-d.delta) and back.high == pytest.approx(-d.low)
+    assert miou_difference(noisy, noisy).low == miou_difference(noisy, noisy).high == 0
+
+
+def test_miou_difference_straddles_zero_when_rooms_disagree():
+    a, b = _rooms([0.05, 0.3, 0.05, 0.3], [0.3, 0.05, 0.3, 0.05])  # b wins two rooms, loses two by as much
+    d = miou_difference(a, b)
+    assert d.low < 0 < d.high and d.scenes_better == 2
+    with pytest.raises(ValueError, match="same scenes"):
+        miou_difference(a, _rooms([0.1])[0])
 
 
 def test_no_prediction_is_a_miss_not_a_false_positive():
