@@ -147,7 +147,7 @@ def main() -> None:
             "ensemble 3D cos+sp | 2D fusion": "ens", "ensemble 3D cos+sp | 2D fusion + pooling [tuned]": "ens P*",
             "ceiling: 2D fusion + pooling [GT instances, paper]": "2D+P GT",
             "ceiling: 3D cos+sp + pooling [GT instances, paper]": "+P GT"}
-    meters = {k: SemanticMeter(len(labels)) for k in rows}
+    meters = {k: SemanticMeter(len(labels), keep_scenes=True) for k in rows}  # for the claims' intervals
     changes: dict[str, np.ndarray] = {}  # per pooled row: points, fixed, fixed near a boundary, broken, broken near
     purity: dict[str, np.ndarray] = {}  # per affinity source: weight on same-class neighbours, all weight
     paper = (GEOPURIFY_K, GEOPURIFY_SHARPEN, GEOPURIFY_STEPS)

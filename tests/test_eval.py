@@ -40,7 +40,7 @@ def test_long_tail_split_means_by_hand():
 def _rooms(*flips: list[float]) -> list[SemanticMeter]:
     """One meter per list, over the same rooms: each mislabels the given fraction of each room's points."""
     rng = np.random.default_rng(0)
-    meters = [SemanticMeter(4) for _ in flips]
+    meters = [SemanticMeter(4, keep_scenes=True) for _ in flips]
     for fracs in zip(*flips):
         gt = rng.integers(0, 4, 2000)
         for meter, frac in zip(meters, fracs):
@@ -65,6 +65,8 @@ def test_miou_difference_straddles_zero_when_rooms_disagree():
     assert d.low < 0 < d.high and d.scenes_better == 2
     with pytest.raises(ValueError, match="same scenes"):
         miou_difference(a, _rooms([0.1])[0])
+    with pytest.raises(ValueError, match="keep_scenes"):
+        miou_difference(SemanticMeter(4), SemanticMeter(4))
 
 
 def test_no_prediction_is_a_miss_not_a_false_positive():

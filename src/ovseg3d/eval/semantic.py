@@ -86,17 +86,20 @@ def semantic_scores(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> Seman
 class SemanticMeter:
     """Accumulating form: add scenes one by one, read the dataset-level scores."""
 
-    def __init__(self, num_classes: int):
+    def __init__(self, num_classes: int, keep_scenes: bool = False):
         self.num_classes = num_classes
         self.cm = np.zeros((num_classes, num_classes), dtype=np.int64)
         self.misses = np.zeros(num_classes, dtype=np.int64)
-        self.scenes: list[tuple[np.ndarray, np.ndarray]] = []  # per update, for intervals over scenes
+        # per update, for intervals over scenes (opt-in: 320 kB a scene with 200 classes)
+        self.keep_scenes = keep_scenes
+        self.scenes: list[tuple[np.ndarray, np.ndarray]] = []
 
     def update(self, pred: np.ndarray, gt: np.ndarray) -> None:
         cm, misses = confusion_matrix(pred, gt, self.num_classes)
         self.cm += cm
         self.misses += misses
-        self.scenes.append((cm, misses))
+        if self.keep_scenes:
+            self.scenes.append((cm, misses))
 
     def compute(self) -> SemanticScores:
         return scores_from_confusion(self.cm, self.misses)
@@ -125,6 +128,8 @@ def miou_difference(a: SemanticMeter, b: SemanticMeter, level: float = 0.95, rou
     room is the unit: rooms are drawn with replacement, the same draw for both methods, and the
     dataset-level mIoU is recomputed from the summed confusion matrices of the drawn rooms.
     """
+    if not (a.keep_scenes and b.keep_scenes):
+        raise ValueError("a paired comparison needs meters made with keep_scenes=True")
     if len(a.scenes) != len(b.scenes) or not a.scenes:
         raise ValueError(f"a paired comparison needs the same scenes in both meters ({len(a.scenes)} vs "
                          f"{len(b.scenes)})")
