@@ -59,8 +59,12 @@ def test_resume_after_an_interrupted_run(synth_root, tmp_path):
 
 def test_shards_split_the_scenes(synth_root, tmp_path):
     out = tmp_path / "feat"
+    out.mkdir()
+    writing = out / ".scene0000_00_0.pt.999999.tmp"  # shard 0/2, started first, in the middle of a write
+    writing.write_bytes(b"half")
     run("extract", synth_root, "--teacher", "simulated", "--out", out, "--shard", "1/2", *FAST)
     assert sorted(p.name for p in out.glob("*.pt")) == ["scene0001_00_0.pt"]
+    assert writing.read_bytes() == b"half"  # shard 1 left shard 0's file alone
 
 
 def test_two_teachers_with_capability_tables(synth_root, tmp_path):

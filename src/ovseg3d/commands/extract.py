@@ -89,9 +89,10 @@ def run(args: argparse.Namespace) -> int:
 
     i, n = shard(args)
     scenes = list_scenes(args.data)[i::n]
+    # no sweep of temporary files here: shards run at once over one --out, and a sweep would delete
+    # another shard's file in mid-write; an interrupted write removes its own (serialization.atomic_write)
     args.out.mkdir(parents=True, exist_ok=True)
-    for stale in args.out.glob(".*.pt.*.tmp"):  # left by an interrupted write; the .pt files are whole
-        stale.unlink(missing_ok=True)
+
     def done(p: Path) -> bool:
         return fused_path(args.out, p.name).exists() and (
             not args.instance_teacher or instance_targets_path(args.out, p.name).exists())
