@@ -94,3 +94,41 @@ def test_synth_cli_onto_a_file_is_one_line(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "is not a directory" in proc.stderr
     assert target.read_text() == "keep me"
+
+
+def _distance_to_wall(vertices: np.ndarray, size: np.ndarray) -> np.ndarray:
+    return np.minimum.reduce([vertices[:, 0], size[0] - vertices[:, 0], vertices[:, 1], size[1] - vertices[:, 1]])
+
+
+def test_curtains_and_window_sills_stand_out_of_the_wall():
+    """What real scans show of them: a flat panel would be below a 10 cm voxel, invisible to geometry."""
+    from ovseg3d.data.synth.world import PRESETS, generate_room
+
+    for seed in range(3):
+        room = generate_room(np.random.default_rng(seed), PRESETS["test"])
+        assert set(PRESETS["test"].counts) <= set(room.instance_categories)
+        for part in room.parts:
+            dist = _distance_to_wall(part.vertices, room.size)
+            if part.category in ("curtain", "shower curtain"):
+                assert np.median(dist) > 0.08 and dist.min() > 0.03  # hangs off a rod, nowhere flat on the wall
+                assert np.ptp(dist) > 0.03  # folds
+            elif part.category == "window":
+                assert dist.max() > 0.14  # the sill
+            elif part.category in ("door", "picture"):
+                assert dist.max() < 0.07  # still flat panels
+
+
+def test_furniture_stands_in_front_of_curtains_not_through_them():
+    """Curtains keep their floor; furniture against the same wall stands in front, so every room still fits all."""
+    from ovseg3d.data.synth.world import PRESETS, generate_room
+
+    for seed in range(8):
+        room = generate_room(np.random.default_rng(seed), PRESETS["test"])
+        assert set(PRESETS["test"].counts) <= set(room.instance_categories), seed
+        hanging = [p for p in room.parts if p.category in ("curtain", "shower curtain")]
+        others = [p for p in room.parts if p.category not in ("wall", "floor", "ceiling", "curtain", "shower curtain")]
+        for c in hanging:
+            lo, hi = c.vertices.min(0), c.vertices.max(0)
+            for o in others:  # no vertex of other furniture inside the curtain's bounding box
+                inside = np.all((o.vertices > lo + 1e-6) & (o.vertices < hi - 1e-6), axis=1)
+                assert not inside.any(), (seed, o.category)

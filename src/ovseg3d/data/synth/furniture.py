@@ -147,6 +147,46 @@ def _panel(w_range, h_range, depth):
     return build
 
 
+# Wall-mounted objects are placed with their local origin 3 cm in front of the wall (local +y
+# points at the wall), so the wall lies at local y = WALL_Y and "d cm from the wall" is WALL_Y - d.
+WALL_Y = 0.03
+
+
+def window(rng, sp):
+    """Glazing and frame as a thin panel, with an interior sill below it standing out of the wall.
+
+    A real window sits in the wall's thickness with a sill (stool) at the bottom of the opening,
+    so the geometry alone shows where it is; a flat panel would be below the voxel size.
+    """
+    w, h = _u(rng, 0.8, 1.5), _u(rng, 0.9, 1.3)
+    sill_depth, sill_t = _u(rng, 0.15, 0.22), 0.04
+    parts = [box((0, 0, h / 2), (w, 0.05, h), sp),
+             box((0, WALL_Y - sill_depth / 2, -sill_t / 2), (w + 0.1, sill_depth, sill_t), sp)]
+    return merge(parts), (w + 0.1, sill_depth, h + sill_t)
+
+
+def _pleated(w_range, h_range, standoff_range, fold_range, thickness=0.015):
+    """Fabric hung from a rod out from the wall, in vertical folds (a zig-zag of thin strips).
+
+    Curtains hang 10-15 cm in front of the wall, the rod's bracket depth, and never lie flat: the
+    folds make a surface the geometry can tell from the wall behind it.
+    """
+    def build(rng, sp):
+        pitch = _u(rng, 0.12, 0.16)  # width of one strip along the wall
+        n = max(2, round(_u(rng, *w_range) / (2 * pitch)))  # folds; each a pair of strips
+        h, standoff, fold = _u(rng, *h_range), _u(rng, *standoff_range), _u(rng, *fold_range)
+        strip = float(np.hypot(pitch, fold))
+        angle = float(np.arctan2(fold, pitch))
+        w = 2 * n * pitch
+        parts = []
+        for i in range(2 * n):
+            x = -w / 2 + (i + 0.5) * pitch
+            yaw = angle if i % 2 == 0 else -angle  # strips alternate towards and away from the wall
+            parts.append(box((x, WALL_Y - standoff, h / 2), (strip, thickness, h), sp, yaw=yaw))
+        return merge(parts), (w, standoff + fold / 2 + thickness, h)
+    return build
+
+
 # category -> how to build and place it; the category strings are ScanNet raw categories.
 KINDS: dict[str, Kind] = {k.category: k for k in [
     Kind("chair", chair, "around_table", (0.45, 0.3, 0.2)),
@@ -164,10 +204,12 @@ KINDS: dict[str, Kind] = {k.category: k for k in [
     Kind("ottoman", ottoman, "free", (0.3, 0.5, 0.35)),
     Kind("box", clutter_box, "free", (0.7, 0.55, 0.35)),
     Kind("door", _panel((0.8, 0.95), (2.0, 2.1), 0.04), "wall_mounted", (0.65, 0.5, 0.35), (0.0, 0.0)),
-    Kind("window", _panel((0.8, 1.5), (0.9, 1.3), 0.05), "wall_mounted", (0.6, 0.75, 0.9), (0.8, 1.0)),
+    Kind("window", window, "wall_mounted", (0.6, 0.75, 0.9), (0.8, 1.0)),
     Kind("picture", _panel((0.3, 0.9), (0.3, 0.7), 0.03), "wall_mounted", (0.8, 0.4, 0.5), (1.2, 1.5)),
-    Kind("curtain", _panel((0.8, 1.6), (1.8, 2.2), 0.06), "wall_mounted", (0.75, 0.65, 0.5), (0.2, 0.35)),
-    Kind("shower curtain", _panel((0.8, 1.2), (1.6, 1.8), 0.02), "wall_mounted", (0.85, 0.9, 0.95), (0.3, 0.4)),
+    Kind("curtain", _pleated((0.8, 1.6), (1.8, 2.2), (0.10, 0.15), (0.06, 0.10)), "wall_mounted", (0.75, 0.65, 0.5),
+         (0.2, 0.35)),
+    Kind("shower curtain", _pleated((0.8, 1.2), (1.6, 1.8), (0.10, 0.15), (0.04, 0.07)), "wall_mounted",
+         (0.85, 0.9, 0.95), (0.3, 0.4)),
 ]}
 
 # Raw categories of the room shell, not built by a Kind.

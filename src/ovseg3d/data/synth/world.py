@@ -68,6 +68,8 @@ class _Layout:
         self.rng, self.size = rng, size
         self.footprints: list[np.ndarray] = []
         self.wall_spans: dict[int, list[tuple[float, float]]] = {0: [], 1: [], 2: [], 3: []}
+        # per wall: (position along it, width, depth) of what hangs out of it down to the floor
+        self.hanging: dict[int, list[tuple[float, float, float]]] = {0: [], 1: [], 2: [], 3: []}
 
     def wall_frame(self, wall: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
         """(origin, along-wall unit vector, inward normal, wall length) of wall 0..3."""
@@ -98,8 +100,10 @@ class _Layout:
             spot = self.wall_spot(w, 0.05)
             if spot is None:
                 continue
-            _, origin, along, inward, s = spot
-            centre = origin + along * s + inward * (d / 2 + 0.02)
+            wall, origin, along, inward, s = spot
+            # furniture stands in front of a curtain hanging there, not through it
+            gap = max([0.02] + [hd + 0.03 for hs, hw, hd in self.hanging[wall] if abs(s - hs) < (w + hw) / 2])
+            centre = origin + along * s + inward * (d / 2 + gap)
             # the object's back (+y in its frame) faces the wall: rotate +y onto -inward
             yaw = float(np.arctan2(inward[0], -inward[1]))
             rect = _rect_corners(centre[0], centre[1], w, d, yaw)
@@ -119,9 +123,14 @@ class _Layout:
                 return cx, cy, yaw
         return None
 
-    def place_on_wall(self, w: float, z_range: tuple[float, float], floor_clearance: float = 0.0
-                      ) -> tuple[float, float, float, float] | None:
-        """(x, y, yaw, bottom z) of a wall-mounted panel of width w."""
+    def place_on_wall(self, w: float, z_range: tuple[float, float], floor_clearance: float = 0.0,
+                      hangs: bool = False) -> tuple[float, float, float, float] | None:
+        """(x, y, yaw, bottom z) of a wall-mounted object of width w.
+
+        ``floor_clearance`` (metres out from the wall) is kept free of furniture and reserved: the
+        swing of a door, or the depth of a curtain; furniture placed later against a curtain
+        (``hangs``) stands in front of it.
+        """
         for _ in range(60):
             spot = self.wall_spot(w, 0.15)
             if spot is None:
@@ -131,13 +140,15 @@ class _Layout:
                 continue
             pos = origin + along * s + inward * 0.03
             yaw = float(np.arctan2(inward[0], -inward[1]))
-            if floor_clearance > 0:  # doors need free floor in front of them
+            if floor_clearance > 0:
                 centre = origin + along * s + inward * (floor_clearance / 2 + 0.02)
                 rect = _rect_corners(centre[0], centre[1], w, floor_clearance, yaw)
                 if not self.free(rect):
                     continue
                 self.footprints.append(rect)
             self.wall_spans[wall].append((s, w))
+            if hangs:
+                self.hanging[wall].append((s, w, floor_clearance))
             return pos[0], pos[1], yaw, float(self.rng.uniform(*z_range))
         return None
 
@@ -201,14 +212,15 @@ def _furnished_room(rng: np.random.Generator, cfg: WorldConfig) -> Room:
     for category, mesh in _shell(size, cfg.spacing):
         add(category, mesh, SHELL_COLORS[category])
 
-    # Doors first (they need free floor), then wall furniture widest first, free objects, chairs
-    # around tables, wall panels; every category keeps its own random draws in that order.
+    # What needs free floor along a wall first (doors, and what stands out of the wall: windows
+    # with their sills, curtains), then wall furniture widest first, free objects, chairs around
+    # tables, flat wall panels; every category keeps its own random draws in that order.
     stage = {"wall": 1, "free": 2, "around_table": 3, "wall_mounted": 4}
     jobs = []
     for category, (lo, hi) in cfg.counts.items():
         for _ in range(int(rng.integers(lo, hi + 1))):
             mesh, dims = KINDS[category].build(rng, cfg.spacing)
-            first = 0 if category == "door" else stage[KINDS[category].placement]
+            first = 0 if category == "door" or _stands_out(category, dims[1]) else stage[KINDS[category].placement]
             jobs.append((first, -dims[0] * dims[1], len(jobs), category, mesh, dims))
     jobs.sort(key=lambda j: j[:3])
     tables: list[tuple[float, float, float, tuple[float, float, float]]] = []
@@ -216,7 +228,9 @@ def _furnished_room(rng: np.random.Generator, cfg: WorldConfig) -> Room:
         kind = KINDS[category]
         if kind.placement == "wall_mounted":
             z_range = (size[2] - h - 0.05, size[2] - h - 0.02) if category == "curtain" else kind.mount_height
-            placed = layout.place_on_wall(w, z_range, floor_clearance=0.9 if category == "door" else 0.0)
+            # doors need free floor in front of them; what stands out of the wall needs its own depth
+            clearance = 0.9 if category == "door" else (d if _stands_out(category, d) else 0.0)
+            placed = layout.place_on_wall(w, z_range, floor_clearance=clearance, hangs=_stands_out(category, d))
             if placed is None:
                 continue
             x, y, yaw, z = placed
@@ -234,6 +248,15 @@ def _furnished_room(rng: np.random.Generator, cfg: WorldConfig) -> Room:
                 tables.append((x, y, yaw, (w, d, h)))
         add(category, (_transform(mesh[0], x, y, z, yaw), mesh[1]), kind.color)
     return Room(size=size, parts=parts, instance_categories=categories)
+
+
+def _stands_out(category: str, depth: float) -> bool:
+    """A wall-mounted object hanging to the floor deep enough to collide with furniture against the wall.
+
+    Window sills are not: they are above most furniture, and where a tall piece stands in front
+    the sill is inside it and no camera sees it.
+    """
+    return KINDS[category].placement == "wall_mounted" and depth > 0.08 and category != "window"
 
 
 def _drop_faces_against_walls(vertices: np.ndarray, faces: np.ndarray, size: np.ndarray,
