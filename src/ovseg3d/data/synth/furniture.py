@@ -26,6 +26,9 @@ class Kind:
     placement: str  # "wall" (back to a wall), "free", "wall_mounted" or "around_table"
     color: tuple[float, float, float]
     mount_height: tuple[float, float] = (0.0, 0.0)  # wall-mounted: bottom height range
+    # wall-mounted and hanging out of the wall down to the floor (curtains): it keeps its floor,
+    # and furniture against the same wall stands in front of it
+    hangs: bool = False
 
 
 def _u(rng, lo, hi):
@@ -207,9 +210,9 @@ KINDS: dict[str, Kind] = {k.category: k for k in [
     Kind("window", window, "wall_mounted", (0.6, 0.75, 0.9), (0.8, 1.0)),
     Kind("picture", _panel((0.3, 0.9), (0.3, 0.7), 0.03), "wall_mounted", (0.8, 0.4, 0.5), (1.2, 1.5)),
     Kind("curtain", _pleated((0.8, 1.6), (1.8, 2.2), (0.10, 0.15), (0.06, 0.10)), "wall_mounted", (0.75, 0.65, 0.5),
-         (0.2, 0.35)),
+         (0.2, 0.35), hangs=True),
     Kind("shower curtain", _pleated((0.8, 1.2), (1.6, 1.8), (0.10, 0.15), (0.04, 0.07)), "wall_mounted",
-         (0.85, 0.9, 0.95), (0.3, 0.4)),
+         (0.85, 0.9, 0.95), (0.3, 0.4), hangs=True),
 ]}
 
 # Raw categories of the room shell, not built by a Kind.

@@ -212,15 +212,16 @@ def _furnished_room(rng: np.random.Generator, cfg: WorldConfig) -> Room:
     for category, mesh in _shell(size, cfg.spacing):
         add(category, mesh, SHELL_COLORS[category])
 
-    # What needs free floor along a wall first (doors, and what stands out of the wall: windows
-    # with their sills, curtains), then wall furniture widest first, free objects, chairs around
-    # tables, flat wall panels; every category keeps its own random draws in that order.
+    # What needs free floor along a wall first (doors, curtains), then wall furniture widest first,
+    # free objects, chairs around tables, the other wall-mounted items (window sills are above
+    # most furniture, and inside a tall piece in front where no camera sees them); every category
+    # keeps its own random draws in that order.
     stage = {"wall": 1, "free": 2, "around_table": 3, "wall_mounted": 4}
     jobs = []
     for category, (lo, hi) in cfg.counts.items():
         for _ in range(int(rng.integers(lo, hi + 1))):
             mesh, dims = KINDS[category].build(rng, cfg.spacing)
-            first = 0 if category == "door" or _stands_out(category, dims[1]) else stage[KINDS[category].placement]
+            first = 0 if category == "door" or KINDS[category].hangs else stage[KINDS[category].placement]
             jobs.append((first, -dims[0] * dims[1], len(jobs), category, mesh, dims))
     jobs.sort(key=lambda j: j[:3])
     tables: list[tuple[float, float, float, tuple[float, float, float]]] = []
@@ -228,9 +229,9 @@ def _furnished_room(rng: np.random.Generator, cfg: WorldConfig) -> Room:
         kind = KINDS[category]
         if kind.placement == "wall_mounted":
             z_range = (size[2] - h - 0.05, size[2] - h - 0.02) if category == "curtain" else kind.mount_height
-            # doors need free floor in front of them; what stands out of the wall needs its own depth
-            clearance = 0.9 if category == "door" else (d if _stands_out(category, d) else 0.0)
-            placed = layout.place_on_wall(w, z_range, floor_clearance=clearance, hangs=_stands_out(category, d))
+            # doors need free floor in front of them; a curtain needs its own depth
+            clearance = 0.9 if category == "door" else (d if kind.hangs else 0.0)
+            placed = layout.place_on_wall(w, z_range, floor_clearance=clearance, hangs=kind.hangs)
             if placed is None:
                 continue
             x, y, yaw, z = placed
@@ -248,15 +249,6 @@ def _furnished_room(rng: np.random.Generator, cfg: WorldConfig) -> Room:
                 tables.append((x, y, yaw, (w, d, h)))
         add(category, (_transform(mesh[0], x, y, z, yaw), mesh[1]), kind.color)
     return Room(size=size, parts=parts, instance_categories=categories)
-
-
-def _stands_out(category: str, depth: float) -> bool:
-    """A wall-mounted object hanging to the floor deep enough to collide with furniture against the wall.
-
-    Window sills are not: they are above most furniture, and where a tall piece stands in front
-    the sill is inside it and no camera sees it.
-    """
-    return KINDS[category].placement == "wall_mounted" and depth > 0.08 and category != "window"
 
 
 def _drop_faces_against_walls(vertices: np.ndarray, faces: np.ndarray, size: np.ndarray,
