@@ -113,7 +113,9 @@ def main() -> None:
     names = [f"scene{i:04d}_00" for i in range(n)]
     train, val = names[: args.train_scenes], names[args.train_scenes: args.train_scenes + args.val_scenes]
     tune = names[args.train_scenes + args.val_scenes:]
-    runs = {"cosine": ["loss.superpoint=0"], "cosine+superpoint": ["loss.superpoint=1"]}
+    # SAS's superpoint distillation (eq. 10): superpoint loss plus the point loss on superpoint-averaged targets
+    runs = {"cosine": ["loss.superpoint=0"],
+            "cosine+superpoint": ["loss.superpoint=1", "loss.superpoint_point_targets=true"]}
     threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
     commands = {f"train {run}": [BIN / "ovseg3d-train", "--config", "training/configs/synthetic.yaml",
                                  f"data.scenes={data}", f"data.targets={feats}", f"data.train=[{','.join(train)}]",

@@ -27,6 +27,7 @@ from ovseg3d_train.losses import (
     relation_consistency,
     superpoint_distillation,
     superpoint_pseudo_labels,
+    superpoint_targets,
     text_cross_entropy,
 )
 from ovseg3d_train.trainer import Trainer, train
@@ -56,6 +57,22 @@ def test_superpoint_distillation_by_hand():
     w5, w9 = math.cos(math.pi / 4), 1.0
     expected = (w5 * 0.0 + w9 * 1.0) / (w5 + w9)
     assert superpoint_distillation(pred, target, sp, uncertainty=True).item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_superpoint_targets_by_hand():
+    # superpoint 5: two seen points (e0, 2*e1) and one unseen; superpoint 9: one unseen point only
+    target = torch.tensor([[1.0, 0.0], [0.0, 2.0], [0.0, 0.0], [3.0, 0.0]])
+    sp = torch.tensor([5, 5, 5, 9])
+    mask = torch.tensor([True, True, False, False])
+    t, m = superpoint_targets(target, sp, mask)
+    # unit targets averaged: (0.5, 0.5) on every point of superpoint 5, the unseen one included
+    assert m.tolist() == [True, True, True, False]
+    assert torch.allclose(t[:3], torch.tensor([[0.5, 0.5]] * 3))
+    # a student predicting the superpoint's direction everywhere loses nothing against these targets,
+    # but does against the raw point targets
+    pred = torch.tensor([[1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [0.0, 1.0]])
+    assert cosine_distillation(pred, t, m).item() == pytest.approx(0.0, abs=1e-6)
+    assert cosine_distillation(pred, target, mask).item() == pytest.approx(1 - math.cos(math.pi / 4), abs=1e-6)
 
 
 def test_relation_consistency_and_instance_masks_by_hand():
@@ -202,12 +219,13 @@ def test_resume_gives_the_same_weights(synth_root, targets, tmp_path):
 
 
 def test_self_distillation_snapshots_and_frozen_adapter(synth_root, targets, tmp_path):
-    """SAS temporal ensembling, HAS-KD experts, GeoGuide's adapter and relation consistency train
-    together, and a frozen
-    backbone stays exactly as initialised while its adapter learns."""
+    """SAS temporal ensembling and superpoint point targets, HAS-KD experts, GeoGuide's adapter and
+    relation consistency train together, and a frozen backbone stays exactly as initialised while
+    its adapter learns."""
     cfg = _cfg(synth_root, targets, tmp_path, "name=all", "data.val=[scene0001_00]", "data.train=[scene0000_00]",
                "loss.temporal_ensembling=0.5", "loss.te_start_epoch=1", "loss.snapshot_experts=0.5",
-               "loss.snapshot_every=1", "student.adapter_hidden=32", "loss.relation=0.1", "loss.instance_masks=0.1")
+               "loss.snapshot_every=1", "student.adapter_hidden=32", "loss.relation=0.1", "loss.instance_masks=0.1",
+               "loss.superpoint_point_targets=true")
     first = train(cfg)
     log = (tmp_path / "all" / "log.csv").read_text().splitlines()
     header = log[0].split(",")
@@ -219,7 +237,7 @@ def test_self_distillation_snapshots_and_frozen_adapter(synth_root, targets, tmp
         train(_cfg(synth_root, targets, tmp_path, "name=all", "data.val=[scene0001_00]", "data.train=[scene0000_00]",
                    "loss.temporal_ensembling=0.5", "loss.te_start_epoch=1", "loss.snapshot_experts=0.5",
                    "loss.snapshot_every=1", "student.adapter_hidden=32", "loss.relation=0.2",
-                   "loss.instance_masks=0.1"))
+                   "loss.instance_masks=0.1", "loss.superpoint_point_targets=true"))
     frozen = train(_cfg(synth_root, targets, tmp_path, "name=frozen", "optim.epochs=1", "data.train=[scene0000_00]",
                         "student.adapter_hidden=32", f"student.init={first}", "student.freeze_backbone=true"))
     a, b = read_checkpoint(first)["state_dict"], read_checkpoint(frozen)["state_dict"]

@@ -58,6 +58,10 @@ class LossSection:
     center_targets: bool = False
     superpoint: float = 0.0  # SAS: the same on superpoint-averaged student and teacher features
     superpoint_uncertainty: bool = False  # GeoGuide: weight superpoints by their teachers' agreement
+    # SAS (eq. 10): the point loss (``cosine``) learns each point's superpoint-averaged teacher feature
+    # instead of the point's own, and points without one inherit their superpoint's: the teacher's
+    # view-to-view noise is averaged out of the point targets too, not only out of the superpoint loss.
+    superpoint_point_targets: bool = False
     superpoint_k_thresh: float = 0.01
     superpoint_min_verts: int = 20
     # GeoGuide inter-instance relation consistency, with superpoints as the geometric instances:

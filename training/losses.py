@@ -5,6 +5,8 @@
   superpoint, so a superpoint learns one consistent feature even where the teacher's views
   disagree; with ``uncertainty`` (GeoGuide) each superpoint is weighted by how much its
   teacher features agree (mean cosine to their mean), so noisy superpoints count less.
+- ``superpoint_targets`` (SAS, eq. 10): the point loss's targets replaced by the teacher features
+  averaged over each point's superpoint, mapped back onto all its points.
 - ``relation_consistency`` (GeoGuide): MSE between the instance-to-instance cosine similarity
   matrices of two feature sets (e.g. geometric backbone features and semantic features).
 - ``instance_mask_bce`` (GeoGuide): binary cross-entropy of predicted instance masks.
@@ -65,6 +67,21 @@ def superpoint_distillation(pred: torch.Tensor, target: torch.Tensor, superpoint
     agree, _ = segment_mean(F.cosine_similarity(target, sp_target[seg], dim=1)[:, None], seg, n)
     w = agree[:, 0].clamp(min=0).detach()
     return (w * loss).sum() / w.sum().clamp(min=1e-12)
+
+
+def superpoint_targets(target: torch.Tensor, superpoints: torch.Tensor, mask: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each point's superpoint's mean (unit) teacher feature, and which points now have a target.
+
+    The mean is over the superpoint's points that have a target of their own; SAS maps it onto
+    all the superpoint's points, so points no camera saw inherit their superpoint's feature.
+    """
+    _, seg = torch.unique(superpoints, return_inverse=True)
+    n = int(seg.max()) + 1 if len(seg) else 0
+    if n == 0 or not mask.any():
+        return target, mask
+    mean, count = segment_mean(F.normalize(target[mask].float(), dim=1), seg[mask], n)
+    return mean[seg].to(target.dtype), count[seg] > 0
 
 
 def relation_consistency(a: torch.Tensor, b: torch.Tensor, instances: torch.Tensor) -> torch.Tensor:

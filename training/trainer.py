@@ -42,6 +42,7 @@ from .losses import (
     relation_consistency,
     superpoint_distillation,
     superpoint_pseudo_labels,
+    superpoint_targets,
     text_cross_entropy,
 )
 
@@ -202,7 +203,9 @@ class Trainer:
         out = {}
         mean = self.target_mean if L.center_targets else None
         if L.cosine > 0:
-            out["cosine"] = cosine_distillation(pred, target, mask, mean)
+            point_target, point_mask = superpoint_targets(target, sp, mask) if L.superpoint_point_targets \
+                else (target, mask)
+            out["cosine"] = cosine_distillation(pred, point_target, point_mask, mean)
         if L.superpoint > 0:
             out["superpoint"] = superpoint_distillation(pred, target, sp, mask, uncertainty=L.superpoint_uncertainty,
                                                         mean=mean)
