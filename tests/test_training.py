@@ -18,7 +18,7 @@ from conftest import interruptible
 from ovseg3d.errors import UserError
 from ovseg3d.student.checkpoint import load_student, read_checkpoint
 from ovseg3d.text.vocabulary import Vocabulary
-from ovseg3d_train.config import load_config
+from ovseg3d_train.config import check_resumable, load_config, to_dict
 from ovseg3d_train.losses import (
     adept_expert_loss,
     cosine_distillation,
@@ -140,6 +140,22 @@ def test_config_overrides_and_errors(tmp_path):
     bad.write_text("student: {voxel_size: [}")
     with pytest.raises(UserError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_resume_check_reads_keys_added_since_as_their_defaults():
+    """A checkpoint written before a config key existed resumes under that key's default (the old
+    behaviour) and is refused under any other value."""
+    cfg = load_config(CONFIG, ["data.scenes=/x", "data.targets=/y"])
+    stored = to_dict(cfg)
+    del stored["loss"]["superpoint_point_targets"]  # as written before the key existed
+    check_resumable(cfg, stored, Path("old.pt"))
+    cfg.loss.superpoint_point_targets = True
+    with pytest.raises(UserError, match=r"loss\.superpoint_point_targets False -> True"):
+        check_resumable(cfg, stored, Path("old.pt"))
+    cfg.loss.superpoint_point_targets = False
+    cfg.optim.epochs += 1
+    with pytest.raises(UserError, match=r"optim\.epochs"):
+        check_resumable(cfg, stored, Path("old.pt"))
 
 
 def test_missing_data_is_named(tmp_path, synth_root):

@@ -292,17 +292,26 @@ def check_resumable(cfg: TrainConfig, stored: dict, path: Path) -> None:
     The optimizer and schedule states come from the checkpoint, so resuming with, say, more epochs
     would silently keep the old cosine schedule.
     """
-    now = to_dict(cfg)
+    now, defaults = to_dict(cfg), to_dict(TrainConfig())
     differ = [f"{key} {old!r} -> {new!r}" for section in RESUME_SECTIONS
-              for key, old, new in _differences(section, stored.get(section), now[section])]
+              for key, old, new in _differences(section, stored.get(section), now[section], defaults[section])]
     if differ:
         raise UserError(f"{path} was trained with other settings ({'; '.join(differ[:3])}); "
                         "use a new run name, or --fresh to start this one again")
 
 
-def _differences(key: str, old, new) -> list[tuple[str, object, object]]:
+_ABSENT = object()
+
+
+def _differences(key: str, old, new, default=_ABSENT) -> list[tuple[str, object, object]]:
+    """Keys whose values differ; a key the stored config lacks (written before the key existed) counts
+    as its default, which by this project's rule is the behaviour from before the key."""
     if isinstance(old, dict) and isinstance(new, dict):
-        return [d for k in dict.fromkeys([*new, *old]) for d in _differences(f"{key}.{k}", old.get(k), new.get(k))]
+        default = default if isinstance(default, dict) else {}
+        return [d for k in dict.fromkeys([*new, *old])
+                for d in _differences(f"{key}.{k}", old.get(k, _ABSENT), new.get(k), default.get(k, _ABSENT))]
+    if old is _ABSENT:
+        old = default if default is not _ABSENT else None
     return [] if old == new else [(key, old, new)]
 
 
