@@ -38,6 +38,12 @@ def center(pred: torch.Tensor, target: torch.Tensor, mean: torch.Tensor | None):
     return pred - mean, F.normalize(target.to(pred.dtype), dim=1) - mean
 
 
+def _dense_ids(ids: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Per row a segment index 0..n-1 (superpoints, instances: any ids), and n."""
+    unique, seg = torch.unique(ids, return_inverse=True)
+    return seg, len(unique)
+
+
 def cosine_distillation(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
                         mean: torch.Tensor | None = None) -> torch.Tensor:
     if mask is not None:
@@ -56,8 +62,7 @@ def superpoint_distillation(pred: torch.Tensor, target: torch.Tensor, superpoint
         pred, target, superpoints = pred[mask], target[mask], superpoints[mask]
     if len(pred) == 0:
         return pred.sum() * 0.0
-    _, seg = torch.unique(superpoints, return_inverse=True)
-    n = int(seg.max()) + 1
+    seg, n = _dense_ids(superpoints)
     pred, target = center(pred, target, mean)
     sp_pred, _ = segment_mean(pred, seg, n)
     sp_target, _ = segment_mean(target, seg, n)
@@ -76,10 +81,9 @@ def superpoint_targets(target: torch.Tensor, superpoints: torch.Tensor, mask: to
     The mean is over the superpoint's points that have a target of their own; SAS maps it onto
     all the superpoint's points, so points no camera saw inherit their superpoint's feature.
     """
-    _, seg = torch.unique(superpoints, return_inverse=True)
-    n = int(seg.max()) + 1 if len(seg) else 0
-    if n == 0 or not mask.any():
+    if not mask.any():
         return target, mask
+    seg, n = _dense_ids(superpoints)
     mean, count = segment_mean(F.normalize(target[mask].float(), dim=1), seg[mask], n)
     return mean[seg].to(target.dtype), count[seg] > 0
 
@@ -87,8 +91,7 @@ def superpoint_targets(target: torch.Tensor, superpoints: torch.Tensor, mask: to
 def relation_consistency(a: torch.Tensor, b: torch.Tensor, instances: torch.Tensor) -> torch.Tensor:
     """MSE between instance-level cosine-similarity matrices of two per-point feature sets."""
     keep = instances >= 0
-    _, inst = torch.unique(instances[keep], return_inverse=True)
-    n = int(inst.max()) + 1 if len(inst) else 0
+    inst, n = _dense_ids(instances[keep])
     if n < 2:
         return a.sum() * 0.0
     ma, _ = segment_mean(a[keep], inst, n)
@@ -111,8 +114,8 @@ def text_logits(pred: torch.Tensor, text: torch.Tensor, scale: float) -> torch.T
 
 def superpoint_pseudo_labels(history: torch.Tensor, superpoints: torch.Tensor, vocab) -> torch.Tensor:
     """Per point, the class of its superpoint's averaged (history) feature."""
-    _, seg = torch.unique(superpoints, return_inverse=True)
-    mean, _ = segment_mean(F.normalize(history.float(), dim=1), seg, int(seg.max()) + 1)
+    seg, n = _dense_ids(superpoints)
+    mean, _ = segment_mean(F.normalize(history.float(), dim=1), seg, n)
     return vocab.classify(mean.cpu())[0].to(history.device)[seg]
 
 
