@@ -152,8 +152,8 @@ def reconstruct_instance_masks(pred: torch.Tensor, groups: torch.Tensor, scale: 
     keep = groups >= 0
     if not keep.any():
         return pred.sum() * 0.0
-    ids, inv = torch.unique(groups[keep], return_inverse=True)
-    queries, _ = segment_mean(F.normalize(pred[keep], dim=1), inv, len(ids))
+    inv, n = _dense_ids(groups[keep])
+    queries, _ = segment_mean(F.normalize(pred[keep], dim=1), inv, n)
     logits = scale * (F.normalize(queries, dim=1) @ F.normalize(pred, dim=1).T - 0.5)
     member = torch.full_like(groups, -1)
     member[keep] = inv
