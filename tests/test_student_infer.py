@@ -42,6 +42,14 @@ def test_bad_checkpoints_are_clear_errors(tmp_path, checkpoint):
     junk.write_bytes(b"\x80\x04garbage")
     with pytest.raises(UserError, match="not a valid ovseg3d student checkpoint"):
         load_student(junk)
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(checkpoint.read_bytes()[:5000])
+    empty, text = tmp_path / "empty.pt", tmp_path / "text.pt"
+    empty.write_bytes(b"")
+    text.write_text("hello world\n")
+    for bad in (cut, empty, text):  # torch's own messages here are bare ("", "101", "Invalid argument")
+        with pytest.raises(UserError, match=r"not a valid ovseg3d student checkpoint \(not written by torch.save"):
+            load_student(bad)
     other = tmp_path / "other.pt"
     torch.save({"weights": torch.zeros(3)}, other)
     with pytest.raises(UserError, match="not an ovseg3d student checkpoint"):

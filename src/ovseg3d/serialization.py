@@ -43,5 +43,7 @@ def torch_load(path: str | Path, what: str, safe_globals: Sequence = ()) -> obje
         if "WeightsUnpickler error:" in text:  # torch's hint to drop weights_only is not for us
             detail = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation")[0]
             text = "unsafe or corrupt pickle: " + detail.strip()
+        elif isinstance(exc, (KeyError, EOFError)) or type(exc) is OSError:  # bare: "174812789", "", "Invalid argument"
+            text = f"not written by torch.save, or cut short: {type(exc).__name__} {text}".strip()
         reason = " ".join(text.split())[:200] or type(exc).__name__
         raise UserError(f"{path} is not a valid {what} ({reason})") from None
