@@ -16,9 +16,10 @@ import torch
 
 from conftest import interruptible
 from ovseg3d.errors import UserError
-from ovseg3d.student.checkpoint import load_student, read_checkpoint
+from ovseg3d.student.checkpoint import load_student, read_checkpoint, save_checkpoint
+from ovseg3d.student.model import Student
 from ovseg3d.text.vocabulary import Vocabulary
-from ovseg3d_train.config import check_resumable, load_config, to_dict
+from ovseg3d_train.config import check_resumable, load_config, student_config, to_dict
 from ovseg3d_train.losses import (
     adept_expert_loss,
     cosine_distillation,
@@ -232,6 +233,19 @@ def test_resume_gives_the_same_weights(synth_root, targets, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_a_checkpoint_without_training_state_is_refused_and_kept(synth_root, targets, tmp_path):
+    """A last.pt holding weights only (say, a best.pt copied over it) cannot resume exactly: a clear
+    error naming the way out, and the file stays as it was."""
+    cfg = _cfg(synth_root, targets, tmp_path, "name=weights_only")
+    last = tmp_path / "weights_only" / "last.pt"
+    last.parent.mkdir()
+    save_checkpoint(last, Student(student_config(cfg)), to_dict(cfg), "scannet20")
+    before = last.read_bytes()
+    with pytest.raises(UserError, match=r"no training state .* student\.init="):
+        train(cfg)
+    assert last.read_bytes() == before
 
 
 def test_self_distillation_snapshots_and_frozen_adapter(synth_root, targets, tmp_path):

@@ -22,10 +22,10 @@ from ovseg3d.data.scannet import ScanNetScene, list_scenes
 from ovseg3d.errors import UserError
 from ovseg3d.geometry.neighbors import knn
 from ovseg3d.progress import bar
-from ovseg3d.student.checkpoint import load_student, read_checkpoint, save_checkpoint
+from ovseg3d.student.checkpoint import load_student, save_checkpoint
 from ovseg3d.student.model import Student, StudentConfig, default_device
 
-from .config import TrainConfig, check_resumable, clear_run, save_config, to_dict
+from .config import TrainConfig, clear_run, read_resumable, save_config, to_dict
 
 
 def contrastive_loss(student: torch.Tensor, teacher: torch.Tensor, points: np.ndarray, cfg, rng: np.random.Generator
@@ -80,8 +80,7 @@ def train_affinity(cfg: TrainConfig, fresh: bool = False) -> Path:
         clear_run(run)
     start = 0
     if (run / "last.pt").exists():
-        data = read_checkpoint(run / "last.pt")
-        check_resumable(cfg, data.get("config", {}), run / "last.pt")
+        data = read_resumable(cfg, run / "last.pt")
         student.load_state_dict(data["state_dict"])
         proj.load_state_dict(data["train"]["projection"])
         opt.load_state_dict(data["train"]["optimizer"])

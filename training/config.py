@@ -300,6 +300,20 @@ def check_resumable(cfg: TrainConfig, stored: dict, path: Path) -> None:
                         "use a new run name, or --fresh to start this one again")
 
 
+def read_resumable(cfg: TrainConfig, path: Path) -> dict:
+    """The run's ``last.pt``, refused (and left as it is) when written under other settings or
+    without the training state (optimizer, schedule, epoch) that an exact resume needs."""
+    from ovseg3d.student.checkpoint import read_checkpoint
+
+    data = read_checkpoint(path)
+    check_resumable(cfg, data.get("config", {}), path)
+    if not data.get("train"):
+        raise UserError(f"{path} holds weights but no training state (optimizer, schedule, epoch) to resume from; "
+                        f"move it out of the run folder to start over, or start a new run name from its weights "
+                        f"with student.init={path}")
+    return data
+
+
 _ABSENT = object()
 
 

@@ -31,7 +31,7 @@ from ovseg3d.student.model import Student, default_device
 from ovseg3d.text.clip_model import ClipSpec
 from ovseg3d.text.vocabulary import build_vocabulary
 
-from .config import TrainConfig, check_resumable, clear_run, save_config, student_config, to_dict, uses_instances
+from .config import TrainConfig, clear_run, read_resumable, save_config, student_config, to_dict, uses_instances
 from .data import DistillDataset, split_scenes
 from .losses import (
     adept_expert_loss,
@@ -173,10 +173,9 @@ class Trainer:
         path = self.run_dir / "last.pt"
         if not path.exists():
             return False
-        data = read_checkpoint(path)
-        check_resumable(self.cfg, data.get("config", {}), path)
+        data = read_resumable(self.cfg, path)
         self.student.load_state_dict(data["state_dict"])
-        train = data.get("train", {})
+        train = data["train"]
         self.opt.load_state_dict(train["optimizer"])
         self.sched.load_state_dict(train["scheduler"])
         torch.set_rng_state(train["torch_rng"])
