@@ -34,7 +34,8 @@ def torch_load(path: str | Path, what: str, safe_globals: Sequence = ()) -> obje
     """``torch.load(weights_only=True)``; any failure becomes "PATH is not a WHAT: reason"."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path} does not exist (expected a {what})")
+        article = "an" if what[:1].lower() in "aeiou" else "a"
+        raise UserError(f"{path} does not exist (expected {article} {what})")
     try:
         with torch.serialization.safe_globals(list(safe_globals)):
             return torch.load(path, map_location="cpu", weights_only=True)
