@@ -308,9 +308,9 @@ def read_resumable(cfg: TrainConfig, path: Path) -> dict:
     data = read_checkpoint(path)
     check_resumable(cfg, data.get("config", {}), path)
     if not data.get("train"):
+        init = "" if cfg.task == "affinity" else f", or start a new run name from its weights with student.init={path}"
         raise UserError(f"{path} holds weights but no training state (optimizer, schedule, epoch) to resume from; "
-                        f"move it out of the run folder to start over, or start a new run name from its weights "
-                        f"with student.init={path}")
+                        f"move it out of the run folder to start over{init}")
     return data
 
 
