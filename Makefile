@@ -4,7 +4,7 @@ VENV ?= $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 
 
-SETUP_INPUTS := tools/setup.sh setup.py setup.cfg pyproject.toml \
+SETUP_INPUTS := tools/setup.sh tools/minkowski_cuda_patches.py setup.py setup.cfg pyproject.toml \
 	$(shell find ros2_ws/src/ovseg3d_interfaces ros2_ws/fallback -type f 2>/dev/null)
 TEST_ENV := HF_HUB_OFFLINE=1 ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA
 

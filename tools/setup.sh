@@ -145,6 +145,12 @@ build_minkowski() {
       grep -rl "from collections import Sequence" "$srcdir/MinkowskiEngine" \
         | xargs sed -i 's/from collections import Sequence/from collections.abc import Sequence/; s/^from collections.abc import Sequence, namedtuple/from collections import namedtuple\nfrom collections.abc import Sequence/'
       sed -i 's/^run_command("rm", "-rf", "build")/pass  # ovseg3d: keep the build folder for resumable builds/; s/^run_command("pip", "uninstall", "MinkowskiEngine", "-y")/pass  # ovseg3d: no uninstall through an unknown pip/' "$srcdir/setup.py"
+      # CUDA 12/13 toolchains need source fixes the 0.5.4 sdist lacks (checked on CUDA 13.0,
+      # torch 2.11, gcc 13, H100); the CPU build compiles none of the files they touch.
+      if [ "$flavour" != cpu ]; then
+        run_logged "patching MinkowskiEngine for CUDA 12/13" "remove $srcdir and rerun 'make setup'" \
+          "$VENV/bin/python" "$ROOT/tools/minkowski_cuda_patches.py" "$srcdir"
+      fi
       touch "$srcdir/.patched"
     fi
     local flags=(--blas=openblas)
