@@ -19,7 +19,7 @@ from ovseg3d.errors import UserError
 from ovseg3d.student.checkpoint import load_student, read_checkpoint, save_checkpoint
 from ovseg3d.student.model import Student
 from ovseg3d.text.vocabulary import Vocabulary
-from ovseg3d_train.config import check_resumable, load_config, student_config, to_dict
+from ovseg3d_train.config import check_resumable, load_config, resolve_device, student_config, to_dict
 from ovseg3d_train.losses import (
     adept_expert_loss,
     cosine_distillation,
@@ -131,6 +131,7 @@ def test_config_overrides_and_errors(tmp_path):
         (["optim=3"], "config key 'optim' is a section"),
         (["nonsense"], "must look like key=value"),
         (["threads=-1"], "config key 'threads' must be 0"),
+        (["device=gpu"], "config key 'device' must be auto, cpu, cuda or cuda:N, got 'gpu'"),
     ]
     for override, message in cases:
         with pytest.raises(UserError, match=re.escape(message)):
@@ -141,6 +142,33 @@ def test_config_overrides_and_errors(tmp_path):
     bad.write_text("student: {voxel_size: [}")
     with pytest.raises(UserError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_device_choice(monkeypatch):
+    """auto follows the machine; an impossible GPU request is one clear line; under torchrun each
+    process takes the GPU of its LOCAL_RANK and a process without one is refused before NCCL starts
+    (on a one-GPU machine two NCCL ranks would share it and fail mid-run)."""
+    cfg = load_config(CONFIG, ["data.scenes=/x", "data.targets=/y"])
+    assert resolve_device(cfg).type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        cfg.device = "cuda"
+        with pytest.raises(UserError, match=r"sees no GPU .* set device=auto or device=cpu"):
+            resolve_device(cfg)
+    # the rank-to-GPU mapping, on a machine taken to have two GPUs (CI has none; the single-GPU path
+    # ran on an H100, see README "On a robot")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    cfg.device = "cuda"
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert resolve_device(cfg) == torch.device("cuda", 1) and chosen == [torch.device("cuda", 1)]
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    with pytest.raises(UserError, match=r"process 2 on this machine has no GPU of its own \(2 visible\)"):
+        resolve_device(cfg)
+    cfg.device = "cuda:3"
+    with pytest.raises(UserError, match=r"device=cuda:3 but this machine has 2 GPU\(s\)"):
+        resolve_device(cfg)
 
 
 def test_resume_check_reads_keys_added_since_as_their_defaults():
@@ -328,7 +356,8 @@ def test_two_process_gloo_ddp(synth_root, targets, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "ovseg3d_train.cli",
            "--config", str(CONFIG), f"data.scenes={synth_root}", f"data.targets={targets}", f"out={tmp_path}",
-           "name=ddp", "data.max_points=2500", "data.train=[scene0000_00,scene0001_00]", "optim.epochs=1", "threads=1"]
+           "name=ddp", "data.max_points=2500", "data.train=[scene0000_00,scene0001_00]", "optim.epochs=1", "threads=1",
+           "device=cpu"]  # gloo, also on a machine with one GPU (two NCCL ranks cannot share it)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 process(es)" in proc.stdout

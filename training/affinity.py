@@ -23,9 +23,9 @@ from ovseg3d.errors import UserError
 from ovseg3d.geometry.neighbors import knn
 from ovseg3d.progress import bar
 from ovseg3d.student.checkpoint import load_student, save_checkpoint
-from ovseg3d.student.model import Student, StudentConfig, default_device
+from ovseg3d.student.model import Student, StudentConfig
 
-from .config import TrainConfig, clear_run, read_resumable, save_config, to_dict
+from .config import TrainConfig, clear_run, read_resumable, resolve_device, save_config, to_dict
 
 
 def contrastive_loss(student: torch.Tensor, teacher: torch.Tensor, points: np.ndarray, cfg, rng: np.random.Generator
@@ -60,7 +60,7 @@ class Projection(torch.nn.Module):
 
 
 def train_affinity(cfg: TrainConfig, fresh: bool = False) -> Path:
-    device = default_device() if cfg.device == "auto" else torch.device(cfg.device)
+    device = resolve_device(cfg)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)

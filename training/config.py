@@ -8,6 +8,7 @@ and inside it, so a run can always be reproduced.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -262,6 +263,8 @@ def validate(cfg: TrainConfig) -> None:
                         "each snapshot's adept classes")
     if not 0 < cfg.loss.te_momentum < 1:
         raise UserError("config key 'loss.te_momentum' must be in (0, 1)")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", cfg.device):
+        raise UserError(f"config key 'device' must be auto, cpu, cuda or cuda:N, got {cfg.device!r}")
     if cfg.threads < 0:
         raise UserError(f"config key 'threads' must be 0 (the defaults) or a positive count, got {cfg.threads}")
     if cfg.student.freeze_backbone and not cfg.student.init:
@@ -274,6 +277,33 @@ def validate(cfg: TrainConfig) -> None:
                         "set 'loss.instance_distill' and/or 'loss.instance_label_ce'")
     if cfg.loss.cosine <= 0 and cfg.loss.superpoint <= 0:
         raise UserError("config keys 'loss.cosine' and 'loss.superpoint' are both 0: nothing to train")
+
+
+def resolve_device(cfg: TrainConfig):
+    """The torch device of this process: under torchrun each process on a GPU machine takes the GPU
+    of its LOCAL_RANK (two processes on one GPU would make NCCL fail mid-run with a duplicate-GPU
+    error, so that is refused up front)."""
+    import os
+
+    import torch
+
+    from ovseg3d.student.model import default_device
+
+    device = default_device() if cfg.device == "auto" else torch.device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device={cfg.device} but torch {torch.__version__} sees no GPU (a CPU build, or no driver): "
+                        "set device=auto or device=cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"device={cfg.device} but this machine has {torch.cuda.device_count()} GPU(s)")
+    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
+        local, gpus = int(os.environ["LOCAL_RANK"]), torch.cuda.device_count()
+        if local >= gpus:
+            raise UserError(f"device: process {local} on this machine has no GPU of its own ({gpus} visible); "
+                            f"start at most {gpus} process(es) per machine, or set device=cpu")
+        device = torch.device("cuda", local)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
+    return device
 
 
 def clear_run(run: Path) -> None:

@@ -27,11 +27,20 @@ from ovseg3d.labels import load_label_set
 from ovseg3d.progress import bar
 from ovseg3d.segment.instances import majority_label
 from ovseg3d.student.checkpoint import read_checkpoint, save_checkpoint
-from ovseg3d.student.model import Student, default_device
+from ovseg3d.student.model import Student
 from ovseg3d.text.clip_model import ClipSpec
 from ovseg3d.text.vocabulary import build_vocabulary
 
-from .config import TrainConfig, clear_run, read_resumable, save_config, student_config, to_dict, uses_instances
+from .config import (
+    TrainConfig,
+    clear_run,
+    read_resumable,
+    resolve_device,
+    save_config,
+    student_config,
+    to_dict,
+    uses_instances,
+)
 from .data import DistillDataset, split_scenes
 from .losses import (
     adept_expert_loss,
@@ -74,7 +83,7 @@ class Trainer:
         self.cfg = cfg
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
-        self.device = default_device() if cfg.device == "auto" else torch.device(cfg.device)
+        self.device = resolve_device(cfg)
         _init_distributed(self.device)
         self.rank, self.world = _world()
         torch.manual_seed(cfg.seed)
