@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     extra = shlex.split(args.args)
     if extra and len(names) != 1:
         raise UserError(f"--args goes to one benchmark; {len(names)} were named")
-    quick_ok = {"speed", "scenes"}
+    quick_ok = {"speed", "scenes", "student"}
     for name in names:
         cmd = [sys.executable, str(folder / f"bench_{name}.py")]
         if args.quick and name in quick_ok:
