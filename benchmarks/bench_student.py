@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import time
-import warnings
 
 import numpy as np
 import torch
@@ -103,7 +102,6 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="smaller clouds, one repeat")
     args = p.parse_args()
-    warnings.filterwarnings("ignore", message="torch.sparse.SparseTensor")  # MinkowskiEngine's, not ours
     sizes = [20_000, 50_000] if args.quick else [100_000, 400_000]
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device"

@@ -37,6 +37,18 @@ def test_student_slices_back_to_every_point_in_order(checkpoint):
     assert data["version"] == 1 and data["student"]["voxel_size"] == 0.05
 
 
+def test_the_student_runs_without_minkowski_engine_notices_users_cannot_act_on():
+    """ME's CPU-only notice (expected where torch sees no GPU) and torch's deprecation that ME's own
+    sparse-matrix code triggers at every forward pass stay out of every command's output."""
+    code = ("import numpy as np; from ovseg3d.student.model import Student, StudentConfig; "
+            "print(Student(StudentConfig()).predict(np.random.rand(500, 3).astype('float32')).shape)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "[500, 512]" in proc.stdout, proc.stderr
+    assert "SparseTensor" not in proc.stderr
+    if not torch.cuda.is_available():
+        assert "CPU_ONLY" not in proc.stderr
+
+
 def test_bad_checkpoints_are_clear_errors(tmp_path, checkpoint):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"\x80\x04garbage")

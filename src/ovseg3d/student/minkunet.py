@@ -7,8 +7,9 @@ decoder 128-128-96-96, stem 32 (5^3 kernel), and a 1x1 head to the feature dimen
 
 from __future__ import annotations
 
-import MinkowskiEngine as ME
 import torch.nn as nn
+
+from ovseg3d.student.minkowski import ME
 
 PLANES_18A = (32, 64, 128, 256, 128, 128, 96, 96)
 LAYERS_18 = (2, 2, 2, 2, 2, 2, 2, 2)

@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-import MinkowskiEngine as ME
 import numpy as np
 import torch
 import torch.nn as nn
 
 from ovseg3d.errors import UserError
+from ovseg3d.student.minkowski import ME
 from ovseg3d.student.minkunet import MinkUNet18A
 
 
