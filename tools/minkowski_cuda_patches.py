@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 MARK = "// ovseg3d: CUDA 12/13 compatibility"
@@ -65,29 +66,33 @@ def _insert_after_last_include(text: str, block: str) -> str:
     return text[: last.end()] + block + text[last.end():]
 
 
-def patch_thrust_includes(src: Path) -> list[Path]:
-    """Name every thrust header ME relies on in each CUDA file that uses thrust."""
-    block = MARK + "\n" + "".join(f"#include <thrust/{h}>\n" for h in THRUST_HEADERS)
-    changed = []
-    for path in sorted([*src.rglob("*.cu"), *src.rglob("*.cuh")]):
-        text = path.read_text()
-        if "thrust::" not in text or MARK in text:
-            continue
-        path.write_text(_insert_before_first_include(text, block))
-        changed.append(path)
-    return changed
+def _cuda_sources(src: Path) -> list[Path]:
+    return sorted([*src.rglob("*.cu"), *src.rglob("*.cuh")])
 
 
-def patch_unary_function(src: Path) -> list[Path]:
-    """Drop the thrust::unary_function base (a typedef holder, removed in CCCL 3)."""
+def _rewrite(paths: list[Path], edit: Callable[[str], str]) -> list[Path]:
+    """Apply a text edit to each file; the files it changed."""
     changed = []
-    for path in sorted(src.rglob("*.cuh")):
+    for path in paths:
         text = path.read_text()
-        new = re.sub(r"\s*:\s*public\s+thrust::unary_function<[^{]*>\s*\{", " {", text)
+        new = edit(text)
         if new != text:
             path.write_text(new)
             changed.append(path)
     return changed
+
+
+def patch_thrust_includes(src: Path) -> list[Path]:
+    """Name every thrust header ME relies on in each CUDA file that uses thrust."""
+    block = MARK + "\n" + "".join(f"#include <thrust/{h}>\n" for h in THRUST_HEADERS)
+    return _rewrite(_cuda_sources(src), lambda text: text if "thrust::" not in text or MARK in text
+                    else _insert_before_first_include(text, block))
+
+
+def patch_unary_function(src: Path) -> list[Path]:
+    """Drop the thrust::unary_function base (a typedef holder, removed in CCCL 3)."""
+    return _rewrite(sorted(src.rglob("*.cuh")),
+                    lambda text: re.sub(r"\s*:\s*public\s+thrust::unary_function<[^{]*>\s*\{", " {", text))
 
 
 def patch_prefetch(src: Path) -> list[Path]:
@@ -128,15 +133,9 @@ def patch_setup_flags(root: Path) -> list[Path]:
 
 def patch_tensor_before_cuda_utils(src: Path) -> list[Path]:
     """ATen/cuda/CUDAUtils.h uses at::Tensor without including it (torch >= 2.9)."""
-    changed = []
-    for path in sorted([*src.rglob("*.cu"), *src.rglob("*.cuh")]):
-        text = path.read_text()
-        if "#include <ATen/cuda/CUDAUtils.h>" not in text or "#include <ATen/core/Tensor.h>" in text:
-            continue
-        path.write_text(text.replace("#include <ATen/cuda/CUDAUtils.h>",
-                                     "#include <ATen/core/Tensor.h>\n#include <ATen/cuda/CUDAUtils.h>"))
-        changed.append(path)
-    return changed
+    utils = "#include <ATen/cuda/CUDAUtils.h>"
+    return _rewrite(_cuda_sources(src), lambda text: text if "#include <ATen/core/Tensor.h>" in text
+                    else text.replace(utils, "#include <ATen/core/Tensor.h>\n" + utils))
 
 
 SHARE_HELPER = """
