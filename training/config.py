@@ -290,18 +290,21 @@ def resolve_device(cfg: TrainConfig):
     from ovseg3d.student.model import default_device
 
     device = default_device() if cfg.device == "auto" else torch.device(cfg.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
+    if device.type != "cuda":
+        return device
+    if not torch.cuda.is_available():
         raise UserError(f"device={cfg.device} but torch {torch.__version__} sees no GPU (a CPU build, or no driver): "
                         "set device=auto or device=cpu")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise UserError(f"device={cfg.device} but this machine has {torch.cuda.device_count()} GPU(s)")
-    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
-        local, gpus = int(os.environ["LOCAL_RANK"]), torch.cuda.device_count()
+    gpus = torch.cuda.device_count()
+    if device.index is None and "LOCAL_RANK" in os.environ:
+        local = int(os.environ["LOCAL_RANK"])
         if local >= gpus:
             raise UserError(f"device: process {local} on this machine has no GPU of its own ({gpus} visible); "
                             f"start at most {gpus} process(es) per machine, or set device=cpu")
         device = torch.device("cuda", local)
-    if device.type == "cuda" and device.index is not None:
+    elif device.index is not None and device.index >= gpus:
+        raise UserError(f"device={cfg.device} but this machine has {gpus} GPU(s)")
+    if device.index is not None:
         torch.cuda.set_device(device)
     return device
 
