@@ -29,3 +29,41 @@ def benchmarks_dir() -> Path:
     if not path.is_dir():
         raise UserError("benchmarks/ is not here: `ovseg3d bench` runs from a source checkout")
     return path
+
+
+MAX_PATH_PARTS = 16  # folders deep
+MAX_PATH_CHARS = 1024
+MAX_NAME_BYTES = 255  # one file or folder name (Linux NAME_MAX)
+
+
+def path_inside(root: Path, name: str, what: str = "path") -> Path:
+    """``root / name`` resolved, for a relative ``name`` that stays inside ``root``.
+
+    A name sent by a client (the node's save and load services) is checked as text before the
+    filesystem sees it: empty, absolute, '..', control characters, too deep or too long are each
+    one clear error (a name 10,000 folders deep would otherwise exhaust the recursion of mkdir).
+    After that, resolving follows symbolic links, and a link that points out of ``root`` is refused too.
+    """
+    from pathlib import PurePosixPath
+
+    from ovseg3d.errors import UserError
+
+    name = name.strip()
+    if not name:
+        raise UserError(f"{what} is empty")
+    if any(ord(c) < 32 for c in name):
+        raise UserError(f"{what} contains control characters")
+    if len(name) > MAX_PATH_CHARS:
+        raise UserError(f"{what} is {len(name)} characters long; the limit is {MAX_PATH_CHARS}")
+    pure = PurePosixPath(name)
+    root = Path(root).expanduser().resolve()
+    if pure.is_absolute() or ".." in pure.parts:
+        raise UserError(f"{what} {name[:80]!r} leaves the allowed folder {root}; give a name inside it")
+    if len(pure.parts) > MAX_PATH_PARTS:
+        raise UserError(f"{what} is {len(pure.parts)} folders deep; the limit is {MAX_PATH_PARTS}")
+    if any(len(part.encode()) > MAX_NAME_BYTES for part in pure.parts):
+        raise UserError(f"{what} has a file or folder name longer than {MAX_NAME_BYTES} bytes")
+    target = (root / pure).resolve()
+    if root not in target.parents:
+        raise UserError(f"{what} {name[:80]!r} leads out of the allowed folder {root}; give a name inside it")
+    return target

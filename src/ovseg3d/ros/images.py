@@ -66,13 +66,26 @@ def depth_image(msg: Image) -> np.ndarray:
     return depth
 
 
+MIN_FOV_DEG, MAX_FOV_DEG = 1.0, 179.0  # a pinhole field of view outside this is a broken CameraInfo
+
+
 def camera_matrix(info: CameraInfo) -> np.ndarray:
-    """The 3x3 intrinsic matrix, validated."""
+    """The 3x3 intrinsic matrix, validated: positive focal lengths giving a field of view between 1
+    and 179 degrees, the principal point inside the image, the pinhole form [[fx, s, cx], [0, fy, cy],
+    [0, 0, 1]]. (A focal length of 1e-6 px would back-project a depth pixel kilometres sideways.)"""
     K = np.asarray(info.k, dtype=np.float64).reshape(3, 3)
-    if not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0 or K[2, 2] != 1:
-        raise UserError("CameraInfo has an invalid K (focal lengths must be positive, K[2,2] = 1)")
+    if not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0 or K[2, 2] != 1 or K[1, 0] or K[2, 0] or K[2, 1]:
+        raise UserError("CameraInfo has an invalid K (positive focal lengths, K[2,2] = 1, zeros below the diagonal)")
     if info.width == 0 or info.height == 0:
         raise UserError("CameraInfo has 0 width or height")
+    fov = np.degrees(2 * np.arctan2([info.width / 2, info.height / 2], [K[0, 0], K[1, 1]]))
+    if not ((fov >= MIN_FOV_DEG) & (fov <= MAX_FOV_DEG)).all():
+        raise UserError(f"CameraInfo's focal lengths ({K[0, 0]:.4g}, {K[1, 1]:.4g} px) give a {fov[0]:.3g} x "
+                        f"{fov[1]:.3g} degree view of a {info.width}x{info.height} image; expected "
+                        f"{MIN_FOV_DEG:g}-{MAX_FOV_DEG:g}")
+    if not (0 <= K[0, 2] <= info.width and 0 <= K[1, 2] <= info.height) or abs(K[0, 1]) > K[0, 0]:
+        raise UserError(f"CameraInfo's principal point ({K[0, 2]:.4g}, {K[1, 2]:.4g}) lies outside the "
+                        f"{info.width}x{info.height} image, or its skew is larger than fx")
     return K
 
 

@@ -4,14 +4,24 @@ configure: load the student and the vocabulary, create publishers.  activate: TF
 services and the two workers.  deactivate / cleanup: the reverse. Subscription callbacks only
 match and enqueue messages; the ingest worker decodes and inserts them, the inference worker runs
 the student at ``inference.rate_hz`` and publishes. Bad data never stops the node: it is dropped
-with a warning throttled per kind (the counts are in /diagnostics and ``self.rejected``).
+with a warning throttled per kind (the counts are in /diagnostics and ``self.rejected``), and
+every callback, service and worker is guarded so that even an error nobody foresaw is a warning,
+not the end of the process.
+
+Time: a stamp more than ``time.max_future`` ahead of the node's clock is refused (data and TF),
+so one bad stamp cannot become the "last accepted" one that every later message is older than.
+When time goes back (the ROS clock jumps back, or a stream stays behind its last accepted stamp:
+a bag restarted, a simulator reset) the TF buffer, the stamp order and the camera sync are
+cleared with a warning, as tf2 does; ``~/reset_map`` clears them too.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,30 +31,30 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from rclpy.task import Future
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
-from ovseg3d.errors import UserError
+from ovseg3d.errors import Rejected, UserError
+from ovseg3d.paths import path_inside
 from ovseg3d.ros import outputs, params
 from ovseg3d.ros.images import camera_matrix, color_image, depth_image, registered_color
 from ovseg3d.ros.pointcloud2 import xyz_from_pointcloud2
+from ovseg3d.ros.stamps import StreamOrder
 from ovseg3d.ros.sync import ApproximateSync, DropOldestQueue
-from ovseg3d.ros.transforms import TfLookup, stamp_seconds, to_stamp
-from ovseg3d.segment.live_map import INSTANCE_METHODS
+from ovseg3d.ros.transforms import TfLookup, check_frame_id, stamp_seconds, to_stamp
 from ovseg3d_interfaces.srv import SaveMap, SetVocabulary, TextQuery
 
-
-class Rejected(Exception):
-    """A message the node drops, with the warning kind it counts under."""
-
-    def __init__(self, kind: str, text: str):
-        super().__init__(text)
-        self.kind = kind
+# Requests a service keeps while the executor is busy (rclpy's default is 10: the 11th of a burst of
+# concurrent queries was silently lost and its client waited forever).
+SERVICE_QOS = QoSProfile(depth=100)
 
 
 class PerceptionNode(LifecycleNode):
+    # rclpy's Node keeps its own state in underscore attributes (_services, _subscriptions, _timers,
+    # ...) that its executor and its parameter and lifecycle services use: ours are named apart.
     def __init__(self, node_name: str = "ovseg3d", **kwargs):
         super().__init__(node_name, **kwargs)
         params.declare(self)
@@ -56,12 +66,18 @@ class PerceptionNode(LifecycleNode):
         self.timing: dict[str, list[float]] = {"rgbd": [], "lidar": [], "update": []}
         self.live = None
         self.text_encoder = None
+        self.label_set = None
         self._last_warn: dict[str, float] = {}
-        self._last_stamp: dict[str, float] = {}
+        self._order = StreamOrder()
+        self._clock_seen = -np.inf  # the node's clock when last read, to notice it going back
+        self._clock_lock = threading.Lock()
+        self._colors: tuple[tuple[str, ...], np.ndarray] | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._subs, self._services, self._pubs = [], [], {}
+        self._subs, self._srvs, self._pubs = [], [], {}
         self._tf = None
+        self._diag_timer = None
+        self.finished = Future()  # done once the node is finalized (the lifecycle shutdown transition)
         self._published_version = -1
         self._labels_stamp = 0.0
         self.published = 0
@@ -71,13 +87,79 @@ class PerceptionNode(LifecycleNode):
         return self.get_parameter(name).value
 
     def warn(self, kind: str, text: str) -> None:
-        """Count a dropped input and log it at most once per ``warn_throttle`` seconds per kind."""
+        """Count a dropped input and log it at most once per ``warn_throttle`` seconds per kind.
+        (The kinds are the code's own words, never input text: the tables stay small.)"""
         self.rejected[kind] += 1
         now = time.monotonic()
         if now - self._last_warn.get(kind, -np.inf) >= self.p("warn_throttle"):
             self._last_warn[kind] = now
             self.warned[kind] += 1
             self.get_logger().warning(f"{text} [{kind}: {self.rejected[kind]} dropped so far]")
+
+    def _guarded(self, callback: Callable, what: str) -> Callable:
+        """``callback`` for the executor: a rejection is a counted warning, and any other error too
+        (an exception escaping a callback would end the executor's spin, and with it the process)."""
+
+        @functools.wraps(callback)
+        def call(*args):
+            try:
+                return callback(*args)
+            except Rejected as exc:
+                self.warn(exc.kind, f"dropped a {what} message: {exc}")
+            except Exception as exc:
+                self.warn("internal", f"{what}: unexpected error, input dropped: {exc!r}")
+            return None
+
+        return call
+
+    def _service(self, handler: Callable, name: str) -> Callable:
+        """``handler`` as a service callback: a ``UserError`` is the answer's message, and an
+        unexpected error is too (counted and warned), so every request gets an answer."""
+
+        @functools.wraps(handler)
+        def call(request, response):
+            try:
+                return handler(request, response)
+            except UserError as exc:
+                response.success, response.message = False, str(exc)
+            except Exception as exc:
+                self.warn("internal", f"{name}: unexpected error: {exc!r}")
+                response.success, response.message = False, f"internal error: {exc!r}"
+            return response
+
+        return call
+
+    # ------------------------------------------------------------------ time
+    def _now(self) -> float:
+        """The node's clock in seconds (ROS time: /clock with use_sim_time), noticing jumps back."""
+        with self._clock_lock:  # read inside: two threads reading outside could store their times out of order
+            now = self.get_clock().now().nanoseconds * 1e-9
+            went_back = now < self._clock_seen
+            before, self._clock_seen = self._clock_seen, now
+        if went_back:
+            self._time_jump(f"the node's clock went back {before - now:.3f} s (a bag restarted with --clock, "
+                            "a simulator reset?)")
+        return now
+
+    def _admit(self, stamp: float) -> None:
+        """The time policy for a stamp entering the node: refused if too far ahead of the clock.
+        (A clock at zero has not started: sim time before the first /clock; nothing is refused.)"""
+        now = self._now()
+        if now > 0 and stamp > now + self.p("time.max_future"):
+            raise Rejected("future_stamp", f"stamp {stamp:.3f} is {stamp - now:.3f} s ahead of the node's clock "
+                                           f"(time.max_future = {self.p('time.max_future')} s)")
+
+    def _clear_time_state(self) -> None:
+        """Forget what ties the node to past stamps: dynamic TF, the stamp order, unmatched camera messages."""
+        self._order.clear()
+        if self._tf is not None:
+            self._tf.clear()
+        if getattr(self, "sync", None) is not None:
+            self.sync.clear()
+
+    def _time_jump(self, reason: str) -> None:
+        self._clear_time_state()
+        self.warn("time_jump", f"{reason}: cleared the TF buffer, the stamp order and the camera sync")
 
     def inputs_handled(self) -> int:
         """Queued inputs that reached an end: ingested, rejected (any kind) or dropped from the queue."""
@@ -90,36 +172,40 @@ class PerceptionNode(LifecycleNode):
                 and self._published_version == self.live.version)
 
     def _on_set_parameters(self, changes) -> SetParametersResult:
-        for c in changes:
-            if c.name == "depth.min" and c.value >= self.p("depth.max"):
-                return SetParametersResult(successful=False, reason="depth.min must be below depth.max")
-            if c.name == "depth.max" and c.value <= self.p("depth.min"):
-                return SetParametersResult(successful=False, reason="depth.max must be above depth.min")
-            if c.name == "instances.method" and c.value not in INSTANCE_METHODS:
-                return SetParametersResult(successful=False,
-                                           reason=f"instances.method must be one of {', '.join(INSTANCE_METHODS)}")
+        """Checks a set as a whole (rclpy has already checked types, ranges and read-only): the live
+        map's config must stay valid with every change of the request applied together."""
+        values = params.values(self)
+        values.update({c.name: c.value for c in changes})
+        try:
+            cfg = params.live_config(values)
+        except UserError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
         if self.live is not None:
-            for c in changes:
-                self._apply(c.name, c.value)
+            self._apply(cfg, {c.name: c.value for c in changes})
         return SetParametersResult(successful=True)
 
-    def _apply(self, name: str, value) -> None:
-        cfg = self.live.cfg
-        fields = {"map.extent": "extent", "depth.stride": "depth_stride", "depth.min": "min_depth",
-                  "depth.max": "max_depth", "lidar.max_range": "lidar_max_range", "inference.context": "context",
-                  "instances.cell": "instance_cell", "instances.min_points": "instance_min_points",
-                  "instances.method": "instance_method", "instances.threshold": "instance_threshold"}
-        if name in fields:
-            setattr(cfg, fields[name], value)
-            if name == "map.extent":
-                self.live.map.extent = value or None
-        elif name == "instances.stuff_labels":
-            cfg.stuff_labels = tuple(value)
+    def _apply(self, cfg, changed: dict) -> None:
+        """Take parameter changes live: the map's config, the queue and sync bounds, the diagnostics period."""
+        with self.live.lock:
+            for field in params.LIVE_FIELDS.values():
+                setattr(self.live.cfg, field, getattr(cfg, field))
+            self.live.map.extent = cfg.extent or None
+        if self._threads:  # active: the queue, the sync and the timer exist
+            if "queue_size" in changed:
+                self.queue.maxsize = changed["queue_size"]
+            if "sync.slop" in changed:
+                self.sync.slop = changed["sync.slop"]
+            if "sync.queue_size" in changed:
+                self.sync.queue_size = changed["sync.queue_size"]
+            if "diagnostics.period" in changed and self._diag_timer is not None:
+                self.destroy_timer(self._diag_timer)
+                self._diag_timer = self.create_timer(changed["diagnostics.period"],
+                                                     self._guarded(self._publish_diagnostics, "diagnostics"))
 
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state) -> TransitionCallbackReturn:
         from ovseg3d.labels import load_label_set
-        from ovseg3d.segment.live_map import LiveConfig, LiveSegmenter
+        from ovseg3d.segment.live_map import LiveSegmenter
         from ovseg3d.student.checkpoint import load_student
         from ovseg3d.student.model import default_device
         from ovseg3d.text.clip_model import ClipSpec
@@ -141,19 +227,14 @@ class PerceptionNode(LifecycleNode):
                     raise UserError("no text encoder (clip.model is empty) and no vocabulary_file")
                 self.label_set = load_label_set(self.p("label_set") or ckpt.get("label_set", "scannet20"))
                 vocab = build_vocabulary(self.label_set, self.text_encoder, self.templates)
-            cfg = LiveConfig(voxel_size=self.p("map.voxel_size"), max_voxels=self.p("map.max_voxels"),
-                             extent=self.p("map.extent"), depth_stride=self.p("depth.stride"),
-                             min_depth=self.p("depth.min"), max_depth=self.p("depth.max"),
-                             lidar_max_range=self.p("lidar.max_range"), context=self.p("inference.context"),
-                             instance_method=self.p("instances.method"),
-                             instance_threshold=self.p("instances.threshold"),
-                             instance_cell=self.p("instances.cell"), instance_min_points=self.p("instances.min_points"),
-                             stuff_labels=tuple(self.p("instances.stuff_labels")))
+            cfg = params.live_config(params.values(self))
             self.live = LiveSegmenter(student, vocab, cfg)
         except UserError as exc:
             self.get_logger().error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE
-        self._set_colors()
+        except Exception as exc:  # rclpy would swallow it silently and report only "failure"
+            self.get_logger().error(f"configure failed: unexpected error: {exc!r}")
+            return TransitionCallbackReturn.FAILURE
         self._pubs = {
             "semantic": self.create_lifecycle_publisher(PointCloud2, "semantic_points", 2),
             "instance": self.create_lifecycle_publisher(PointCloud2, "instance_points", 2),
@@ -169,26 +250,32 @@ class PerceptionNode(LifecycleNode):
         self._stop.clear()
         self.queue = DropOldestQueue(self.p("queue_size"))
         self.sync = ApproximateSync(3, self.p("sync.slop"), self.p("sync.queue_size"))
-        self._tf = TfLookup(self)
+        self._order.clear()
+        self._tf = TfLookup(self, self._admit, lambda exc: self.warn(exc.kind, f"dropped a transform: {exc}"),
+                            max_frames=self.p("tf.max_frames"))
         sensors = MutuallyExclusiveCallbackGroup()
         qos = QoSProfile(depth=self.p("qos_depth"), reliability=qos_profile_sensor_data.reliability,
                          durability=qos_profile_sensor_data.durability, history=qos_profile_sensor_data.history)
-        self._subs = [
-            self.create_subscription(Image, "rgb/image", lambda m: self._on_camera(0, m), qos, callback_group=sensors),
-            self.create_subscription(Image, "depth/image", lambda m: self._on_camera(1, m), qos,
-                                     callback_group=sensors),
-            self.create_subscription(CameraInfo, "rgb/camera_info", lambda m: self._on_camera(2, m), qos,
-                                     callback_group=sensors),
-            self.create_subscription(PointCloud2, "lidar/points", self._on_lidar, qos, callback_group=sensors),
-        ]
+
+        def sub(cls, topic, callback):
+            return self.create_subscription(cls, topic, self._guarded(callback, topic), qos, callback_group=sensors)
+
+        self._subs = [sub(Image, "rgb/image", lambda m: self._on_camera(0, m)),
+                      sub(Image, "depth/image", lambda m: self._on_camera(1, m)),
+                      sub(CameraInfo, "rgb/camera_info", lambda m: self._on_camera(2, m)),
+                      sub(PointCloud2, "lidar/points", self._on_lidar)]
         services = ReentrantCallbackGroup()
-        self._services = [
-            self.create_service(TextQuery, "~/text_query", self._text_query, callback_group=services),
-            self.create_service(SetVocabulary, "~/set_vocabulary", self._set_vocabulary, callback_group=services),
-            self.create_service(Trigger, "~/reset_map", self._reset_map, callback_group=services),
-            self.create_service(SaveMap, "~/save_map", self._save_map, callback_group=services),
-        ]
-        self._diag_timer = self.create_timer(self.p("diagnostics.period"), self._publish_diagnostics)
+
+        def srv(cls, name, handler):
+            return self.create_service(cls, name, self._service(handler, name), qos_profile=SERVICE_QOS,
+                                       callback_group=services)
+
+        self._srvs = [srv(TextQuery, "~/text_query", self._text_query),
+                      srv(SetVocabulary, "~/set_vocabulary", self._set_vocabulary),
+                      srv(Trigger, "~/reset_map", self._reset_map),
+                      srv(SaveMap, "~/save_map", self._save_map)]
+        self._diag_timer = self.create_timer(self.p("diagnostics.period"),
+                                             self._guarded(self._publish_diagnostics, "diagnostics"))
         self._threads = [threading.Thread(target=self._ingest_loop, name="ovseg3d-ingest", daemon=True),
                          threading.Thread(target=self._inference_loop, name="ovseg3d-inference", daemon=True)]
         for t in self._threads:
@@ -202,13 +289,13 @@ class PerceptionNode(LifecycleNode):
         self._threads = []
         for s in self._subs:
             self.destroy_subscription(s)
-        for s in self._services:
+        for s in self._srvs:
             self.destroy_service(s)
-        self._subs, self._services = [], []
+        self._subs, self._srvs = [], []
         if self._tf is not None:
             self._tf.destroy()
             self._tf = None
-        if getattr(self, "_diag_timer", None) is not None:
+        if self._diag_timer is not None:
             self.destroy_timer(self._diag_timer)
             self._diag_timer = None
 
@@ -225,17 +312,21 @@ class PerceptionNode(LifecycleNode):
 
     def on_shutdown(self, state) -> TransitionCallbackReturn:
         self._release_active()
+        self.finished.set_result(True)
         return TransitionCallbackReturn.SUCCESS
 
     # ------------------------------------------------------------------ inputs (callbacks: enqueue only)
     def _on_camera(self, stream: int, msg) -> None:
         self.received[("rgb/image", "depth/image", "rgb/camera_info")[stream]] += 1
-        match = self.sync.add(stream, stamp_seconds(msg.header.stamp), msg)
+        stamp = stamp_seconds(msg.header.stamp)
+        self._admit(stamp)
+        match = self.sync.add(stream, stamp, msg)
         if match is not None and not self.queue.put(("rgbd", match)):
             self.warn("queue_full", "ingest queue full: dropped the oldest input (the worker is too slow)")
 
     def _on_lidar(self, msg: PointCloud2) -> None:
         self.received["lidar/points"] += 1
+        self._admit(stamp_seconds(msg.header.stamp))
         if not self.queue.put(("lidar", msg)):
             self.warn("queue_full", "ingest queue full: dropped the oldest input (the worker is too slow)")
 
@@ -263,15 +354,21 @@ class PerceptionNode(LifecycleNode):
             self.ingested[kind] += 1
 
     def _check_order(self, stream: str, stamp: float) -> None:
-        """Older than the last accepted message of its stream: dropped (TF would not have it anyway)."""
-        last = self._last_stamp.get(stream, -np.inf)
-        if stamp < last:
+        """Older than the last accepted message of its stream: dropped (TF would not have it anyway),
+        unless the stream has stayed behind long enough to mean that time went back."""
+        verdict = self._order.check(stream, stamp, time.monotonic())
+        last = self._order.last(stream)
+        if verdict == "late":
             raise Rejected("out_of_order", f"{stream} message stamped {stamp:.3f} is older than the last one "
                                            f"({last:.3f}); dropped")
+        if verdict == "jump":
+            self._time_jump(f"{stream} stamps went back {last - stamp:.3f} s and stayed behind (a bag restarted "
+                            "without --clock?)")
 
     def _pose(self, frame: str, stamp: float) -> np.ndarray:
         if not frame:
             raise Rejected("no_frame", "message has an empty header.frame_id; dropped")
+        check_frame_id(frame, "header.frame_id")
         try:
             return self._tf.lookup(self.p("map_frame"), frame, stamp, self.p("tf.timeout"))
         except LookupError as exc:
@@ -292,7 +389,7 @@ class PerceptionNode(LifecycleNode):
         self._check_order("rgbd", stamp)
         pose = self._pose(depth_msg.header.frame_id or info.header.frame_id, stamp)
         self.live.add_rgbd(depth, K, pose, stamp, rgb)
-        self._last_stamp["rgbd"] = stamp
+        self._order.accept("rgbd", stamp)
 
     def _ingest_lidar(self, msg: PointCloud2) -> None:
         stamp = stamp_seconds(msg.header.stamp)
@@ -302,7 +399,7 @@ class PerceptionNode(LifecycleNode):
         self._check_order("lidar", stamp)
         pose = self._pose(msg.header.frame_id, stamp)
         self.live.add_points(xyz @ pose[:3, :3].T + pose[:3, 3], stamp, pose[:3, 3])
-        self._last_stamp["lidar"] = stamp
+        self._order.accept("lidar", stamp)
         # NaN rows are normal in organised clouds: counted, not warned about
         if len(xyz) < msg.width * msg.height:
             self.rejected["nonfinite_points"] += msg.width * msg.height - len(xyz)
@@ -325,26 +422,30 @@ class PerceptionNode(LifecycleNode):
             next_run = max(next_run, time.monotonic() - 1.0)
 
     # ------------------------------------------------------------------ outputs
-    def _set_colors(self) -> None:
+    def label_colors(self, names: list[str]) -> np.ndarray:
+        """(K, 3) uint8 colours of a vocabulary: the label set's own when it is the label set's."""
         from ovseg3d.labels import palette
 
-        names = list(self.live.vocab.names)
-        same = self.label_set is not None and list(self.label_set.names) == names
-        self.label_colors = self.label_set.colors if same else palette(len(names))
+        key = tuple(names)
+        cached = self._colors
+        if cached is None or cached[0] != key:
+            same = self.label_set is not None and list(self.label_set.names) == names
+            cached = self._colors = (key, self.label_set.colors if same else palette(len(names)))
+        return cached[1]
 
     def _header(self, stamp: float) -> Header:
         return Header(stamp=to_stamp(max(stamp, 0.0)), frame_id=self.p("map_frame"))
 
     def publish_outputs(self) -> None:
         version = self.live.version
-        data = self.live.labelled()
+        data, labelling = self.live.labelled()  # labels and the names they index, taken together
         header = self._header(self._labels_stamp)
-        self._pubs["semantic"].publish(outputs.semantic_cloud(data["points"], self.label_colors[data["labels"]],
+        colors = self.label_colors(labelling.names)
+        self._pubs["semantic"].publish(outputs.semantic_cloud(data["points"], colors[data["labels"]],
                                                               data["labels"], data["scores"], header))
         self._pubs["instance"].publish(outputs.instance_cloud(data["points"], data["instances"], data["labels"],
                                                               data["scores"], header))
-        self._pubs["markers"].publish(outputs.instance_markers(self.live.instances, list(self.live.vocab.names),
-                                                               header))
+        self._pubs["markers"].publish(outputs.instance_markers(list(labelling.instances), labelling.names, header))
         self._published_version = version
         self.published += 1
 
@@ -361,6 +462,7 @@ class PerceptionNode(LifecycleNode):
                   "rgbd ingest ms (mean of last 100)": ms(self.timing["rgbd"]),
                   "lidar ingest ms (mean of last 100)": ms(self.timing["lidar"]),
                   "update ms (mean of last 100)": ms(self.timing["update"]),
+                  "tf frames": self._tf.frames() if self._tf is not None else 0,
                   **{f"ingested {k}": v for k, v in self.ingested.items()},
                   **{f"dropped {k}": v for k, v in self.rejected.items()}}
         level = DiagnosticStatus.WARN if self.queue.dropped or sum(self.rejected.values()) else DiagnosticStatus.OK
@@ -382,23 +484,20 @@ class PerceptionNode(LifecycleNode):
     def _text_query(self, request: TextQuery.Request, response: TextQuery.Response):
         from ovseg3d.text.vocabulary import embed_prompts
 
-        try:
-            text = self._check_text(request.text, "query text")
-            if not np.isfinite(request.threshold):
-                raise UserError("threshold must be a finite number")
-            if self.text_encoder is None:
-                raise UserError("this node has no text encoder (clip.model is empty); free-text queries need one")
-            emb = embed_prompts([text], self.text_encoder, self.templates)[0]
-            cap = self.p("query.max_points")
-            result = self.live.query(emb, float(request.threshold), min(request.max_points or cap, cap),
-                                     request.max_instances)
-        except UserError as exc:
-            response.success, response.message = False, str(exc)
-            return response
+        text = self._check_text(request.text, "query text")
+        if not np.isfinite(request.threshold):
+            raise UserError("threshold must be a finite number")
+        if self.text_encoder is None:
+            raise UserError("this node has no text encoder (clip.model is empty); free-text queries need one")
+        emb = embed_prompts([text], self.text_encoder, self.templates)[0]
+        cap = self.p("query.max_points")
+        result = self.live.query(emb, float(request.threshold), min(request.max_points or cap, cap),
+                                 request.max_instances)
         header = self._header(self.live.newest_stamp if np.isfinite(self.live.newest_stamp) else 0.0)
         response.points = outputs.query_cloud(result.points, result.scores, header)
-        names = list(self.live.vocab.names)
-        response.instances = [outputs.instance_match(inst, names[inst.label] if inst.label >= 0 else text, score)
+        names = result.names  # the vocabulary these instances were named with, whatever it is now
+        response.instances = [outputs.instance_match(inst, names[inst.label] if 0 <= inst.label < len(names)
+                                                     else text, score)
                               for inst, score in result.instances]
         self._pubs["query"].publish(response.points)
         response.success = True
@@ -408,49 +507,36 @@ class PerceptionNode(LifecycleNode):
     def _set_vocabulary(self, request: SetVocabulary.Request, response: SetVocabulary.Response):
         from ovseg3d.text.vocabulary import DEFAULT_TEMPLATES, build_vocabulary
 
-        try:
-            labels = [self._check_text(w, "a label") for w in request.labels]
-            if not labels:
-                raise UserError("the label list is empty")
-            if len(labels) > self.p("vocabulary.max_labels"):
-                raise UserError(f"{len(labels)} labels; the limit is {self.p('vocabulary.max_labels')}")
-            if len(set(labels)) != len(labels):
-                raise UserError("the label list has duplicates")
-            templates = self.templates or DEFAULT_TEMPLATES
-            if request.prompt_template:
-                templates = (self._check_text(request.prompt_template, "the prompt template"),)
-            if self.text_encoder is None:
-                raise UserError("this node has no text encoder (clip.model is empty)")
-            self.live.set_vocabulary(build_vocabulary(labels, self.text_encoder, templates))
-        except UserError as exc:
-            response.success, response.message = False, str(exc)
-            return response
+        labels = [self._check_text(w, "a label") for w in request.labels]
+        if not labels:
+            raise UserError("the label list is empty")
+        if len(labels) > self.p("vocabulary.max_labels"):
+            raise UserError(f"{len(labels)} labels; the limit is {self.p('vocabulary.max_labels')}")
+        if len(set(labels)) != len(labels):
+            raise UserError("the label list has duplicates")
+        templates = self.templates or DEFAULT_TEMPLATES
+        if request.prompt_template:
+            templates = (self._check_text(request.prompt_template, "the prompt template"),)
+        if self.text_encoder is None:
+            raise UserError("this node has no text encoder (clip.model is empty)")
+        self.live.set_vocabulary(build_vocabulary(labels, self.text_encoder, templates))
         self.label_set = None
-        self._set_colors()
         response.success, response.message = True, f"vocabulary set to {len(labels)} labels; map relabelled"
         return response
 
     def _reset_map(self, request, response):
         self.queue.clear()
-        self.sync.clear()
-        self._last_stamp.clear()
+        self._clear_time_state()
         self._labels_stamp = 0.0
         self.live.reset()
-        response.success, response.message = True, "map cleared"
+        response.success, response.message = True, "map cleared (and the TF buffer, stamp order and camera sync)"
         return response
 
     def _save_map(self, request: SaveMap.Request, response: SaveMap.Response):
-        root = Path(self.p("save_dir")).expanduser().resolve()
+        target = path_inside(Path(self.p("save_dir")), request.path, "path")
         try:
-            name = request.path.strip()
-            if not name:
-                raise UserError("path is empty")
-            target = (root / name).resolve()
-            if Path(name).is_absolute() or root not in target.parents:
-                raise UserError(f"path {name!r} leaves the allowed folder {root}; give a name inside it")
             ply, npz = self.live.save(target)
-        except (UserError, OSError) as exc:
-            response.success, response.message = False, str(exc)
-            return response
+        except OSError as exc:
+            raise UserError(f"cannot write the map: {exc}") from None
         response.success, response.message = True, f"saved {ply} and {npz}"
         return response

@@ -25,10 +25,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     import rclpy
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 
+    from ovseg3d.errors import UserError
     from ovseg3d.ros.node import PerceptionNode
 
     rclpy.init(args=argv)
-    node = PerceptionNode()
+    try:
+        node = PerceptionNode()
+    except UserError as exc:  # a start-up parameter of the wrong type or out of range
+        print(f"ovseg3d_node: error: {exc}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 1
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
     code = 0
@@ -40,11 +46,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print("ovseg3d_node: error: configure failed (see the log line above)", file=sys.stderr)
                 return 1
             node.trigger_activate()
-        executor.spin()
+        executor.spin_until_future_complete(node.finished)  # until the lifecycle shutdown transition
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        node.trigger_shutdown() if rclpy.ok() else None
+        if rclpy.ok() and not node.finished.done():
+            node.trigger_shutdown()
         executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()

@@ -7,6 +7,7 @@ take effect on the next message or update. Ranges are enforced by rclpy on every
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
@@ -67,6 +68,10 @@ PARAMS: tuple[Param, ...] = (
           "the callbacks are busy; raise it for bursts such as fast bag replay", 1, 1000, read_only=True),
     Param("queue_size", 8, "bounded input queue of the ingest worker (drop-oldest)", 1, 1000),
     Param("tf.timeout", 0.2, "longest wait (s) for a sensor's transform into map_frame", 0.0, 5.0),
+    Param("tf.max_frames", 1000, "most TF frames kept; above it frames no lookup has used are forgotten first",
+          10, 1_000_000, read_only=True),
+    Param("time.max_future", 2.0, "stamps (data and TF) more than this (s) ahead of the node's clock are refused",
+          0.001, 1e6),
     Param("inference.rate_hz", 1.0, "how often the student updates the changed part of the map", 0.01, 50.0),
     Param("inference.context", 1.0, "metres of map around changed voxels the student sees", 0.1, 20.0),
     Param("instances.method", "proposals", "proposals: superpoints merged by student-feature similarity and "
@@ -84,6 +89,34 @@ PARAMS: tuple[Param, ...] = (
     Param("warn_throttle", 5.0, "seconds between repeated warnings of one kind", 0.0, 3600.0),
 )
 BY_NAME = {p.name: p for p in PARAMS}
+
+# node parameter -> the LiveConfig field it sets: configure, the check of a set and a live change all use it
+LIVE_FIELDS = {"map.voxel_size": "voxel_size", "map.max_voxels": "max_voxels", "map.extent": "extent",
+               "depth.stride": "depth_stride", "depth.min": "min_depth", "depth.max": "max_depth",
+               "lidar.max_range": "lidar_max_range", "inference.context": "context",
+               "instances.method": "instance_method", "instances.threshold": "instance_threshold",
+               "instances.cell": "instance_cell", "instances.min_points": "instance_min_points",
+               "instances.stuff_labels": "stuff_labels"}
+
+
+def live_config(values: Mapping[str, object]):
+    """The validated ``LiveConfig`` that parameter ``values`` describe; a UserError in the node's
+    words (parameter names, not field names) when they do not make one."""
+    import re
+
+    from ovseg3d.errors import UserError
+    from ovseg3d.segment.live_map import LiveConfig
+
+    cfg = LiveConfig(**{field: tuple(values[name]) if isinstance(values[name], list) else values[name]
+                        for name, field in LIVE_FIELDS.items()})
+    try:
+        cfg.validate()
+    except UserError as exc:
+        text = str(exc)
+        for name, field in LIVE_FIELDS.items():
+            text = re.sub(rf"\b{field}\b", name, text)
+        raise UserError(text) from None
+    return cfg
 
 
 def parse_value(name: str, text: str):
@@ -106,8 +139,29 @@ def parse_value(name: str, text: str):
 
 
 def declare(node) -> None:
+    """Declare every parameter; a start-up value of the wrong type or out of range is a UserError
+    (one line for the user, not rclpy's traceback)."""
+    from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+
+    from ovseg3d.errors import UserError
+
     for p in PARAMS:
-        node.declare_parameter(p.name, p.default, p.descriptor())
+        try:
+            node.declare_parameter(p.name, p.default, p.descriptor())
+        except InvalidParameterTypeException as exc:
+            given = str(exc).split(" of type ", 1)[-1].split(",", 1)[0].strip("'")
+            raise UserError(f"node parameter {p.name} takes {_type_name(p.default)} (default {p.default!r}), "
+                            f"not a value of type {given.lower()}") from None
+        except InvalidParameterValueException:
+            raise UserError(f"node parameter {p.name} must be in [{p.low:g}, {p.high:g}]") from None
+
+
+def _type_name(default) -> str:
+    if isinstance(default, bool):
+        return "true or false"
+    if isinstance(default, list):
+        return "a list of strings"
+    return {int: "an integer", float: "a number with a decimal point", str: "a string"}[type(default)]
 
 
 def values(node) -> dict[str, object]:

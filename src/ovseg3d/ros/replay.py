@@ -137,7 +137,7 @@ def _pictures_and_scores(cloud, node, out: Path, gt: Path | None, label_set, rad
     xyz = np.stack([cloud["x"], cloud["y"], cloud["z"]], 1)
     labels = cloud["label"].astype(np.int64)
     names = list(node.live.vocab.names)
-    colors = node.label_colors[np.clip(labels, 0, len(names) - 1)]
+    colors = node.label_colors(names)[np.clip(labels, 0, len(names) - 1)]
     save_png(out / "labels.png", render_points(xyz, colors))
     write_ply(out / "map.ply", xyz, colors, label=labels.astype(np.int32))
     result: dict = {"pictures": [str(out / "labels.png"), str(out / "map.ply")]}

@@ -1,32 +1,66 @@
-"""Poses from TF: tf2_ros where it is installed (robots), else our own /tf + /tf_static listener.
+"""Poses from TF: tf2_ros where it is installed (robots), else our own time-indexed buffer.
 
-tf2_ros is not on PyPI, so the fallback keeps a small time-indexed buffer per frame: a transform
-between two frames is composed along the tree through their common ancestor, each edge
-interpolated in time (linear translation, normalised-lerp rotation) and never extrapolated beyond
-``tolerance`` seconds. Static transforms hold at every time.
+Either way the node subscribes to /tf and /tf_static itself, so every transform passes one check
+where it enters (``transform_to_matrix``, ``check_frame_id`` and the node's time policy) before
+any buffer stores it: a NaN, a quaternion that is not unit length, an empty or '/'-prefixed frame
+id or a self-transform is refused with the kind its warning is counted under, never raised into
+the executor.
+
+The fallback buffer keeps, per child frame, its parent and either a static transform or a
+time-sorted list of samples (at most ``cache_seconds`` long). A transform between two frames is
+composed along the tree through their common ancestor, each edge interpolated in time (linear
+translation, normalised-lerp rotation) and never extrapolated beyond ``tolerance`` seconds.
+It refuses what would corrupt the tree (a cycle, re-parenting a frame whose parent link is still
+current) and bounds the number of frames it keeps (``max_frames``; frames no lookup has used
+go first, oldest first), so a client inventing frame names cannot grow it without end.
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 import threading
 import time
-from collections import deque
+from collections import OrderedDict
+from collections.abc import Callable
 
 import numpy as np
 from scipy.spatial.transform import Rotation
+
+from ovseg3d.errors import Rejected
 
 try:  # a real ROS 2 install
     import tf2_ros  # type: ignore[import-not-found]
 except ImportError:  # PyPI wheels: use ours
     tf2_ros = None
 
+QUATERNION_TOLERANCE = 0.01  # |q|^2 may differ from 1 by this much (tf2's own tolerance); then normalised
+MAX_FRAME_ID = 256  # characters
+
+
+def check_frame_id(frame: str, what: str = "frame id") -> str:
+    """``frame`` if it is a usable ROS 2 frame id, else ``Rejected`` saying why."""
+    if not frame:
+        raise Rejected("frame_id", f"{what} is empty")
+    if frame.startswith("/"):
+        raise Rejected("frame_id", f"{what} {frame[:MAX_FRAME_ID]!r} starts with '/': ROS 2 frame ids do not "
+                                   "(tf2 refuses them too)")
+    if len(frame) > MAX_FRAME_ID:
+        raise Rejected("frame_id", f"{what} is {len(frame)} characters long; the limit is {MAX_FRAME_ID}")
+    return frame
+
 
 def transform_to_matrix(transform) -> np.ndarray:
-    """4x4 matrix of a geometry_msgs/Transform."""
+    """4x4 matrix of a geometry_msgs/Transform; ``Rejected`` for NaN/inf or a non-unit quaternion."""
     t, q = transform.translation, transform.rotation
+    values = (t.x, t.y, t.z, q.x, q.y, q.z, q.w)
+    if not all(math.isfinite(v) for v in values):
+        raise Rejected("tf_invalid", "transform has a NaN or infinite value")
+    norm2 = q.x * q.x + q.y * q.y + q.z * q.z + q.w * q.w  # products, not **: 1e300 ** 2 raises
+    if not abs(norm2 - 1.0) <= QUATERNION_TOLERANCE:
+        raise Rejected("tf_invalid", f"rotation quaternion is not unit length (|q|^2 = {norm2:.4g})")
     T = np.eye(4)
-    T[:3, :3] = Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix()
+    T[:3, :3] = Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix()  # normalises the small remainder
     T[:3, 3] = [t.x, t.y, t.z]
     return T
 
@@ -46,33 +80,89 @@ def to_stamp(seconds: float):
 class TransformBuffer:
     """Parent/child transforms over time (child -> parent maps child coordinates into parent)."""
 
-    def __init__(self, cache_seconds: float = 10.0, tolerance: float = 0.01):
-        self.cache_seconds, self.tolerance = cache_seconds, tolerance
+    def __init__(self, cache_seconds: float = 10.0, tolerance: float = 0.01, max_frames: int = 1000):
+        self.cache_seconds, self.tolerance, self.max_frames = cache_seconds, tolerance, max(1, int(max_frames))
         self._parent: dict[str, str] = {}
         self._static: dict[str, np.ndarray] = {}
-        self._times: dict[str, deque] = {}
-        self._values: dict[str, deque] = {}
+        self._times: dict[str, list[float]] = {}
+        self._values: dict[str, list[np.ndarray]] = {}
+        # child frames, least recently set or used first: those no lookup went through yet, and the rest
+        self._unused: OrderedDict[str, None] = OrderedDict()
+        self._used: OrderedDict[str, None] = OrderedDict()
+        self.evicted_frames = 0
         self._lock = threading.Lock()
 
+    def __len__(self) -> int:
+        return len(self._parent)
+
     def set(self, parent: str, child: str, stamp: float, T: np.ndarray, static: bool = False) -> None:
-        parent, child = parent.lstrip("/"), child.lstrip("/")
+        """Store ``parent <- child`` at ``stamp``; ``Rejected`` if it would corrupt the tree."""
+        check_frame_id(parent, "parent frame id")
+        check_frame_id(child, "child frame id")
+        if parent == child:
+            raise Rejected("tf_invalid", f"transform from {child!r} to itself")
         with self._lock:
-            self._parent[child] = parent
+            old = self._parent.get(child)
+            if old != parent:
+                if old is not None and self._current(child, stamp):
+                    raise Rejected("tf_reparent", f"frame {child!r} already has parent {old!r}; a transform making "
+                                                  f"{parent!r} its parent is refused while that link is current")
+                if child in self._chain(parent):
+                    raise Rejected("tf_cycle", f"a transform {parent!r} <- {child!r} would close a cycle "
+                                               f"({' <- '.join(reversed(self._chain(parent)))} <- {child})")
+                self._forget(child)
+                self._parent[child] = parent
+            self._touch(child)
             if static:
                 self._static[child] = T
-                return
-            times = self._times.setdefault(child, deque())
-            values = self._values.setdefault(child, deque())
-            if times and stamp < times[-1]:  # rare: keep order
-                i = bisect.bisect(list(times), stamp)
-                times.insert(i, stamp)
-                values.insert(i, T)
+                self._times.pop(child, None)
+                self._values.pop(child, None)
             else:
-                times.append(stamp)
-                values.append(T)
-            while times and times[0] < times[-1] - self.cache_seconds:
-                times.popleft()
-                values.popleft()
+                self._static.pop(child, None)
+                self._insert(child, stamp, T)
+            self._bound()
+
+    def _current(self, child: str, stamp: float) -> bool:
+        """Whether ``child``'s parent link still holds at ``stamp`` (static, or samples in the cache window)."""
+        times = self._times.get(child)
+        return child in self._static or (bool(times) and times[-1] >= stamp - self.cache_seconds)
+
+    def _insert(self, child: str, stamp: float, T: np.ndarray) -> None:
+        times = self._times.setdefault(child, [])
+        values = self._values.setdefault(child, [])
+        i = bisect.bisect_right(times, stamp)  # nearly always the end
+        times.insert(i, stamp)
+        values.insert(i, T)
+        old = bisect.bisect_left(times, times[-1] - self.cache_seconds)
+        if old:
+            del times[:old], values[:old]
+
+    def _touch(self, child: str, used: bool = False) -> None:
+        if used or child in self._used:
+            self._unused.pop(child, None)
+            self._used[child] = None
+            self._used.move_to_end(child)
+        else:
+            self._unused[child] = None
+            self._unused.move_to_end(child)
+
+    def _forget(self, child: str) -> None:
+        for table in (self._parent, self._static, self._times, self._values, self._unused, self._used):
+            table.pop(child, None)
+
+    def _bound(self) -> None:
+        """Above ``max_frames``: evict frames no lookup has used (least recently set first), then any."""
+        while len(self._parent) > self.max_frames:
+            victim = next(iter(self._unused or self._used))
+            self._forget(victim)
+            self.evicted_frames += 1
+
+    def clear(self) -> None:
+        """Forget every dynamic transform (a jump back in time, a map reset); static ones stay, as in tf2:
+        they are published once and latched, so nobody would send them again."""
+        with self._lock:
+            for child in list(self._times):
+                self._forget(child)
 
     def _edge(self, child: str, stamp: float) -> np.ndarray:
         if child in self._static:
@@ -85,7 +175,7 @@ class TransformBuffer:
         if stamp < times[0] - self.tolerance or stamp > times[-1] + self.tolerance:
             raise LookupError(f"transform {self._parent[child]!r} <- {child!r} not available at {stamp:.3f} "
                               f"(buffer holds {times[0]:.3f}..{times[-1]:.3f})")
-        i = bisect.bisect_left(list(times), stamp)
+        i = bisect.bisect_left(times, stamp)
         if i == 0:
             return values[0]
         if i >= len(times):
@@ -102,54 +192,97 @@ class TransformBuffer:
         return T
 
     def _chain(self, frame: str) -> list[str]:
+        """``frame`` and its ancestors, nearest first (the tree has no cycles: ``set`` refuses them)."""
         chain = [frame]
-        while chain[-1] in self._parent and len(chain) < 64:
+        while chain[-1] in self._parent:
             chain.append(self._parent[chain[-1]])
         return chain
 
     def lookup(self, target: str, source: str, stamp: float) -> np.ndarray:
         """4x4 mapping ``source`` coordinates into ``target`` at ``stamp`` (<= 0: latest)."""
-        target, source = target.lstrip("/"), source.lstrip("/")
         with self._lock:
             up_s, up_t = self._chain(source), self._chain(target)
             common = next((f for f in up_s if f in up_t), None)
             if common is None:
                 raise LookupError(f"frames {target!r} and {source!r} are not connected in TF")
             root_from_source, root_from_target = np.eye(4), np.eye(4)
+            path = up_s[: up_s.index(common)] + up_t[: up_t.index(common)]
             for f in up_s[: up_s.index(common)]:
                 root_from_source = self._edge(f, stamp) @ root_from_source
             for f in up_t[: up_t.index(common)]:
                 root_from_target = self._edge(f, stamp) @ root_from_target
+            for f in path:  # in use: kept when the frame table is full
+                self._touch(f, used=True)
         return np.linalg.inv(root_from_target) @ root_from_source
 
 
 class TfLookup:
-    """``lookup(target, source, stamp, timeout)`` -> 4x4, waiting up to ``timeout`` seconds."""
+    """/tf and /tf_static into a buffer, each transform checked where it enters; ``lookup(target,
+    source, stamp, timeout)`` -> 4x4, waiting up to ``timeout`` seconds.
 
-    def __init__(self, node, cache_seconds: float = 10.0):
-        self.node = node
+    ``check_stamp(stamp)`` is the node's time policy for dynamic transforms (it raises ``Rejected``
+    for a stamp too far ahead of the clock); ``on_reject(exc)`` counts and warns. tf2_ros, where it
+    is installed, stores and interpolates; it keeps every frame name it has seen, so new names
+    beyond ``max_frames`` are refused there instead of evicting older ones.
+    """
+
+    def __init__(self, node, check_stamp: Callable[[float], None], on_reject: Callable[[Rejected], None],
+                 cache_seconds: float = 10.0, max_frames: int = 1000):
+        from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+        from tf2_msgs.msg import TFMessage
+
+        self.node, self._check_stamp, self._on_reject = node, check_stamp, on_reject
+        self.max_frames = max_frames
         if tf2_ros is not None:
             from rclpy.duration import Duration
 
             self._tf2 = tf2_ros.Buffer(cache_time=Duration(seconds=cache_seconds))
-            self._listener = tf2_ros.TransformListener(self._tf2, node)
-            self._subs = []
+            self._tf2_frames: set[str] = set()
         else:
-            from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-            from tf2_msgs.msg import TFMessage
-
             self._tf2 = None
-            self.buffer = TransformBuffer(cache_seconds)
-            static_qos = QoSProfile(depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL,
-                                    reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
-            self._subs = [node.create_subscription(TFMessage, "/tf", lambda m: self._on_tf(m, False), 100),
-                          node.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True),
-                                                   static_qos)]
+            self.buffer = TransformBuffer(cache_seconds, max_frames=max_frames)
+        static_qos = QoSProfile(depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                                reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+        self._subs = [node.create_subscription(TFMessage, "/tf", lambda m: self._on_tf(m, False), 100),
+                      node.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True), static_qos)]
+
+    def frames(self) -> int:
+        return len(self._tf2_frames) if self._tf2 is not None else len(self.buffer)
 
     def _on_tf(self, msg, static: bool) -> None:
         for tf in msg.transforms:
-            self.buffer.set(tf.header.frame_id, tf.child_frame_id, stamp_seconds(tf.header.stamp),
-                            transform_to_matrix(tf.transform), static)
+            try:
+                self._add(tf, static)
+            except Rejected as exc:
+                self._on_reject(exc)
+            except Exception as exc:  # never out of a callback: that would end the executor's spin
+                self._on_reject(Rejected("internal", f"unexpected error: {exc!r}"))
+
+    def _add(self, tf, static: bool) -> None:
+        stamp = stamp_seconds(tf.header.stamp)
+        if not static:  # a static transform holds at every time: its stamp does not matter
+            self._check_stamp(stamp)
+        T = transform_to_matrix(tf.transform)
+        if self._tf2 is None:
+            self.buffer.set(tf.header.frame_id, tf.child_frame_id, stamp, T, static)
+            return
+        check_frame_id(tf.header.frame_id, "parent frame id")
+        check_frame_id(tf.child_frame_id, "child frame id")
+        if tf.child_frame_id not in self._tf2_frames:
+            if len(self._tf2_frames) >= self.max_frames:
+                raise Rejected("tf_frames", f"TF already holds {self.max_frames} frames (tf.max_frames); "
+                                            f"new frame {tf.child_frame_id!r} refused")
+            self._tf2_frames.add(tf.child_frame_id)
+        ok = (self._tf2.set_transform_static if static else self._tf2.set_transform)(tf, "ovseg3d")
+        if ok is False:
+            raise Rejected("tf_invalid", f"tf2 refused the transform {tf.header.frame_id!r} <- {tf.child_frame_id!r}")
+
+    def clear(self) -> None:
+        """Forget dynamic transforms (static ones stay; nobody would send them again)."""
+        if self._tf2 is not None:
+            self._tf2.clear()
+        else:
+            self.buffer.clear()
 
     def lookup(self, target: str, source: str, stamp: float, timeout: float) -> np.ndarray:
         if self._tf2 is not None:

@@ -9,7 +9,11 @@ labels them against the vocabulary and regroups instances. A new vocabulary rela
 features without running the student again.
 
 Thread safety: one lock guards the map; the student runs on a copy outside it, so ingest never
-waits for inference.
+waits for inference. The vocabulary and the instances named with it are one ``Labelling``,
+replaced whole under the lock: a reader (a query, the publisher) takes the map's labels together
+with the names they index, so a vocabulary that changes meanwhile can never pair the labels of
+one with the names of the other. Work done outside the lock with an older vocabulary is
+relabelled (features) or dropped (instances: the new vocabulary regroups them) when written back.
 """
 
 from __future__ import annotations
@@ -77,11 +81,24 @@ class UpdateStats:
     stamp: float  # newest sensor stamp included in this update
 
 
+@dataclass(frozen=True)
+class Labelling:
+    """A vocabulary and the instances named with it (their ``label`` indexes ``vocab.names``)."""
+
+    vocab: Vocabulary
+    instances: tuple[Instance, ...] = ()
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.vocab.names)
+
+
 @dataclass
 class QueryResult:
     points: np.ndarray  # (M, 3) matching map points, best first
     scores: np.ndarray  # (M,) cosine similarity to the text
     instances: list[tuple[Instance, float]] = field(default_factory=list)  # (instance, text score), best first
+    names: list[str] = field(default_factory=list)  # the vocabulary the instances' labels index
 
 
 class LiveSegmenter:
@@ -90,16 +107,23 @@ class LiveSegmenter:
         self.cfg.validate()
         self.student = student
         self._check_dim(vocab)
-        self.vocab = vocab
+        self.labelling = Labelling(vocab)
         self.lock = threading.RLock()
         self._group_lock = threading.Lock()  # one instance regrouping at a time (update worker vs services)
         self.map = VoxelMap(self.cfg.voxel_size, self.cfg.max_voxels, self.cfg.extent or None,
                             feature_dim=student.cfg.feature_dim,
                             instance_dim=student.cfg.feature_dim if student.has_instance_head else 0)
-        self.instances: list[Instance] = []
         self.newest_stamp = -np.inf
         self._next_instance = 0
         self.version = 0  # increases with every update or relabel
+
+    @property
+    def vocab(self) -> Vocabulary:
+        return self.labelling.vocab
+
+    @property
+    def instances(self) -> list[Instance]:
+        return list(self.labelling.instances)
 
     def _check_dim(self, vocab: Vocabulary) -> None:
         if vocab.dim != self.student.cfg.feature_dim:
@@ -156,9 +180,12 @@ class LiveSegmenter:
             points = self.map.points[region]
             colors = self.map.colors[region] if self.student.cfg.input == "color" else None
             stamp = float(self.newest_stamp)
+            vocab = self.vocab
         feats, inst = self.student.predict_instance(points, colors)  # inst: None without an instance head
-        labels, scores = self.vocab.classify(feats)
+        labels, scores = vocab.classify(feats)
         with self.lock:
+            if self.vocab is not vocab:  # replaced while the student ran: these labels index the old names
+                labels, scores = self.vocab.classify(feats)
             idx = self.map.index_of(keys)
             ok = idx >= 0  # voxels evicted meanwhile are skipped
             self.map.set_predictions(idx[ok], feats[ok].half().numpy(), labels[ok].numpy(), scores[ok].numpy(),
@@ -172,7 +199,7 @@ class LiveSegmenter:
         """Relabel every labelled voxel from its stored feature: new words need no student run."""
         self._check_dim(vocab)
         with self.lock:
-            self.vocab = vocab
+            self.labelling = Labelling(vocab)  # the old instances' labels index the old names: regrouped below
             done = np.flatnonzero(self.map.labels >= 0)
             for start in range(0, len(done), 200_000):
                 part = done[start:start + 200_000]
@@ -212,21 +239,24 @@ class LiveSegmenter:
                 named = {int(ids[f]): named[g] for g, f in zip(group, first) if g >= 0}
             instances = summarize(snap.points, ids, snap.labels, snap.scores, named)
             with self.lock:
+                if self.vocab is not vocab:  # replaced meanwhile: its own regrouping follows this one
+                    return
                 idx = self.map.index_of(snap.keys)
                 ok = idx >= 0  # voxels evicted meanwhile are skipped
                 self.map.instances[:] = -1
                 self.map.instances[idx[ok]] = ids[ok]
                 alive = set(np.unique(ids[ok]).tolist())  # a reset meanwhile leaves none
-                self.instances = [i for i in instances if i.id in alive]
+                self.labelling = Labelling(vocab, tuple(i for i in instances if i.id in alive))
 
     # ------------------------------------------------------------------ outputs
-    def labelled(self) -> dict[str, np.ndarray]:
-        """Copies of the labelled voxels' points, colours, labels, scores and instance ids."""
+    def labelled(self) -> tuple[dict[str, np.ndarray], Labelling]:
+        """Copies of the labelled voxels' points, colours, labels, scores and instance ids, and the
+        labelling (names, instances) they belong to, taken together."""
         with self.lock:
             m = self.map
             keep = m.labels >= 0
-            return {"points": m.points[keep], "colors": m.colors[keep], "labels": m.labels[keep].copy(),
-                    "scores": m.scores[keep].copy(), "instances": m.instances[keep].copy()}
+            return ({"points": m.points[keep], "colors": m.colors[keep], "labels": m.labels[keep].copy(),
+                     "scores": m.scores[keep].copy(), "instances": m.instances[keep].copy()}, self.labelling)
 
     def query(self, text_embedding: torch.Tensor, threshold: float = 0.0, max_points: int = 0,
               max_instances: int = 0) -> QueryResult:
@@ -241,7 +271,7 @@ class LiveSegmenter:
             feats = torch.from_numpy(m.features[done]).float()
             ids = m.instances[done]
             points = m.points[done]
-            instances = list(self.instances)
+            labelling = self.labelling
             # instances are ranked by what names them: the instance head's features when there is one
             inst_feats = torch.from_numpy(m.instance_features[done]).float() if m.instance_dim else feats
         scores = text_scores(feats, t)
@@ -249,13 +279,14 @@ class LiveSegmenter:
         keep = keep[np.argsort(-scores[keep], kind="stable")]
         if max_points:
             keep = keep[:max_points]
-        ranked = rank_instances(inst_feats, ids, instances, t, threshold)
-        return QueryResult(points[keep], scores[keep], ranked[:max_instances] if max_instances else ranked)
+        ranked = rank_instances(inst_feats, ids, list(labelling.instances), t, threshold)
+        return QueryResult(points[keep], scores[keep], ranked[:max_instances] if max_instances else ranked,
+                           labelling.names)
 
     def reset(self) -> None:
         with self.lock:
             self.map.reset()
-            self.instances = []
+            self.labelling = Labelling(self.vocab)
             self.newest_stamp = -np.inf
             self.version += 1
 

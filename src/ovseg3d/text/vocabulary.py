@@ -80,6 +80,14 @@ def _validate_templates(templates) -> tuple[str, ...]:
     return templates
 
 
+def fill_template(template: str, prompt: str) -> str:
+    """``template`` with its one '{}' replaced by ``prompt``. Not ``str.format``: templates and
+    prompts come from users (a ROS service), and format fields such as ``{0.__class__}`` or a lone
+    ``{`` would be evaluated or raise; here every other character is kept as written."""
+    head, tail = template.split("{}", 1)
+    return head + prompt + tail
+
+
 def encode_texts(texts: list[str], spec: ClipSpec, batch: int = 64) -> torch.Tensor:
     """(len(texts), D) L2-normalised CLIP text embeddings."""
     model, tokenizer = load_clip(spec)
@@ -96,7 +104,7 @@ def embed_prompts(prompts: list[str], spec: ClipSpec, templates=DEFAULT_TEMPLATE
     A template of just "{}" embeds the prompt as it is (captions).
     """
     templates = _validate_templates(templates)
-    emb = encode_texts([t.format(p) for p in prompts for t in templates], spec)
+    emb = encode_texts([fill_template(t, p) for p in prompts for t in templates], spec)
     return torch.nn.functional.normalize(emb.reshape(len(prompts), len(templates), -1).mean(1), dim=1)
 
 
