@@ -1,21 +1,28 @@
-"""The perception node under a long synthetic stream: ingest cost per message, latency from a
-sensor message to labels published for it, drops, and memory over time (must stay bounded).
+"""The perception node under a long synthetic stream with a hostile client mixed in: ingest cost,
+latency from a sensor message to labels published for it, drops, refusals, and the node process's
+memory over time (must stay flat), with no restart.
 
-A synthetic scene (test instrument) is replayed in a loop through real ROS topics into a real
-in-process node, at the recorded sensor timing; each loop shifts the world by 12 m along x, as if
-the robot drove on through new rooms, so with ``map.extent`` set the map must evict to stay
-bounded. The student is a random-weight MinkUNet18A with 512-d output (the deployment shape;
-weights do not change its cost).
+``ovseg3d_node`` runs as its own process, as on a robot; this process is its clients. A synthetic
+scene (test instrument) is streamed in a loop over real topics at its recorded sensor rates,
+stamped with the wall clock; each loop shifts the world by 12 m along x, as if the robot drove on
+through new rooms, so with ``map.extent`` set the map must evict to stay bounded. With
+``--hostile-every N`` (default 50) one message in N is a bad one from ovseg3d.ros.hostile (broken
+transforms, future stamps, malformed clouds and images, absurd intrinsics, floods of TF frame
+names) or a bad service call (odd words, prompt templates with format fields, unsafe save paths).
+The student is a random-weight MinkUNet18A with 512-d output (the deployment shape; weights do
+not change its cost).
 
-Run: .venv/bin/python benchmarks/bench_node.py [--minutes 5] [--quick]
+Run: ovseg3d bench node [--minutes 60] [--hostile-every 50] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import json
 import os
-import resource
+import queue
 import tempfile
 import threading
 import time
@@ -27,31 +34,42 @@ os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
 os.environ.setdefault("ROS_DOMAIN_ID", "91")
 
 import numpy as np
-import rclpy
 from sensor_msgs.msg import PointCloud2
 
 from ovseg3d.data.synth.generate import SYNTH_PRESETS, generate_scene
-from ovseg3d.ros.harness import NodeHarness
+from ovseg3d.ros.hostile import FORMAT_TEMPLATES, MESSAGES, ODD_TEXTS, UNSAFE_PATHS
+from ovseg3d.ros.node_process import NodeProcess
+from ovseg3d.ros.robot_stream import RobotStream
 from ovseg3d.ros.scene_stream import scene_stream
 from ovseg3d.ros.transforms import stamp_seconds, to_stamp
 from ovseg3d.student.checkpoint import save_checkpoint
 from ovseg3d.student.model import Student, StudentConfig
+from ovseg3d_interfaces.srv import SaveMap, SetVocabulary, TextQuery
+
+SCANNET20 = ["wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window", "bookshelf", "picture",
+             "counter", "desk", "curtain", "refrigerator", "shower curtain", "toilet", "sink", "bathtub",
+             "otherfurniture"]
 
 
-def rss_mib() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+def _service_calls():
+    """Bad (and odd) service calls, endlessly: each is answered with a refusal or a plain success."""
+    calls = [(TextQuery, "text_query", TextQuery.Request(text=t, threshold=0.0, max_points=10)) for t in ODD_TEXTS]
+    calls += [(SetVocabulary, "set_vocabulary", SetVocabulary.Request(labels=SCANNET20, prompt_template=t))
+              for t in FORMAT_TEMPLATES]
+    calls += [(SaveMap, "save_map", SaveMap.Request(path=p)) for p in UNSAFE_PATHS]
+    calls.append((TextQuery, "text_query", TextQuery.Request(text="chair", threshold=float("nan"))))
+    return itertools.cycle(calls)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--minutes", type=float, default=5.0, help="stream length in sensor time (default 5)")
+    p.add_argument("--minutes", type=float, default=5.0, help="stream length in minutes (default 5)")
     p.add_argument("--quick", action="store_true", help="test-sized scene and a 1-minute stream")
     p.add_argument("--extent", type=float, default=8.0, help="map.extent of the node (m)")
     p.add_argument("--rate", type=float, default=1.0, help="inference.rate_hz")
+    p.add_argument("--hostile-every", type=int, default=50, help="one bad input in N messages (0: none)")
+    p.add_argument("--sample", type=float, default=10.0, help="seconds between memory samples")
+    p.add_argument("--out", type=Path, default=None, help="also write the report here (JSON)")
     args = p.parse_args()
     minutes = 1.0 if args.quick else args.minutes
     tmp = Path(tempfile.mkdtemp(prefix="ovseg3d_bench_node_"))
@@ -61,42 +79,75 @@ def main() -> None:
     period = max(m.stamp for m in loop) + 0.1
     ckpt = save_checkpoint(tmp / "student.pt", Student(StudentConfig(feature_dim=512, voxel_size=0.05)), {},
                            "scannet20")
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    h = NodeHarness(context, {"checkpoint": str(ckpt), "map.voxel_size": 0.05, "map.extent": args.extent,
-                              "inference.rate_hz": args.rate, "device": "cpu"})
-    h.start()
+    params = {"checkpoint": str(ckpt), "map.voxel_size": 0.05, "map.extent": args.extent,
+              "inference.rate_hz": args.rate, "device": "cpu", "save_dir": str(tmp / "maps"),
+              "diagnostics.period": 1.0}
+    node = NodeProcess(params, tmp / "node.log").start()
+    restarts = 0
+    hostile_robot = RobotStream(node)  # only for its helpers: wall-clock stamps, the node's topics
     sent_wall: dict[float, float] = {}
     latencies: list[float] = []
 
     def on_semantic(msg: PointCloud2) -> None:
         stamp = round(stamp_seconds(msg.header.stamp), 6)
         if stamp in sent_wall:
-            latencies.append(time.monotonic() - sent_wall[stamp])
+            latencies.append(time.monotonic() - sent_wall.pop(stamp))
 
-    h.driver.create_subscription(PointCloud2, "semantic_points", on_semantic, 5)
-    h.wait_matched()
-    samples = []
+    node.client.create_subscription(PointCloud2, "semantic_points", on_semantic, 5)
+    node.wait_matched()
+    samples: list[tuple[float, float, int, int]] = []
     stop = threading.Event()
+    calls: queue.Queue = queue.Queue(maxsize=4)
+    answers = {"refused": 0, "answered": 0, "timeout": 0}
 
     def sample() -> None:
         t0 = time.monotonic()
-        while not stop.wait(10.0):
-            samples.append((time.monotonic() - t0, rss_mib(), len(h.node.live.map), h.node.live.map.evicted))
+        while not stop.wait(args.sample):
+            if node.alive():
+                samples.append((time.monotonic() - t0, node.rss_mib(), node.counter("map voxels"),
+                                node.counter("tf frames")))
+
+    def call_services() -> None:  # bad service calls from their own thread: the stream keeps its rate
+        while not stop.is_set():
+            try:
+                cls, name, request = calls.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            try:
+                res = node.call(cls, name, request, timeout=30.0)
+                answers["answered" if res.success else "refused"] += 1
+            except TimeoutError:
+                answers["timeout"] += 1
 
     threading.Thread(target=sample, daemon=True).start()
+    threading.Thread(target=call_services, daemon=True).start()
+    bad_messages, service_calls = itertools.cycle(MESSAGES), _service_calls()
+    hostile_sent: dict[str, int] = {}
     total = minutes * 60.0
-    start_wall, k, sent = time.monotonic(), 0, 0
-    print(f"streaming {minutes:g} min of a {preset} scene ({len(loop)} messages per {period:.1f} s loop) "
-          f"into the node ...", flush=True)
+    epoch = time.time()
+    start_wall, k, sent, count = time.monotonic(), 0, 0, 0
+    print(f"streaming {minutes:g} min of a {preset} scene ({len(loop)} messages per {period:.1f} s loop) into "
+          f"ovseg3d_node (pid {node.proc.pid}), one bad input in {args.hostile_every or 'none'} ...", flush=True)
     while k * period < total:
         for m in loop:
-            stamp = k * period + m.stamp
-            if stamp >= total:
+            t = k * period + m.stamp
+            if t >= total:
                 break
-            delay = start_wall + stamp - time.monotonic()
+            delay = start_wall + t - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
+            count += 1
+            if args.hostile_every and count % args.hostile_every == 0:
+                if count % (2 * args.hostile_every):
+                    bad = next(bad_messages)
+                    bad.send(hostile_robot)
+                    hostile_sent[bad.name] = hostile_sent.get(bad.name, 0) + 1
+                else:
+                    with contextlib.suppress(queue.Full):
+                        calls.put_nowait(next(service_calls))
+                        hostile_sent["service call"] = hostile_sent.get("service call", 0) + 1
+                continue
+            stamp = epoch + t
             msg = m.msg
             if m.topic == "/tf":
                 for tf in msg.transforms:
@@ -104,43 +155,62 @@ def main() -> None:
                     tf.transform.translation.x += 12.0 * k
             else:
                 msg.header.stamp = to_stamp(stamp)
-            h.publish(m.topic, msg)
+            node.publish(m.topic, msg)
             if m.topic == "/tf":  # undo the shift on the shared template message
                 for tf in msg.transforms:
                     tf.transform.translation.x -= 12.0 * k
-            sent_wall[round(stamp, 6)] = time.monotonic()
-            sent += m.topic != "/tf"
+            else:
+                sent_wall[round(stamp, 6)] = time.monotonic()
+                sent += 1
         k += 1
+        for old in [s for s in sent_wall if s < epoch + (k - 3) * period]:  # never answered: forget
+            del sent_wall[old]
+        if not node.alive():
+            restarts += 1
+            print(f"  the node process ended (rc {node.proc.returncode}); restarting it", flush=True)
+            node.start()
         if k % 10 == 0:
             el = time.monotonic() - start_wall
-            print(f"  {k * period:6.0f}/{total:.0f} s sensor time, {el:5.0f} s wall, map {len(h.node.live.map)} "
-                  f"voxels, RSS {rss_mib():.0f} MiB", flush=True)
+            print(f"  {k * period:6.0f}/{total:.0f} s, map {node.counter('map voxels')} voxels, node RSS "
+                  f"{node.rss_mib():.0f} MiB, hostile {sum(hostile_sent.values())}, ETA {total - el:.0f} s",
+                  flush=True)
     time.sleep(3.0)
     stop.set()
-    n = h.node
+    d = node.diagnostics
+    dropped = {k.removeprefix("dropped "): int(v) for k, v in d.items() if k.startswith("dropped ")}
     report = {
-        "stream_minutes": minutes, "messages_sent": sent, "ingested": dict(n.ingested),
-        "queue_drops": n.queue.dropped, "unmatched_camera_msgs": n.sync.unmatched,
-        "rejected": {k: v for k, v in n.rejected.items()},
-        "rgbd_ingest_ms": 1000 * float(np.mean(n.timing["rgbd"])),
-        "lidar_ingest_ms": 1000 * float(np.mean(n.timing["lidar"])),
-        "update_s_mean": float(np.mean(n.timing["update"])) if n.timing["update"] else None,
+        "stream_minutes": minutes, "messages_sent": sent, "hostile_every": args.hostile_every,
+        "hostile_sent": hostile_sent, "service_answers": answers, "node_restarts": restarts,
+        "node_alive_at_end": node.alive(),
+        "ingested": {k.removeprefix("ingested "): int(v) for k, v in d.items() if k.startswith("ingested ")},
+        "dropped": dropped, "queue_drops": int(d.get("queue drops", 0)),
+        "rgbd_ingest_ms": d.get("rgbd ingest ms (mean of last 100)"),
+        "lidar_ingest_ms": d.get("lidar ingest ms (mean of last 100)"),
+        "update_ms": d.get("update ms (mean of last 100)"),
         "latency_s_median": float(np.median(latencies)) if latencies else None,
         "latency_s_p90": float(np.percentile(latencies, 90)) if latencies else None,
-        "map_voxels_final": len(n.live.map), "evicted": n.live.map.evicted,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "map_voxels_final": node.counter("map voxels"), "evicted": node.counter("evicted voxels"),
+        "tf_frames_final": node.counter("tf frames"),
     }
-    h.close()
-    context.try_shutdown()
-    print("\nmemory over the stream (sampled every 10 s of wall time):")
-    print("| wall s | RSS MiB | map voxels | evicted |\n| --- | --- | --- | --- |")
-    for t, r, v, e in samples:
-        print(f"| {t:.0f} | {r:.0f} | {v} | {e} |")
-    if len(samples) >= 4:
-        half = len(samples) // 2
-        first, second = np.mean([s[1] for s in samples[1:half]]), np.mean([s[1] for s in samples[half:]])
-        print(f"\nRSS second half / first half: {second / first:.2f} (bounded if close to 1)")
+    node.close()
+    print("\nnode process memory over the stream:")
+    print("| wall s | RSS MiB | map voxels | TF frames |\n| --- | --- | --- | --- |")
+    step = max(1, len(samples) // 40)
+    for t, r, v, f in samples[::step]:
+        print(f"| {t:.0f} | {r:.0f} | {v} | {f} |")
+    warm = max(1, len(samples) // 10)  # the first tenth is warm-up (model, caches, the map filling up)
+    steady = samples[warm:]
+    if len(steady) >= 4:
+        half = len(steady) // 2
+        first, second = np.mean([s[1] for s in steady[:half]]), np.mean([s[1] for s in steady[half:]])
+        report.update(rss_mib_first_half=round(float(first), 1), rss_mib_second_half=round(float(second), 1),
+                      rss_second_over_first=round(float(second / first), 4),
+                      rss_mib_peak=round(max(s[1] for s in samples), 1))
+        print(f"\nRSS after warm-up: first half {first:.0f} MiB, second half {second:.0f} MiB, ratio "
+              f"{second / first:.3f} (flat if under 1.05); node restarts: {restarts}")
     print(json.dumps(report, indent=1))
+    if args.out:
+        args.out.write_text(json.dumps({**report, "samples": samples}, indent=1))
 
 
 if __name__ == "__main__":

@@ -46,6 +46,11 @@ def test_bench_passes_options_to_the_one_benchmark_named():
     proc = subprocess.run([*run, "distill", "speed", "--args", "--seed 1"], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 2 and "--args goes to one benchmark; 2 were named" in proc.stderr
+    # options after one benchmark's name go to it, as `ovseg3d bench node --minutes 60` needs
+    proc = subprocess.run([*run, "node", "--minutes", "sixty"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "argument --minutes: invalid float value: 'sixty'" in proc.stderr
+    proc = subprocess.run([*run, "speed", "node", "--bogus"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "(--bogus) go to one benchmark; 2 were named" in proc.stderr
 
 
 @pytest.mark.slow

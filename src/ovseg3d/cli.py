@@ -75,7 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not getattr(args, "_pass_through", False):
+        parser.parse_args(argv)  # the usual one-line error for options nobody takes
+    args.unknown = unknown
     if args.command is None:
         parser.print_help()
         return 2

@@ -12,6 +12,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="smaller sizes where the benchmark supports it")
     p.add_argument("--args", default="", metavar="'ARGS'",
                    help="options passed to the one benchmark named, e.g. distill --args='--input color --seed 1'")
+    p.epilog = ("Other options after one benchmark's name go to it: `ovseg3d bench node --minutes 60`; "
+                "`ovseg3d bench NAME --args=--help` lists them.")
+    p.set_defaults(_pass_through=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,10 +31,11 @@ def run(args: argparse.Namespace) -> int:
     unknown = [n for n in names if n not in available]
     if unknown:
         raise UserError(f"unknown benchmark {', '.join(unknown)}; available: {', '.join(available)}")
-    extra = shlex.split(args.args)
+    extra = shlex.split(args.args) + list(getattr(args, "unknown", []))
     if extra and len(names) != 1:
-        raise UserError(f"--args goes to one benchmark; {len(names)} were named")
-    quick_ok = {"speed", "scenes", "student"}
+        what = "--args goes" if args.args else f"options for a benchmark ({' '.join(extra)}) go"
+        raise UserError(f"{what} to one benchmark; {len(names)} were named")
+    quick_ok = {"speed", "scenes", "student", "node"}
     for name in names:
         cmd = [sys.executable, str(folder / f"bench_{name}.py")]
         if args.quick and name in quick_ok:
