@@ -51,9 +51,9 @@ def test_hostile_message(robot, hostile):
     for _ in range(3):
         hostile.send(robot)
         time.sleep(0.05)
+    _check(robot)
     if hostile.counter:
         assert robot.node.wait_counter(hostile.counter, before + 1), (hostile.name, robot.node.diagnostics)
-    _check(robot)
     if hostile.counter:  # warned about once, however often
         kind = hostile.counter.removeprefix("dropped ")
         assert robot.node.log().count(f"[{kind}: ") == 1, robot.node.log()[-3000:]
@@ -113,17 +113,23 @@ def test_queries_while_the_vocabulary_grows_and_shrinks_under_streaming_data(rob
         k = 0
         while not stop.is_set():
             words = big if k % 2 else ["chair", "wall"]
-            res = robot.node.call(SetVocabulary, "set_vocabulary", SetVocabulary.Request(labels=words))
-            if not res.success:
-                errors.append(res.message)
+            try:
+                res = robot.node.call(SetVocabulary, "set_vocabulary", SetVocabulary.Request(labels=words), 60)
+                if not res.success:
+                    errors.append(res.message)
+            except Exception as exc:  # an unanswered call (TimeoutError) is a failure too
+                errors.append(repr(exc))
             k += 1
 
     def ask(i: int) -> None:
         while not stop.is_set():
-            res = robot.node.call(TextQuery, "text_query",
-                                  TextQuery.Request(text=f"thing {i}", threshold=-1.0, max_points=3, max_instances=5))
-            if not res.success:
-                errors.append(res.message)
+            request = TextQuery.Request(text=f"thing {i}", threshold=-1.0, max_points=3, max_instances=5)
+            try:
+                res = robot.node.call(TextQuery, "text_query", request, 60)
+                if not res.success:
+                    errors.append(res.message)
+            except Exception as exc:
+                errors.append(repr(exc))
 
     assert robot.node.wait_counter("instances", 1), robot.node.diagnostics
     threads = [threading.Thread(target=switch)] + [threading.Thread(target=ask, args=(i,)) for i in range(4)]
@@ -132,17 +138,18 @@ def test_queries_while_the_vocabulary_grows_and_shrinks_under_streaming_data(rob
     time.sleep(12.0)
     stop.set()
     for t in threads:
-        t.join(120)
-    assert not errors, errors[:5]
+        t.join(150)
+    assert not any(t.is_alive() for t in threads) and not errors, errors[:5]
     assert robot.node.counter("dropped internal") == 0 and robot.node.counter("dropped inference") == 0
     _check(robot)
 
 
-def test_twelve_concurrent_queries_are_all_answered(robot):
+def test_more_concurrent_queries_than_rclpys_default_queue_are_all_answered(robot):
+    """30 clients ask at once (rclpy's services keep 10 requests by default: the rest were lost)."""
     from ovseg3d.ros.node_process import NodeProcess
 
     node: NodeProcess = robot.node
-    clients = [node.client.create_client(TextQuery, f"{node.prefix}/text_query") for _ in range(12)]
+    clients = [node.client.create_client(TextQuery, f"{node.prefix}/text_query") for _ in range(30)]
     try:
         assert all(c.wait_for_service(timeout_sec=10) for c in clients)
         for _ in range(3):

@@ -158,6 +158,14 @@ class VoxelMap:
             self._take(keep)
         self.evicted += before - len(self)
 
+    def copy(self) -> VoxelMap:
+        """A copy of the occupied part, to write out while this map goes on changing."""
+        other = VoxelMap(self.voxel_size, self.max_voxels, self.extent, self.feature_dim, self.instance_dim)
+        other._n, other.evicted = self._n, self.evicted
+        other._store = {name: array[: self._n].copy() for name, array in self._store.items()}
+        other._sorted_keys, other._sorted_idx = self._sorted_keys.copy(), self._sorted_idx.copy()
+        return other
+
     def index_of(self, keys: np.ndarray) -> np.ndarray:
         """Current storage index of each voxel key, -1 where the voxel is gone (evicted or reset)."""
         keys = np.asarray(keys, np.int64)

@@ -25,6 +25,8 @@ from ovseg3d.ros.scene_stream import matrix_to_transform
 from ovseg3d.ros.transforms import to_stamp
 
 FAR_FUTURE = 1e6  # seconds ahead of the clock (11 days)
+ELSEWHERE = np.eye(4)
+ELSEWHERE[:3, 3] = [50.0, 0.0, 0.0]  # a pose that would move the robot's data 50 m if it were taken
 
 
 @dataclass(frozen=True)
@@ -102,10 +104,19 @@ MESSAGES: tuple[Hostile, ...] = (
     Hostile("tf leading slash re-parenting the sensor", "dropped frame_id",
             lambda r: r.node.publish("/tf", _tf("evil", "/lidar", r.stamp()))),
     Hostile("tf re-parenting the sensor", "dropped tf_reparent",
-            lambda r: r.node.publish("/tf_static", _tf("evil", "lidar", 0.0))),
+            lambda r: r.node.publish("/tf_static", _tf("evil", "lidar", 0.0, ELSEWHERE))),
+    Hostile("tf_static far in the future taking over the robot", "dropped tf_reparent",
+            lambda r: r.node.publish("/tf_static", _tf("evil", "base_link", r.stamp() + FAR_FUTURE, ELSEWHERE))),
+    Hostile("tf_static for a frame posed on /tf", "dropped tf_conflict",
+            lambda r: r.node.publish("/tf_static", _tf("map", "base_link", 0.0, ELSEWHERE))),
+    Hostile("tf dynamic pose for a static sensor frame", "dropped tf_conflict",
+            lambda r: r.node.publish("/tf", _tf("base_link", "lidar", r.stamp(), ELSEWHERE))),
+    Hostile("tf stamped zero", "dropped bad_stamp", lambda r: r.node.publish("/tf", _tf("map", "base_link", 0.0))),
     Hostile("tf 1000 new frame names", None, _many_frames),
+    # in a frame posed by static transforms alone, where TF finds a pose at any stamp
     Hostile("lidar stamped far in the future", "dropped future_stamp",
-            lambda r: _cloud(r, POINTS.tobytes(), 4, stamp=r.stamp() + FAR_FUTURE)),
+            lambda r: _cloud(r, POINTS.tobytes(), 4, stamp=r.stamp() + FAR_FUTURE, frame="fixed_lidar")),
+    Hostile("lidar stamped zero", "dropped bad_stamp", lambda r: _cloud(r, POINTS.tobytes(), 4, stamp=0.0)),
     Hostile("lidar without an x field", "dropped bad_lidar",
             lambda r: _cloud(r, POINTS.tobytes(), 4, fields=[PointField(name=c, offset=4 * i, datatype=7, count=1)
                                                              for i, c in enumerate("ayz")])),

@@ -63,12 +63,15 @@ class PerceptionNode(LifecycleNode):
         self.warned: Counter[str] = Counter()  # warnings actually logged, by kind (the rest were throttled)
         self.ingested: Counter[str] = Counter()
         self.received: Counter[str] = Counter()  # messages per input topic, as the callbacks saw them
+        self._counts_lock = threading.Lock()  # the counters gain keys from several threads while diagnostics read
         self.timing: dict[str, list[float]] = {"rgbd": [], "lidar": [], "update": []}
         self.live = None
         self.text_encoder = None
         self.label_set = None
         self._last_warn: dict[str, float] = {}
         self._order = StreamOrder()
+        self._generation = 0  # counts map resets: an input taken before one is not inserted after it
+        self._taken_in = 0  # the generation the ingest worker's current input was queued in
         self._clock_seen = -np.inf  # the node's clock when last read, to notice it going back
         self._clock_lock = threading.Lock()
         self._colors: tuple[tuple[str, ...], np.ndarray] | None = None
@@ -89,12 +92,26 @@ class PerceptionNode(LifecycleNode):
     def warn(self, kind: str, text: str) -> None:
         """Count a dropped input and log it at most once per ``warn_throttle`` seconds per kind.
         (The kinds are the code's own words, never input text: the tables stay small.)"""
-        self.rejected[kind] += 1
         now = time.monotonic()
-        if now - self._last_warn.get(kind, -np.inf) >= self.p("warn_throttle"):
-            self._last_warn[kind] = now
-            self.warned[kind] += 1
-            self.get_logger().warning(f"{text} [{kind}: {self.rejected[kind]} dropped so far]")
+        with self._counts_lock:
+            self.rejected[kind] += 1
+            dropped = self.rejected[kind]
+            log = now - self._last_warn.get(kind, -np.inf) >= self.p("warn_throttle")
+            if log:
+                self._last_warn[kind] = now
+                self.warned[kind] += 1
+        if log:
+            self.get_logger().warning(f"{text} [{kind}: {dropped} dropped so far]")
+
+    def count(self, counter: Counter, key: str, n: int = 1) -> None:
+        with self._counts_lock:
+            counter[key] += n
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Copies of the counters, taken together."""
+        with self._counts_lock:
+            return {"received": dict(self.received), "ingested": dict(self.ingested),
+                    "rejected": dict(self.rejected), "warned": dict(self.warned)}
 
     def _guarded(self, callback: Callable, what: str) -> Callable:
         """``callback`` for the executor: a rejection is a counted warning, and any other error too
@@ -142,8 +159,11 @@ class PerceptionNode(LifecycleNode):
         return now
 
     def _admit(self, stamp: float) -> None:
-        """The time policy for a stamp entering the node: refused if too far ahead of the clock.
-        (A clock at zero has not started: sim time before the first /clock; nothing is refused.)"""
+        """The time policy for a stamp entering the node (data, dynamic TF): refused if zero or
+        negative (unstamped: it cannot be posed in time; TF would answer with the latest pose) or too
+        far ahead of the clock. (A clock at zero has not started: sim time before the first /clock.)"""
+        if not stamp > 0:
+            raise Rejected("bad_stamp", f"stamp {stamp:.3f} is not a time (zero or negative: unstamped?)")
         now = self._now()
         if now > 0 and stamp > now + self.p("time.max_future"):
             raise Rejected("future_stamp", f"stamp {stamp:.3f} is {stamp - now:.3f} s ahead of the node's clock "
@@ -163,8 +183,9 @@ class PerceptionNode(LifecycleNode):
 
     def inputs_handled(self) -> int:
         """Queued inputs that reached an end: ingested, rejected (any kind) or dropped from the queue."""
-        rejected = sum(v for k, v in self.rejected.items() if k not in ("nonfinite_points", "queue_full"))
-        return sum(self.ingested.values()) + self.queue.dropped + rejected
+        c = self.counts()
+        rejected = sum(v for k, v in c["rejected"].items() if k not in ("nonfinite_points", "queue_full"))
+        return sum(c["ingested"].values()) + self.queue.dropped + rejected
 
     def caught_up(self) -> bool:
         """Nothing queued, nothing changed in the map since the last update, and that update published."""
@@ -178,18 +199,21 @@ class PerceptionNode(LifecycleNode):
         values.update({c.name: c.value for c in changes})
         try:
             cfg = params.live_config(values)
+            live = self.live
+            if live is not None:
+                self._apply(live, cfg, {c.name: c.value for c in changes})
         except UserError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
-        if self.live is not None:
-            self._apply(cfg, {c.name: c.value for c in changes})
+        except Exception as exc:  # an exception here would escape rclpy's parameter service
+            self.warn("internal", f"set_parameters: unexpected error: {exc!r}")
+            return SetParametersResult(successful=False, reason=f"internal error: {exc!r}")
         return SetParametersResult(successful=True)
 
-    def _apply(self, cfg, changed: dict) -> None:
-        """Take parameter changes live: the map's config, the queue and sync bounds, the diagnostics period."""
-        with self.live.lock:
-            for field in params.LIVE_FIELDS.values():
-                setattr(self.live.cfg, field, getattr(cfg, field))
-            self.live.map.extent = cfg.extent or None
+    def _apply(self, live, cfg, changed: dict) -> None:
+        """Take parameter changes live: the map's config (one reference swapped, so no lock: a service
+        must not wait for a map save or a relabel), the queue and sync bounds, the diagnostics period."""
+        live.cfg = cfg
+        live.map.extent = cfg.extent or None
         if self._threads:  # active: the queue, the sync and the timer exist
             if "queue_size" in changed:
                 self.queue.maxsize = changed["queue_size"]
@@ -317,17 +341,17 @@ class PerceptionNode(LifecycleNode):
 
     # ------------------------------------------------------------------ inputs (callbacks: enqueue only)
     def _on_camera(self, stream: int, msg) -> None:
-        self.received[("rgb/image", "depth/image", "rgb/camera_info")[stream]] += 1
+        self.count(self.received, ("rgb/image", "depth/image", "rgb/camera_info")[stream])
         stamp = stamp_seconds(msg.header.stamp)
         self._admit(stamp)
         match = self.sync.add(stream, stamp, msg)
-        if match is not None and not self.queue.put(("rgbd", match)):
+        if match is not None and not self.queue.put(("rgbd", match, self._generation)):
             self.warn("queue_full", "ingest queue full: dropped the oldest input (the worker is too slow)")
 
     def _on_lidar(self, msg: PointCloud2) -> None:
-        self.received["lidar/points"] += 1
+        self.count(self.received, "lidar/points")
         self._admit(stamp_seconds(msg.header.stamp))
-        if not self.queue.put(("lidar", msg)):
+        if not self.queue.put(("lidar", msg, self._generation)):
             self.warn("queue_full", "ingest queue full: dropped the oldest input (the worker is too slow)")
 
     # ------------------------------------------------------------------ workers
@@ -336,7 +360,7 @@ class PerceptionNode(LifecycleNode):
             item = self.queue.get(timeout=0.1)
             if item is None:
                 continue
-            kind, payload = item
+            kind, payload, self._taken_in = item
             t0 = time.perf_counter()
             try:
                 self._ingest_rgbd(*payload) if kind == "rgbd" else self._ingest_lidar(payload)
@@ -351,19 +375,22 @@ class PerceptionNode(LifecycleNode):
                 continue
             self.timing[kind].append(time.perf_counter() - t0)
             del self.timing[kind][:-1000]
-            self.ingested[kind] += 1
+            self.count(self.ingested, kind)
 
     def _check_order(self, stream: str, stamp: float) -> None:
         """Older than the last accepted message of its stream: dropped (TF would not have it anyway),
         unless the stream has stayed behind long enough to mean that time went back."""
-        verdict = self._order.check(stream, stamp, time.monotonic())
-        last = self._order.last(stream)
+        verdict, last = self._order.check(stream, stamp, time.monotonic())
         if verdict == "late":
             raise Rejected("out_of_order", f"{stream} message stamped {stamp:.3f} is older than the last one "
                                            f"({last:.3f}); dropped")
         if verdict == "jump":
-            self._time_jump(f"{stream} stamps went back {last - stamp:.3f} s and stayed behind (a bag restarted "
-                            "without --clock?)")
+            self._time_jump(f"{stream} stamps went back {last - stamp:.3f} s and every stream stayed behind (a bag "
+                            "restarted without --clock?)")
+
+    def _check_generation(self) -> None:
+        if self._taken_in != self._generation:
+            raise Rejected("before_reset", "dropped an input taken before a map reset")
 
     def _pose(self, frame: str, stamp: float) -> np.ndarray:
         if not frame:
@@ -388,8 +415,9 @@ class PerceptionNode(LifecycleNode):
             raise Rejected("camera_mismatch", f"dropped an RGB-D frame: {exc}") from None
         self._check_order("rgbd", stamp)
         pose = self._pose(depth_msg.header.frame_id or info.header.frame_id, stamp)
+        self._check_generation()
         self.live.add_rgbd(depth, K, pose, stamp, rgb)
-        self._order.accept("rgbd", stamp)
+        self._order.accept("rgbd", stamp, time.monotonic())
 
     def _ingest_lidar(self, msg: PointCloud2) -> None:
         stamp = stamp_seconds(msg.header.stamp)
@@ -398,11 +426,12 @@ class PerceptionNode(LifecycleNode):
             raise Rejected("empty_cloud", "LiDAR cloud has no finite points; dropped")
         self._check_order("lidar", stamp)
         pose = self._pose(msg.header.frame_id, stamp)
+        self._check_generation()
         self.live.add_points(xyz @ pose[:3, :3].T + pose[:3, 3], stamp, pose[:3, 3])
-        self._order.accept("lidar", stamp)
+        self._order.accept("lidar", stamp, time.monotonic())
         # NaN rows are normal in organised clouds: counted, not warned about
         if len(xyz) < msg.width * msg.height:
-            self.rejected["nonfinite_points"] += msg.width * msg.height - len(xyz)
+            self.count(self.rejected, "nonfinite_points", msg.width * msg.height - len(xyz))
 
     def _inference_loop(self) -> None:
         next_run = time.monotonic()
@@ -426,11 +455,11 @@ class PerceptionNode(LifecycleNode):
         """(K, 3) uint8 colours of a vocabulary: the label set's own when it is the label set's."""
         from ovseg3d.labels import palette
 
-        key = tuple(names)
+        key, label_set = tuple(names), self.label_set  # read once: a service may clear it meanwhile
         cached = self._colors
         if cached is None or cached[0] != key:
-            same = self.label_set is not None and list(self.label_set.names) == names
-            cached = self._colors = (key, self.label_set.colors if same else palette(len(names)))
+            same = label_set is not None and list(label_set.names) == names
+            cached = self._colors = (key, label_set.colors if same else palette(len(names)))
         return cached[1]
 
     def _header(self, stamp: float) -> Header:
@@ -456,6 +485,7 @@ class PerceptionNode(LifecycleNode):
         def ms(values):
             return f"{1000 * float(np.mean(values[-100:])):.1f}" if values else "n/a"
 
+        counts = self.counts()
         values = {"map voxels": len(self.live.map), "evicted voxels": self.live.map.evicted,
                   "instances": len(self.live.instances), "queue length": len(self.queue),
                   "queue drops": self.queue.dropped, "unmatched camera messages": self.sync.unmatched,
@@ -463,9 +493,9 @@ class PerceptionNode(LifecycleNode):
                   "lidar ingest ms (mean of last 100)": ms(self.timing["lidar"]),
                   "update ms (mean of last 100)": ms(self.timing["update"]),
                   "tf frames": self._tf.frames() if self._tf is not None else 0,
-                  **{f"ingested {k}": v for k, v in self.ingested.items()},
-                  **{f"dropped {k}": v for k, v in self.rejected.items()}}
-        level = DiagnosticStatus.WARN if self.queue.dropped or sum(self.rejected.values()) else DiagnosticStatus.OK
+                  **{f"ingested {k}": v for k, v in counts["ingested"].items()},
+                  **{f"dropped {k}": v for k, v in counts["rejected"].items()}}
+        level = DiagnosticStatus.WARN if self.queue.dropped or sum(counts["rejected"].values()) else DiagnosticStatus.OK
         status = DiagnosticStatus(level=level, name=f"{self.get_name()}: perception", hardware_id="ovseg3d",
                                   message="dropping inputs (see counts)" if level else "ok",
                                   values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
@@ -519,12 +549,14 @@ class PerceptionNode(LifecycleNode):
             templates = (self._check_text(request.prompt_template, "the prompt template"),)
         if self.text_encoder is None:
             raise UserError("this node has no text encoder (clip.model is empty)")
-        self.live.set_vocabulary(build_vocabulary(labels, self.text_encoder, templates))
+        # not cached on disk: every client's word list would leave a file behind
+        self.live.set_vocabulary(build_vocabulary(labels, self.text_encoder, templates, cache=False))
         self.label_set = None
         response.success, response.message = True, f"vocabulary set to {len(labels)} labels; map relabelled"
         return response
 
     def _reset_map(self, request, response):
+        self._generation += 1
         self.queue.clear()
         self._clear_time_state()
         self._labels_stamp = 0.0

@@ -1,7 +1,8 @@
 """A small robot streaming into a node process at sensor rates, and probes that check its map.
 
 TF ``map -> base_link`` (dynamic, at the sensor rate) with ``base_link -> camera_optical`` and
-``base_link -> lidar`` on /tf_static; a 64x48 depth camera (with colour and CameraInfo) facing a
+``base_link -> lidar`` on /tf_static (and ``map -> fixed_lidar``, a sensor posed by static
+transforms alone, where any stamp finds a pose); a 64x48 depth camera (with colour and CameraInfo) facing a
 wall 2 m ahead and a LiDAR ring, all stamped with the node's clock (wall time, or a clock the
 caller gives, e.g. for simulated time). A probe is a small LiDAR cluster at a place no other probe
 used; it is found when ``semantic_points`` holds a point within a voxel or two of its true map
@@ -64,6 +65,7 @@ class RobotStream:
     def publish_static(self) -> None:
         msg = tf_message("base_link", "lidar", 0.0, BASE_LIDAR)
         msg.transforms += tf_message("base_link", "camera_optical", 0.0, BASE_CAMERA).transforms
+        msg.transforms += tf_message("map", "fixed_lidar", 0.0, MAP_BASE @ BASE_LIDAR).transforms
         self.node.publish("/tf_static", msg)
 
     def send_once(self) -> None:

@@ -11,8 +11,9 @@ time-sorted list of samples (at most ``cache_seconds`` long). A transform betwee
 composed along the tree through their common ancestor, each edge interpolated in time (linear
 translation, normalised-lerp rotation) and never extrapolated beyond ``tolerance`` seconds.
 It refuses what would corrupt the tree (a cycle, re-parenting a frame whose parent link is still
-current) and bounds the number of frames it keeps (``max_frames``; frames no lookup has used
-go first, oldest first), so a client inventing frame names cannot grow it without end.
+current, a dynamic pose for a static frame) and bounds what it keeps (``max_frames`` frames;
+dynamic frames no lookup has used go first, static ones never), so a client inventing frame
+names cannot grow it without end or push out the sensors' latched static transforms.
 """
 
 from __future__ import annotations
@@ -78,64 +79,98 @@ def to_stamp(seconds: float):
 
 
 class TransformBuffer:
-    """Parent/child transforms over time (child -> parent maps child coordinates into parent)."""
+    """Parent/child transforms over time (child -> parent maps child coordinates into parent).
 
-    def __init__(self, cache_seconds: float = 10.0, tolerance: float = 0.01, max_frames: int = 1000):
+    What it refuses, each with the kind its warning counts under: a transform closing a cycle
+    (``tf_cycle``); giving a frame another parent while its link is current (``tf_reparent``:
+    static links are always current, dynamic ones while their newest sample is within
+    ``cache_seconds`` of the newest stamp the buffer holds); a static transform for a frame posed
+    dynamically or the reverse (``tf_conflict``: a hostile dynamic pose would otherwise replace a
+    latched static one that nobody sends again); a new frame when the table is full and nothing
+    may be evicted (``tf_frames``). A sample with a stamp the frame already has is ignored, as
+    tf2 does (TF_REPEATED_DATA), and a frame keeps at most ``max_samples`` samples.
+
+    Bounds: at most ``max_frames`` frames. When full, ``evict=True`` forgets a dynamic frame no
+    lookup has used (least recently set first; it comes back with its next sample) or one that
+    went quiet, and refuses a new name when there is none; static frames and live frames in use are
+    never evicted. ``evict=False`` refuses new names at once (for a gatekeeper in front of tf2,
+    which never forgets a frame).
+    """
+
+    def __init__(self, cache_seconds: float = 10.0, tolerance: float = 0.01, max_frames: int = 1000,
+                 evict: bool = True, max_samples: int = 10_000):
         self.cache_seconds, self.tolerance, self.max_frames = cache_seconds, tolerance, max(1, int(max_frames))
+        self.evict, self.max_samples = evict, max_samples
         self._parent: dict[str, str] = {}
         self._static: dict[str, np.ndarray] = {}
         self._times: dict[str, list[float]] = {}
         self._values: dict[str, list[np.ndarray]] = {}
-        # child frames, least recently set or used first: those no lookup went through yet, and the rest
+        # dynamic frames, least recently set or used first: those no lookup went through yet, and the rest
         self._unused: OrderedDict[str, None] = OrderedDict()
         self._used: OrderedDict[str, None] = OrderedDict()
+        self._newest = -np.inf  # the newest dynamic stamp stored: the buffer's own "now"
         self.evicted_frames = 0
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._parent)
 
-    def set(self, parent: str, child: str, stamp: float, T: np.ndarray, static: bool = False) -> None:
-        """Store ``parent <- child`` at ``stamp``; ``Rejected`` if it would corrupt the tree."""
+    def set(self, parent: str, child: str, stamp: float, T: np.ndarray, static: bool = False) -> bool:
+        """Store ``parent <- child`` at ``stamp``; False if it was already there (a repeated stamp),
+        ``Rejected`` if it would corrupt the tree or overfill the table."""
         check_frame_id(parent, "parent frame id")
         check_frame_id(child, "child frame id")
         if parent == child:
             raise Rejected("tf_invalid", f"transform from {child!r} to itself")
         with self._lock:
             old = self._parent.get(child)
+            if old is not None and old != parent and self._current(child):
+                raise Rejected("tf_reparent", f"frame {child!r} already has parent {old!r}; a transform making "
+                                              f"{parent!r} its parent is refused while that link is current")
+            if old == parent and (child in self._static) != static and (child in self._static or self._current(child)):
+                have, given = ("static", "dynamic") if child in self._static else ("dynamic", "static")
+                raise Rejected("tf_conflict", f"frame {child!r} has a {have} transform; a {given} one for it is "
+                                              "refused")
             if old != parent:
-                if old is not None and self._current(child, stamp):
-                    raise Rejected("tf_reparent", f"frame {child!r} already has parent {old!r}; a transform making "
-                                                  f"{parent!r} its parent is refused while that link is current")
                 if child in self._chain(parent):
                     raise Rejected("tf_cycle", f"a transform {parent!r} <- {child!r} would close a cycle "
                                                f"({' <- '.join(reversed(self._chain(parent)))} <- {child})")
+                if old is None and len(self._parent) >= self.max_frames and self._evictable() is None:
+                    raise Rejected("tf_frames", f"TF holds {len(self._parent)} frames (tf.max_frames); new frame "
+                                                f"{child!r} refused")
                 self._forget(child)
                 self._parent[child] = parent
-            self._touch(child)
             if static:
+                self._forget_samples(child)
                 self._static[child] = T
-                self._times.pop(child, None)
-                self._values.pop(child, None)
-            else:
-                self._static.pop(child, None)
-                self._insert(child, stamp, T)
+                self._bound()
+                return True
+            self._static.pop(child, None)
+            if not self._insert(child, stamp, T):
+                return False
+            self._newest = max(self._newest, stamp)
+            self._touch(child)
             self._bound()
+            return True
 
-    def _current(self, child: str, stamp: float) -> bool:
-        """Whether ``child``'s parent link still holds at ``stamp`` (static, or samples in the cache window)."""
+    def _current(self, child: str) -> bool:
+        """Whether ``child``'s parent link still holds: static, or its newest sample is within the cache
+        window of the newest stamp the buffer holds (never judged by the incoming stamp, which may lie)."""
         times = self._times.get(child)
-        return child in self._static or (bool(times) and times[-1] >= stamp - self.cache_seconds)
+        return child in self._static or (bool(times) and times[-1] >= self._newest - self.cache_seconds)
 
-    def _insert(self, child: str, stamp: float, T: np.ndarray) -> None:
+    def _insert(self, child: str, stamp: float, T: np.ndarray) -> bool:
         times = self._times.setdefault(child, [])
         values = self._values.setdefault(child, [])
-        i = bisect.bisect_right(times, stamp)  # nearly always the end
+        i = bisect.bisect_left(times, stamp)  # nearly always the end
+        if i < len(times) and times[i] == stamp:
+            return False
         times.insert(i, stamp)
         values.insert(i, T)
-        old = bisect.bisect_left(times, times[-1] - self.cache_seconds)
-        if old:
+        old = max(bisect.bisect_left(times, times[-1] - self.cache_seconds), len(times) - self.max_samples)
+        if old > 0:
             del times[:old], values[:old]
+        return True
 
     def _touch(self, child: str, used: bool = False) -> None:
         if used or child in self._used:
@@ -146,14 +181,29 @@ class TransformBuffer:
             self._unused[child] = None
             self._unused.move_to_end(child)
 
-    def _forget(self, child: str) -> None:
-        for table in (self._parent, self._static, self._times, self._values, self._unused, self._used):
+    def _forget_samples(self, child: str) -> None:
+        for table in (self._times, self._values, self._unused, self._used):
             table.pop(child, None)
 
+    def _forget(self, child: str) -> None:
+        self._forget_samples(child)
+        self._parent.pop(child, None)
+        self._static.pop(child, None)
+
+    def _evictable(self) -> str | None:
+        """The frame to forget when the table is full: a dynamic frame no lookup has used (least recently
+        set first), else the least recently used one if it went quiet; never a static frame, nor a
+        live frame in use (so a flood of new names cannot push the robot's own frames out)."""
+        if not self.evict:
+            return None
+        if self._unused:
+            return next(iter(self._unused))
+        oldest = next(iter(self._used), None)
+        return oldest if oldest is not None and not self._current(oldest) else None
+
     def _bound(self) -> None:
-        """Above ``max_frames``: evict frames no lookup has used (least recently set first), then any."""
-        while len(self._parent) > self.max_frames:
-            victim = next(iter(self._unused or self._used))
+        """Above ``max_frames``: forget what ``_evictable`` offers, while it offers something."""
+        while len(self._parent) > self.max_frames and (victim := self._evictable()) is not None:
             self._forget(victim)
             self.evicted_frames += 1
 
@@ -163,6 +213,7 @@ class TransformBuffer:
         with self._lock:
             for child in list(self._times):
                 self._forget(child)
+            self._newest = -np.inf
 
     def _edge(self, child: str, stamp: float) -> np.ndarray:
         if child in self._static:
@@ -212,7 +263,8 @@ class TransformBuffer:
             for f in up_t[: up_t.index(common)]:
                 root_from_target = self._edge(f, stamp) @ root_from_target
             for f in path:  # in use: kept when the frame table is full
-                self._touch(f, used=True)
+                if f in self._times:
+                    self._touch(f, used=True)
         return np.linalg.inv(root_from_target) @ root_from_source
 
 
@@ -221,33 +273,36 @@ class TfLookup:
     source, stamp, timeout)`` -> 4x4, waiting up to ``timeout`` seconds.
 
     ``check_stamp(stamp)`` is the node's time policy for dynamic transforms (it raises ``Rejected``
-    for a stamp too far ahead of the clock); ``on_reject(exc)`` counts and warns. tf2_ros, where it
-    is installed, stores and interpolates; it keeps every frame name it has seen, so new names
-    beyond ``max_frames`` are refused there instead of evicting older ones.
+    for a stamp too far ahead of the clock); ``on_reject(exc)`` counts and warns. Our own
+    ``TransformBuffer`` sees every transform first, in both branches, so the tree is checked the
+    same way everywhere; where tf2_ros is installed it only passes on what it accepted (and, as
+    tf2 never forgets a frame, refuses new names beyond ``max_frames`` instead of evicting), and
+    tf2 stores, interpolates and answers lookups.
     """
 
     def __init__(self, node, check_stamp: Callable[[float], None], on_reject: Callable[[Rejected], None],
                  cache_seconds: float = 10.0, max_frames: int = 1000):
+        from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
         from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
         from tf2_msgs.msg import TFMessage
 
         self.node, self._check_stamp, self._on_reject = node, check_stamp, on_reject
-        self.max_frames = max_frames
+        self._tf2 = None
         if tf2_ros is not None:
             from rclpy.duration import Duration
 
             self._tf2 = tf2_ros.Buffer(cache_time=Duration(seconds=cache_seconds))
-            self._tf2_frames: set[str] = set()
-        else:
-            self._tf2 = None
-            self.buffer = TransformBuffer(cache_seconds, max_frames=max_frames)
+        self.buffer = TransformBuffer(cache_seconds, max_frames=max_frames, evict=self._tf2 is None)
         static_qos = QoSProfile(depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL,
                                 reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
-        self._subs = [node.create_subscription(TFMessage, "/tf", lambda m: self._on_tf(m, False), 100),
-                      node.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True), static_qos)]
+        group = MutuallyExclusiveCallbackGroup()  # TF never waits behind parameter or lifecycle services
+        self._subs = [node.create_subscription(TFMessage, "/tf", lambda m: self._on_tf(m, False), 100,
+                                               callback_group=group),
+                      node.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True), static_qos,
+                                               callback_group=group)]
 
     def frames(self) -> int:
-        return len(self._tf2_frames) if self._tf2 is not None else len(self.buffer)
+        return len(self.buffer)
 
     def _on_tf(self, msg, static: bool) -> None:
         for tf in msg.transforms:
@@ -263,26 +318,15 @@ class TfLookup:
         if not static:  # a static transform holds at every time: its stamp does not matter
             self._check_stamp(stamp)
         T = transform_to_matrix(tf.transform)
-        if self._tf2 is None:
-            self.buffer.set(tf.header.frame_id, tf.child_frame_id, stamp, T, static)
-            return
-        check_frame_id(tf.header.frame_id, "parent frame id")
-        check_frame_id(tf.child_frame_id, "child frame id")
-        if tf.child_frame_id not in self._tf2_frames:
-            if len(self._tf2_frames) >= self.max_frames:
-                raise Rejected("tf_frames", f"TF already holds {self.max_frames} frames (tf.max_frames); "
-                                            f"new frame {tf.child_frame_id!r} refused")
-            self._tf2_frames.add(tf.child_frame_id)
-        ok = (self._tf2.set_transform_static if static else self._tf2.set_transform)(tf, "ovseg3d")
-        if ok is False:
-            raise Rejected("tf_invalid", f"tf2 refused the transform {tf.header.frame_id!r} <- {tf.child_frame_id!r}")
+        stored = self.buffer.set(tf.header.frame_id, tf.child_frame_id, stamp, T, static)
+        if stored and self._tf2 is not None:
+            (self._tf2.set_transform_static if static else self._tf2.set_transform)(tf, "ovseg3d")
 
     def clear(self) -> None:
         """Forget dynamic transforms (static ones stay; nobody would send them again)."""
+        self.buffer.clear()
         if self._tf2 is not None:
             self._tf2.clear()
-        else:
-            self.buffer.clear()
 
     def lookup(self, target: str, source: str, stamp: float, timeout: float) -> np.ndarray:
         if self._tf2 is not None:

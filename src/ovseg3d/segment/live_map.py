@@ -291,8 +291,11 @@ class LiveSegmenter:
             self.version += 1
 
     def save(self, path: Path) -> tuple[Path, Path]:
+        """Write the map (PLY + npz) from a copy taken under the lock: ingest and queries go on while
+        the files are compressed and written (a copy of the map's memory while it lasts)."""
         with self.lock:
-            return self.map.save(path, extra={"label_names": np.array(self.vocab.names)})
+            snapshot, names = self.map.copy(), np.array(self.vocab.names)
+        return snapshot.save(path, extra={"label_names": names})
 
 
 @dataclass

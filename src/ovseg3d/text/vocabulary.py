@@ -109,8 +109,9 @@ def embed_prompts(prompts: list[str], spec: ClipSpec, templates=DEFAULT_TEMPLATE
 
 
 def build_vocabulary(classes: LabelSet | list[str], spec: ClipSpec | None = None,
-                     templates=DEFAULT_TEMPLATES, cache_dir: Path | None = None) -> Vocabulary:
-    """Text embeddings of a label set (or a list of words), cached by model, weights and prompts."""
+                     templates=DEFAULT_TEMPLATES, cache_dir: Path | None = None, cache: bool = True) -> Vocabulary:
+    """Text embeddings of a label set (or a list of words), cached on disk by model, weights and
+    prompts (``cache=False``: neither read nor written)."""
     spec = spec or ClipSpec()
     if isinstance(classes, LabelSet):
         names, prompts = list(classes.names), [list(p) for p in classes.prompts]
@@ -122,17 +123,18 @@ def build_vocabulary(classes: LabelSet | list[str], spec: ClipSpec | None = None
     templates = _validate_templates(templates)
     rows = [(k, p) for k, ps in enumerate(prompts) for p in ps]
     key = hashlib.sha256(json.dumps([spec.identity(), templates, names, prompts]).encode()).hexdigest()[:24]
-    cache = (cache_dir or default_cache_dir()) / f"{key}.pt"
+    path = (cache_dir or default_cache_dir()) / f"{key}.pt"
     source = f"{spec.identity()} templates={list(templates)}"
-    if cache.exists():
+    if cache and path.exists():
         try:
-            return load_vocabulary(cache)
+            return load_vocabulary(path)
         except UserError:
             pass  # a damaged cache entry is rebuilt
     vocab = Vocabulary(names=names, embeddings=embed_prompts([p for _, p in rows], spec, templates),
                        row_class=torch.tensor([k for k, _ in rows]), source=source)
-    with contextlib.suppress(OSError):  # a read-only cache only costs speed
-        save_vocabulary(cache, vocab)
+    if cache:
+        with contextlib.suppress(OSError):  # a read-only cache only costs speed
+            save_vocabulary(path, vocab)
     return vocab
 
 
