@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ovseg3d.eval.instance import InstanceMeter, InstancePrediction, average_precision
+from ovseg3d.eval.instance import InstanceMeter, average_precision
 from ovseg3d.eval.scannet_export import export_instances, export_semantic
 from ovseg3d.eval.semantic import SemanticMeter, miou_difference, semantic_scores
 from ovseg3d.labels import IGNORE, load_label_set
+from ovseg3d.segment.proposals import InstancePrediction
 
 OVSEG3D = str(Path(sys.executable).parent / "ovseg3d")
 

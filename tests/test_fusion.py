@@ -7,10 +7,11 @@ import torch
 from ovseg3d.data.openscene import fused_path, load_fused, load_openscene_scene, save_fused, save_openscene_scene
 from ovseg3d.data.scannet import Frame
 from ovseg3d.errors import UserError
-from ovseg3d.fusion.multiview import FeatureMap, fuse_features
+from ovseg3d.fusion.multiview import fuse_features
 from ovseg3d.geometry.camera import backproject, scale_intrinsics
 from ovseg3d.geometry.raycast import MeshRaycaster
 from ovseg3d.labels import load_label_set
+from ovseg3d.teachers.base import FeatureMap
 
 K = np.array([[100.0, 0, 31.5], [0, 100.0, 23.5], [0, 0, 1]])
 

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from ovseg3d.data.map_files import save_map
 from ovseg3d.data.ply import read_ply
 from ovseg3d.errors import UserError
 from ovseg3d.geometry.voxel_map import VoxelMap
@@ -54,7 +55,7 @@ def test_eviction_by_extent_and_by_size():
 def test_save_writes_ply_and_arrays(tmp_path):
     m = VoxelMap(voxel_size=0.1)
     m.insert([[0, 0, 0], [1, 1, 1]], [[10, 20, 30], [40, 50, 60]])
-    ply, npz = m.save(tmp_path / "maps" / "first")
+    ply, npz = save_map(m, tmp_path / "maps" / "first")
     mesh = read_ply(ply)
     assert len(mesh.points) == 2 and "label" in mesh.vertex_props
     assert np.load(npz)["points"].shape == (2, 3)

@@ -21,7 +21,7 @@ def _load_prediction(path: Path, label_set):
     import numpy as np
 
     from ovseg3d.errors import UserError
-    from ovseg3d.eval.instance import InstancePrediction
+    from ovseg3d.segment.proposals import InstancePrediction
 
     try:
         data = np.load(path, allow_pickle=False)

@@ -16,15 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ovseg3d.segment.proposals import InstancePrediction
+
 OVERLAPS = np.append(np.arange(0.5, 0.95, 0.05), 0.25)
 MIN_REGION_SIZE = 100
-
-
-@dataclass
-class InstancePrediction:
-    mask: np.ndarray  # (N,) bool over the scene's points
-    label: int  # class index
-    score: float
 
 
 @dataclass

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ovseg3d.eval.instance import InstancePrediction
 from ovseg3d.labels import LabelSet
+from ovseg3d.segment.proposals import InstancePrediction
 
 
 def export_semantic(out_dir: Path, scene: str, labels: np.ndarray, label_set: LabelSet) -> Path:

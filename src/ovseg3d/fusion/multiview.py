@@ -16,13 +16,7 @@ import torch
 from ovseg3d.data.scannet import Frame
 from ovseg3d.errors import UserError
 from ovseg3d.geometry.camera import DEFAULT_OCCLUSION_RATIO, Visibility, visible_points
-
-
-@dataclass
-class FeatureMap:
-    features: torch.Tensor  # (C, h, w)
-    confidence: torch.Tensor | None = None  # (h, w), >= 0
-
+from ovseg3d.teachers.base import FeatureMap
 
 FeatureSource = Callable[[Frame], "FeatureMap | torch.Tensor | np.ndarray"]
 

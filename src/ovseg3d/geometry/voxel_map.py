@@ -12,12 +12,9 @@ dropped first (ties: farthest from the robot first).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from ovseg3d.errors import UserError
-from ovseg3d.serialization import atomic_write
 
 _BIAS = 1 << 20  # voxel indices in [-2^20, 2^20) per axis: +-21 km at 2 cm
 
@@ -190,21 +187,3 @@ class VoxelMap:
             st["instance_features"][index] = instance_features
         st["labels"][index] = labels
         st["scores"][index] = scores
-
-    def save(self, path: Path, extra: dict[str, np.ndarray] | None = None) -> tuple[Path, Path]:
-        """``<path>.ply`` (points, colours, label, score, instance) and ``<path>.npz`` (all arrays plus
-        ``extra``, e.g. the label names), each written atomically."""
-        from ovseg3d.data.ply import write_ply
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        ply, npz = path.with_suffix(".ply"), path.with_suffix(".npz")
-        write_ply(ply, self.points, self.colors, label=self.labels.astype(np.int32), score=self.scores,
-                  instance=self.instances)
-        with atomic_write(npz) as tmp, open(tmp, "wb") as fh:  # a file object: numpy adds no ".npz" to it
-            np.savez_compressed(fh, points=self.points, colors=self.colors, count=self.count, labels=self.labels,
-                                scores=self.scores, instances=self.instances, features=self.features,
-                                voxel_size=self.voxel_size,
-                                **({"instance_features": self.instance_features} if self.instance_dim else {}),
-                                **(extra or {}))
-        return ply, npz

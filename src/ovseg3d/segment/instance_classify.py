@@ -9,9 +9,8 @@ import torch
 
 from ovseg3d.data.scannet import ScanNetScene
 from ovseg3d.errors import UserError
-from ovseg3d.eval.instance import InstancePrediction
 from ovseg3d.geometry.superpoints import point_superpoints
-from ovseg3d.segment.proposals import Proposal, merge_superpoints
+from ovseg3d.segment.proposals import InstancePrediction, Proposal, merge_superpoints
 from ovseg3d.text.vocabulary import Vocabulary
 
 

@@ -293,9 +293,11 @@ class LiveSegmenter:
     def save(self, path: Path) -> tuple[Path, Path]:
         """Write the map (PLY + npz) from a copy taken under the lock: ingest and queries go on while
         the files are compressed and written (a copy of the map's memory while it lasts)."""
+        from ovseg3d.data.map_files import save_map
+
         with self.lock:
             snapshot, names = self.map.copy(), np.array(self.vocab.names)
-        return snapshot.save(path, extra={"label_names": names})
+        return save_map(snapshot, path, extra={"label_names": names})
 
 
 @dataclass

@@ -26,9 +26,20 @@ from ovseg3d.errors import UserError
 
 @dataclass
 class Proposal:
+    """A class-agnostic group of points: what merging superpoints makes."""
+
     mask: np.ndarray  # (N,) bool
     confidence: float
     feature: torch.Tensor  # (D,) unit mean feature
+
+
+@dataclass
+class InstancePrediction:
+    """A proposal once named (``segment.instance_classify``): what evaluation and export read."""
+
+    mask: np.ndarray  # (N,) bool over the scene's points
+    label: int  # class index
+    score: float
 
 
 def superpoint_adjacency(points: np.ndarray, superpoints: np.ndarray, k: int = 8, max_dist: float = 0.1

@@ -15,9 +15,16 @@ import torch
 
 from ovseg3d.data.scannet import Frame, ScanNetScene
 from ovseg3d.errors import UserError
-from ovseg3d.fusion.multiview import FeatureMap
 from ovseg3d.labels import LabelSet
 from ovseg3d.text.clip_model import ClipSpec
+
+
+@dataclass
+class FeatureMap:
+    """What a teacher makes of one frame: dense features and, optionally, how much to trust each cell."""
+
+    features: torch.Tensor  # (C, h, w)
+    confidence: torch.Tensor | None = None  # (h, w), >= 0
 
 
 @dataclass

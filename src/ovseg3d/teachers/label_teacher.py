@@ -19,8 +19,7 @@ from PIL import Image
 
 from ovseg3d.data.scannet import Frame, ScanNetScene
 from ovseg3d.errors import UserError
-from ovseg3d.fusion.multiview import FeatureMap
-from ovseg3d.teachers.base import Teacher, TeacherContext, register
+from ovseg3d.teachers.base import FeatureMap, Teacher, TeacherContext, register
 from ovseg3d.text.clip_model import ClipSpec
 from ovseg3d.text.vocabulary import DEFAULT_TEMPLATES, embed_prompts
 

@@ -17,8 +17,7 @@ import torch.nn.functional as F
 
 from ovseg3d.data.scannet import Frame
 from ovseg3d.errors import UserError
-from ovseg3d.fusion.multiview import FeatureMap
-from ovseg3d.teachers.base import Teacher, TeacherContext, register
+from ovseg3d.teachers.base import FeatureMap, Teacher, TeacherContext, register
 from ovseg3d.text.clip_model import ClipSpec, load_clip
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)

@@ -9,8 +9,7 @@ import torch
 from ovseg3d.data.openscene import fused_path, load_fused
 from ovseg3d.data.scannet import Frame, ScanNetScene
 from ovseg3d.errors import UserError
-from ovseg3d.fusion.multiview import FeatureMap
-from ovseg3d.teachers.base import Teacher, TeacherContext, register
+from ovseg3d.teachers.base import FeatureMap, Teacher, TeacherContext, register
 
 
 class PrecomputedTeacher(Teacher):

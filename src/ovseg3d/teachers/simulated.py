@@ -19,10 +19,9 @@ import torch
 
 from ovseg3d.data.scannet import Frame, ScanNetScene
 from ovseg3d.errors import UserError
-from ovseg3d.fusion.multiview import FeatureMap
 from ovseg3d.geometry.raycast import MeshRaycaster, vertex_index_grid
 from ovseg3d.labels import IGNORE, LabelSet
-from ovseg3d.teachers.base import Teacher, TeacherContext, register
+from ovseg3d.teachers.base import FeatureMap, Teacher, TeacherContext, register
 from ovseg3d.teachers.label_teacher import LabelTeacher, Segment
 
 Confusion = dict[str, dict[str, float]]
