@@ -1,4 +1,5 @@
-"""The node's parameters, declared once: type, default, range and description.
+"""The node's parameters, declared once: type, default, range, description and the ``LiveConfig``
+field each sets (so adding a map parameter is one line here and a field in LiveConfig).
 
 Defaults here match ``config/ovseg3d.yaml`` (a test keeps them in step). Read-only parameters are
 fixed at start (they shape the model or the map); the others may be set while the node runs and
@@ -23,6 +24,7 @@ class Param:
     low: float | None = None
     high: float | None = None
     read_only: bool = False
+    field: str | None = None  # the LiveConfig field it sets, if any
 
     def descriptor(self) -> ParameterDescriptor:
         d = ParameterDescriptor(description=self.description, read_only=self.read_only)
@@ -53,14 +55,15 @@ PARAMS: tuple[Param, ...] = (
     Param("prompt_templates", ["a {} in a scene"], "prompt templates, one '{}' each; embeddings are averaged",
           read_only=True),
     Param("map_frame", "map", "fixed frame of the map; sensor poses are looked up into it", read_only=True),
-    Param("map.voxel_size", 0.02, "map voxel edge (m)", 0.005, 1.0, read_only=True),
+    Param("map.voxel_size", 0.02, "map voxel edge (m)", 0.005, 1.0, read_only=True, field="voxel_size"),
     Param("map.max_voxels", 1_000_000, "map size bound: the voxels seen longest ago are evicted above it",
-          1000, 50_000_000, read_only=True),
-    Param("map.extent", 0.0, "evict voxels farther than this (x, y; m) from the robot; 0: no bound", 0.0, 10000.0),
-    Param("depth.stride", 2, "use every n-th depth pixel per axis", 1, 16),
-    Param("depth.min", 0.1, "nearest depth used (m)", 0.0, 10.0),
-    Param("depth.max", 6.0, "farthest depth used (m)", 0.1, 100.0),
-    Param("lidar.max_range", 30.0, "farthest LiDAR return used (m)", 0.5, 500.0),
+          1000, 50_000_000, read_only=True, field="max_voxels"),
+    Param("map.extent", 0.0, "evict voxels farther than this (x, y; m) from the robot; 0: no bound", 0.0, 10000.0,
+          field="extent"),
+    Param("depth.stride", 2, "use every n-th depth pixel per axis", 1, 16, field="depth_stride"),
+    Param("depth.min", 0.1, "nearest depth used (m)", 0.0, 10.0, field="min_depth"),
+    Param("depth.max", 6.0, "farthest depth used (m)", 0.1, 100.0, field="max_depth"),
+    Param("lidar.max_range", 30.0, "farthest LiDAR return used (m)", 0.5, 500.0, field="lidar_max_range"),
     Param("sync.slop", 0.05, "largest stamp difference (s) between matched RGB, depth and CameraInfo",
           0.001, 1.0),
     Param("sync.queue_size", 10, "messages kept per camera stream while waiting for a match", 1, 100),
@@ -73,14 +76,15 @@ PARAMS: tuple[Param, ...] = (
     Param("time.max_future", 2.0, "stamps (data and TF) more than this (s) ahead of the node's clock are refused",
           0.001, 1e6),
     Param("inference.rate_hz", 1.0, "how often the student updates the changed part of the map", 0.01, 50.0),
-    Param("inference.context", 1.0, "metres of map around changed voxels the student sees", 0.1, 20.0),
+    Param("inference.context", 1.0, "metres of map around changed voxels the student sees", 0.1, 20.0, field="context"),
     Param("instances.method", "proposals", "proposals: superpoints merged by student-feature similarity and "
           "adjacency, named from 3D alone (the instance head when the student has one); connected: touching "
-          "same-label cells"),
-    Param("instances.cell", 0.05, "grid (m) the instance grouping works on", 0.005, 1.0),
-    Param("instances.threshold", 0.9, "proposals: cosine above which adjacent superpoints merge", 0.0, 1.0),
-    Param("instances.min_points", 30, "smallest instance (map voxels)", 1, 1_000_000),
-    Param("instances.stuff_labels", list(STUFF_LABELS), "labels that are never instances"),
+          "same-label cells", field="instance_method"),
+    Param("instances.cell", 0.05, "grid (m) the instance grouping works on", 0.005, 1.0, field="instance_cell"),
+    Param("instances.threshold", 0.9, "proposals: cosine above which adjacent superpoints merge", 0.0, 1.0,
+          field="instance_threshold"),
+    Param("instances.min_points", 30, "smallest instance (map voxels)", 1, 1_000_000, field="instance_min_points"),
+    Param("instances.stuff_labels", list(STUFF_LABELS), "labels that are never instances", field="stuff_labels"),
     Param("query.max_points", 200_000, "cap on the points a text query returns", 1, 10_000_000),
     Param("query.max_text_length", 200, "longest text query or vocabulary word (characters)", 1, 10_000),
     Param("vocabulary.max_labels", 1000, "largest vocabulary set_vocabulary accepts", 1, 100_000),
@@ -91,12 +95,7 @@ PARAMS: tuple[Param, ...] = (
 BY_NAME = {p.name: p for p in PARAMS}
 
 # node parameter -> the LiveConfig field it sets: configure, the check of a set and a live change all use it
-LIVE_FIELDS = {"map.voxel_size": "voxel_size", "map.max_voxels": "max_voxels", "map.extent": "extent",
-               "depth.stride": "depth_stride", "depth.min": "min_depth", "depth.max": "max_depth",
-               "lidar.max_range": "lidar_max_range", "inference.context": "context",
-               "instances.method": "instance_method", "instances.threshold": "instance_threshold",
-               "instances.cell": "instance_cell", "instances.min_points": "instance_min_points",
-               "instances.stuff_labels": "stuff_labels"}
+LIVE_FIELDS = {p.name: p.field for p in PARAMS if p.field}
 
 
 def live_config(values: Mapping[str, object]):
