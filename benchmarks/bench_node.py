@@ -6,7 +6,7 @@ memory over time (must stay flat), with no restart.
 scene (test instrument) is streamed in a loop over real topics at its recorded sensor rates,
 stamped with the wall clock; each loop shifts the world by 12 m along x, as if the robot drove on
 through new rooms, so with ``map.extent`` set the map must evict to stay bounded. With
-``--hostile-every N`` (default 50) one message in N is a bad one from ovseg3d.ros.hostile (broken
+``--hostile-every N`` (default 50) one message in N is a bad one from ovseg3d.ros_tools.hostile (broken
 transforms, future stamps, malformed clouds and images, absurd intrinsics, floods of TF frame
 names) or a bad service call (odd words, prompt templates with format fields, unsafe save paths).
 The student is a random-weight MinkUNet18A with 512-d output (the deployment shape; weights do
@@ -37,11 +37,11 @@ import numpy as np
 from sensor_msgs.msg import PointCloud2
 
 from ovseg3d.data.synth.generate import SYNTH_PRESETS, generate_scene
-from ovseg3d.ros.hostile import FORMAT_TEMPLATES, MESSAGES, ODD_TEXTS, UNSAFE_PATHS
-from ovseg3d.ros.node_process import NodeProcess
-from ovseg3d.ros.robot_stream import RobotStream
-from ovseg3d.ros.scene_stream import scene_stream
 from ovseg3d.ros.transforms import stamp_seconds, to_stamp
+from ovseg3d.ros_tools.hostile import FORMAT_TEMPLATES, MESSAGES, ODD_TEXTS, UNSAFE_PATHS
+from ovseg3d.ros_tools.node_process import NodeProcess
+from ovseg3d.ros_tools.robot_stream import RobotStream
+from ovseg3d.ros_tools.scene_stream import scene_stream
 from ovseg3d.student.checkpoint import save_checkpoint
 from ovseg3d.student.model import Student, StudentConfig
 from ovseg3d_interfaces.srv import SaveMap, SetVocabulary, TextQuery

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from ovseg3d.labels import load_label_set
-from ovseg3d.ros.bag import read_bag, write_bag
-from ovseg3d.ros.harness import NodeHarness
-from ovseg3d.ros.replay import ReplayConfig, header_stamp, replay
-from ovseg3d.ros.scene_stream import scene_stream
+from ovseg3d.ros_tools.bag import read_bag, write_bag
+from ovseg3d.ros_tools.harness import NodeHarness
+from ovseg3d.ros_tools.replay import ReplayConfig, header_stamp, replay
+from ovseg3d.ros_tools.scene_stream import scene_stream
 
 OVSEG3D = str(Path(sys.executable).parent / "ovseg3d")
 INPUTS = ("rgb/image", "depth/image", "rgb/camera_info", "lidar/points")

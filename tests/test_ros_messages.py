@@ -15,9 +15,8 @@ from ovseg3d.errors import UserError
 from ovseg3d.ros.images import array_to_image, camera_info, camera_matrix, color_image, depth_image, registered_color
 from ovseg3d.ros.outputs import instance_markers, pack_rgb, semantic_cloud
 from ovseg3d.ros.pointcloud2 import pointcloud2_to_array
-from ovseg3d.ros.scene_stream import matrix_to_transform
 from ovseg3d.ros.sync import ApproximateSync, DropOldestQueue
-from ovseg3d.ros.transforms import TransformBuffer, stamp_seconds, to_stamp, transform_to_matrix
+from ovseg3d.ros.transforms import TransformBuffer, matrix_to_transform, stamp_seconds, to_stamp, transform_to_matrix
 from ovseg3d.segment.instances import Instance
 
 

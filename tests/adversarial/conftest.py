@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from ovseg3d.ros.node_process import NodeProcess
+from ovseg3d.ros_tools.node_process import NodeProcess
 
 BASE_PARAMS = {"map.voxel_size": 0.05, "depth.stride": 2, "inference.rate_hz": 5.0, "diagnostics.period": 0.25,
                "warn_throttle": 60.0, "device": "cpu"}

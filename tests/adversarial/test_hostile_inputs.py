@@ -12,10 +12,10 @@ import pytest
 from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import PointCloud2
 
-from ovseg3d.ros.hostile import FORMAT_TEMPLATES, MESSAGES, ODD_TEXTS, UNSAFE_PATHS
-from ovseg3d.ros.node_process import until
 from ovseg3d.ros.pointcloud2 import pointcloud2_to_array
-from ovseg3d.ros.robot_stream import RobotStream
+from ovseg3d.ros_tools.hostile import FORMAT_TEMPLATES, MESSAGES, ODD_TEXTS, UNSAFE_PATHS
+from ovseg3d.ros_tools.node_process import until
+from ovseg3d.ros_tools.robot_stream import RobotStream
 from ovseg3d_interfaces.srv import SaveMap, SetVocabulary, TextQuery
 
 MAX_FRAMES = 200
@@ -23,7 +23,7 @@ MAX_FRAMES = 200
 
 @pytest.fixture(scope="module")
 def robot(adv_params, adv_env, tmp_path_factory):
-    from ovseg3d.ros.node_process import NodeProcess
+    from ovseg3d.ros_tools.node_process import NodeProcess
 
     tmp = tmp_path_factory.mktemp("hostile")
     # small same-label instances, so the map has some whose names a changing vocabulary must keep
@@ -146,7 +146,7 @@ def test_queries_while_the_vocabulary_grows_and_shrinks_under_streaming_data(rob
 
 def test_more_concurrent_queries_than_rclpys_default_queue_are_all_answered(robot):
     """30 clients ask at once (rclpy's services keep 10 requests by default: the rest were lost)."""
-    from ovseg3d.ros.node_process import NodeProcess
+    from ovseg3d.ros_tools.node_process import NodeProcess
 
     node: NodeProcess = robot.node
     clients = [node.client.create_client(TextQuery, f"{node.prefix}/text_query") for _ in range(30)]
@@ -190,7 +190,7 @@ def test_a_flood_is_bounded_by_the_queue(robot):
 def test_reparenting_the_sensor_leaves_data_where_it_was(robot):
     """A transform that would hang the real sensor frame under another parent is refused: the next
     probe still lands at the place the real tree puts it (checked inside the probe)."""
-    from ovseg3d.ros.hostile import _tf
+    from ovseg3d.ros_tools.hostile import _tf
 
     moved = np.eye(4)
     moved[:3, :3] = Rotation.from_euler("z", 90, degrees=True).as_matrix()

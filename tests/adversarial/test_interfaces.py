@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 
-from ovseg3d.ros.node_process import node_executable
+from ovseg3d.ros_tools.node_process import node_executable
 from ovseg3d_interfaces.srv import TextQuery
 
 

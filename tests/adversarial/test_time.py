@@ -12,8 +12,8 @@ import numpy as np
 from rosgraph_msgs.msg import Clock
 from std_srvs.srv import Trigger
 
-from ovseg3d.ros.robot_stream import RobotStream
 from ovseg3d.ros.transforms import to_stamp
+from ovseg3d.ros_tools.robot_stream import RobotStream
 
 
 def _healthy(robot: RobotStream, timeout: float = 30.0) -> None:

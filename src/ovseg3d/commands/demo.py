@@ -72,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"\n=== 1/7 synthetic scenes: reusing {data}")
     bag = data / held_out / "rosbag2_mcap"
     if not bag.exists():
-        from ovseg3d.ros.bag import write_bag
-        from ovseg3d.ros.scene_stream import scene_stream
+        from ovseg3d.ros_tools.bag import write_bag
+        from ovseg3d.ros_tools.scene_stream import scene_stream
 
         write_bag(scene_stream(data / held_out), bag, "mcap")
     _step("2/7 simulated 2D teacher, fused onto the points (OpenScene files), and FOLK's instance teacher",

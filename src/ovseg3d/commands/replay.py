@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--rate must be 0 (as fast as possible) or positive")
     if args.gt is not None and not args.gt.is_dir():
         raise UserError(f"--gt {args.gt} is not a scene folder")
-    from ovseg3d.ros.bag import bag_topics
+    from ovseg3d.ros_tools.bag import bag_topics
 
     if not args.bag.exists():
         raise UserError(f"bag {args.bag} does not exist")
@@ -69,8 +69,8 @@ def run(args: argparse.Namespace) -> int:
     clip = student_clip_spec(ckpt, args.clip_model or "ViT-B-16", args.clip_weights)
     import rclpy
 
-    from ovseg3d.ros.harness import NodeHarness
-    from ovseg3d.ros.replay import ReplayConfig, replay
+    from ovseg3d.ros_tools.harness import NodeHarness
+    from ovseg3d.ros_tools.replay import ReplayConfig, replay
 
     out = args.out or Path(f"replay_{args.bag.resolve().name}")
     context = rclpy.Context()

@@ -58,8 +58,8 @@ def run(args: argparse.Namespace) -> int:
             n = reconstruct_scene(path, args.reconstruct)
             print(f"reconstructed {path.name} from its depth images: {n} points ({args.reconstruct} m voxels)")
     if args.bag:
-        from ovseg3d.ros.bag import write_bag
-        from ovseg3d.ros.scene_stream import scene_stream
+        from ovseg3d.ros_tools.bag import write_bag
+        from ovseg3d.ros_tools.scene_stream import scene_stream
 
         storages = ["sqlite3", "mcap"] if args.bag_storage == "both" else [args.bag_storage]
         for path in paths:

@@ -4,7 +4,7 @@ configure: load the student and the vocabulary, create publishers.  activate: TF
 services and the two workers.  deactivate / cleanup: the reverse. Subscription callbacks only
 match and enqueue messages; the ingest worker decodes and inserts them, the inference worker runs
 the student at ``inference.rate_hz`` and publishes. Bad data never stops the node: it is dropped
-with a warning throttled per kind (the counts are in /diagnostics and ``self.rejected``), and
+with a warning throttled per kind (the counts are in /diagnostics and ``self.stats``), and
 every callback, service and worker is guarded so that even an error nobody foresaw is a warning,
 not the end of the process.
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,6 +42,7 @@ from ovseg3d.ros import outputs, params
 from ovseg3d.ros.images import camera_matrix, color_image, depth_image, registered_color
 from ovseg3d.ros.pointcloud2 import xyz_from_pointcloud2
 from ovseg3d.ros.stamps import StreamOrder
+from ovseg3d.ros.stats import NodeStats
 from ovseg3d.ros.sync import ApproximateSync, DropOldestQueue
 from ovseg3d.ros.transforms import TfLookup, check_frame_id, stamp_seconds, to_stamp
 from ovseg3d_interfaces.srv import SaveMap, SetVocabulary, TextQuery
@@ -59,12 +59,8 @@ class PerceptionNode(LifecycleNode):
         super().__init__(node_name, **kwargs)
         params.declare(self)
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.rejected: Counter[str] = Counter()  # dropped messages by kind
-        self.warned: Counter[str] = Counter()  # warnings actually logged, by kind (the rest were throttled)
-        self.ingested: Counter[str] = Counter()
-        self.received: Counter[str] = Counter()  # messages per input topic, as the callbacks saw them
-        self._counts_lock = threading.Lock()  # the counters gain keys from several threads while diagnostics read
-        self.timing: dict[str, list[float]] = {"rgbd": [], "lidar": [], "update": []}
+        self.stats = NodeStats()  # everything the node counts: diagnostics, replay, benchmarks and tests read it
+        self._warn_lock = threading.Lock()
         self.live = None
         self.text_encoder = None
         self.label_set = None
@@ -83,7 +79,6 @@ class PerceptionNode(LifecycleNode):
         self.finished = Future()  # done once the node is finalized (the lifecycle shutdown transition)
         self._published_version = -1
         self._labels_stamp = 0.0
-        self.published = 0
 
     # ------------------------------------------------------------------ helpers
     def p(self, name: str):
@@ -93,25 +88,14 @@ class PerceptionNode(LifecycleNode):
         """Count a dropped input and log it at most once per ``warn_throttle`` seconds per kind.
         (The kinds are the code's own words, never input text: the tables stay small.)"""
         now = time.monotonic()
-        with self._counts_lock:
-            self.rejected[kind] += 1
-            dropped = self.rejected[kind]
+        dropped = self.stats.add("rejected", kind)
+        with self._warn_lock:
             log = now - self._last_warn.get(kind, -np.inf) >= self.p("warn_throttle")
             if log:
                 self._last_warn[kind] = now
-                self.warned[kind] += 1
         if log:
+            self.stats.add("warned", kind)
             self.get_logger().warning(f"{text} [{kind}: {dropped} dropped so far]")
-
-    def count(self, counter: Counter, key: str, n: int = 1) -> None:
-        with self._counts_lock:
-            counter[key] += n
-
-    def counts(self) -> dict[str, dict[str, int]]:
-        """Copies of the counters, taken together."""
-        with self._counts_lock:
-            return {"received": dict(self.received), "ingested": dict(self.ingested),
-                    "rejected": dict(self.rejected), "warned": dict(self.warned)}
 
     def _guarded(self, callback: Callable, what: str) -> Callable:
         """``callback`` for the executor: a rejection is a counted warning, and any other error too
@@ -180,12 +164,6 @@ class PerceptionNode(LifecycleNode):
     def _time_jump(self, reason: str) -> None:
         self._clear_time_state()
         self.warn("time_jump", f"{reason}: cleared the TF buffer, the stamp order and the camera sync")
-
-    def inputs_handled(self) -> int:
-        """Queued inputs that reached an end: ingested, rejected (any kind) or dropped from the queue."""
-        c = self.counts()
-        rejected = sum(v for k, v in c["rejected"].items() if k not in ("nonfinite_points", "queue_full"))
-        return sum(c["ingested"].values()) + self.queue.dropped + rejected
 
     def caught_up(self) -> bool:
         """Nothing queued, nothing changed in the map since the last update, and that update published."""
@@ -274,6 +252,7 @@ class PerceptionNode(LifecycleNode):
         self._stop.clear()
         self.queue = DropOldestQueue(self.p("queue_size"))
         self.sync = ApproximateSync(3, self.p("sync.slop"), self.p("sync.queue_size"))
+        self.stats.queue, self.stats.sync = self.queue, self.sync
         self._order.clear()
         self._tf = TfLookup(self, self._admit, lambda exc: self.warn(exc.kind, f"dropped a transform: {exc}"),
                             max_frames=self.p("tf.max_frames"))
@@ -341,7 +320,7 @@ class PerceptionNode(LifecycleNode):
 
     # ------------------------------------------------------------------ inputs (callbacks: enqueue only)
     def _on_camera(self, stream: int, msg) -> None:
-        self.count(self.received, ("rgb/image", "depth/image", "rgb/camera_info")[stream])
+        self.stats.add("received", ("rgb/image", "depth/image", "rgb/camera_info")[stream])
         stamp = stamp_seconds(msg.header.stamp)
         self._admit(stamp)
         match = self.sync.add(stream, stamp, msg)
@@ -349,7 +328,7 @@ class PerceptionNode(LifecycleNode):
             self.warn("queue_full", "ingest queue full: dropped the oldest input (the worker is too slow)")
 
     def _on_lidar(self, msg: PointCloud2) -> None:
-        self.count(self.received, "lidar/points")
+        self.stats.add("received", "lidar/points")
         self._admit(stamp_seconds(msg.header.stamp))
         if not self.queue.put(("lidar", msg, self._generation)):
             self.warn("queue_full", "ingest queue full: dropped the oldest input (the worker is too slow)")
@@ -373,9 +352,8 @@ class PerceptionNode(LifecycleNode):
             except Exception as exc:  # never let one message stop the worker
                 self.warn("internal", f"dropped a {kind} message after an unexpected error: {exc!r}")
                 continue
-            self.timing[kind].append(time.perf_counter() - t0)
-            del self.timing[kind][:-1000]
-            self.count(self.ingested, kind)
+            self.stats.time(kind, time.perf_counter() - t0)
+            self.stats.add("ingested", kind)
 
     def _check_order(self, stream: str, stamp: float) -> None:
         """Older than the last accepted message of its stream: dropped (TF would not have it anyway),
@@ -431,7 +409,7 @@ class PerceptionNode(LifecycleNode):
         self._order.accept("lidar", stamp, time.monotonic())
         # NaN rows are normal in organised clouds: counted, not warned about
         if len(xyz) < msg.width * msg.height:
-            self.count(self.rejected, "nonfinite_points", msg.width * msg.height - len(xyz))
+            self.stats.add("rejected", "nonfinite_points", msg.width * msg.height - len(xyz))
 
     def _inference_loop(self) -> None:
         next_run = time.monotonic()
@@ -440,8 +418,7 @@ class PerceptionNode(LifecycleNode):
             try:
                 stats = self.live.update()
                 if stats is not None:
-                    self.timing["update"].append(stats.seconds)
-                    del self.timing["update"][:-1000]
+                    self.stats.time("update", stats.seconds)
                     self._labels_stamp = stats.stamp  # the newest sensor data these labels include
                 if self.live.version != self._published_version:
                     self.publish_outputs()
@@ -476,26 +453,27 @@ class PerceptionNode(LifecycleNode):
                                                               data["scores"], header))
         self._pubs["markers"].publish(outputs.instance_markers(list(labelling.instances), labelling.names, header))
         self._published_version = version
-        self.published += 1
+        self.stats.published()
 
     def _publish_diagnostics(self) -> None:
         if self.live is None:
             return
 
-        def ms(values):
-            return f"{1000 * float(np.mean(values[-100:])):.1f}" if values else "n/a"
+        snap = self.stats.snapshot()
 
-        counts = self.counts()
+        def ms(kind: str) -> str:
+            value = snap.mean_ms(kind)
+            return "n/a" if value is None else f"{value:.1f}"
+
         values = {"map voxels": len(self.live.map), "evicted voxels": self.live.map.evicted,
-                  "instances": len(self.live.instances), "queue length": len(self.queue),
-                  "queue drops": self.queue.dropped, "unmatched camera messages": self.sync.unmatched,
-                  "rgbd ingest ms (mean of last 100)": ms(self.timing["rgbd"]),
-                  "lidar ingest ms (mean of last 100)": ms(self.timing["lidar"]),
-                  "update ms (mean of last 100)": ms(self.timing["update"]),
+                  "instances": len(self.live.instances), "queue length": snap.queue_length,
+                  "queue drops": snap.queue_dropped, "unmatched camera messages": snap.camera_unmatched,
+                  "rgbd ingest ms (mean of last 100)": ms("rgbd"), "lidar ingest ms (mean of last 100)": ms("lidar"),
+                  "update ms (mean of last 100)": ms("update"),
                   "tf frames": self._tf.frames() if self._tf is not None else 0,
-                  **{f"ingested {k}": v for k, v in counts["ingested"].items()},
-                  **{f"dropped {k}": v for k, v in counts["rejected"].items()}}
-        level = DiagnosticStatus.WARN if self.queue.dropped or sum(counts["rejected"].values()) else DiagnosticStatus.OK
+                  **{f"ingested {k}": v for k, v in snap.ingested.items()},
+                  **{f"dropped {k}": v for k, v in snap.rejected.items()}}
+        level = DiagnosticStatus.WARN if snap.queue_dropped or sum(snap.rejected.values()) else DiagnosticStatus.OK
         status = DiagnosticStatus(level=level, name=f"{self.get_name()}: perception", hardware_id="ovseg3d",
                                   message="dropping inputs (see counts)" if level else "ok",
                                   values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])

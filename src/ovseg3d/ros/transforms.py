@@ -66,6 +66,27 @@ def transform_to_matrix(transform) -> np.ndarray:
     return T
 
 
+def matrix_to_transform(T: np.ndarray):
+    """geometry_msgs/Transform of a 4x4 matrix."""
+    from geometry_msgs.msg import Transform
+
+    tf = Transform()
+    tf.translation.x, tf.translation.y, tf.translation.z = (float(v) for v in T[:3, 3])
+    q = Rotation.from_matrix(T[:3, :3]).as_quat()
+    tf.rotation.x, tf.rotation.y, tf.rotation.z, tf.rotation.w = (float(v) for v in q)
+    return tf
+
+
+def tf_message(parent: str, child: str, stamp: float, T: np.ndarray):
+    """A tf2_msgs/TFMessage holding one transform ``parent <- child`` at ``stamp``."""
+    from geometry_msgs.msg import TransformStamped
+    from std_msgs.msg import Header
+    from tf2_msgs.msg import TFMessage
+
+    return TFMessage(transforms=[TransformStamped(header=Header(stamp=to_stamp(stamp), frame_id=parent),
+                                                  child_frame_id=child, transform=matrix_to_transform(T))])
+
+
 def stamp_seconds(stamp) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
 

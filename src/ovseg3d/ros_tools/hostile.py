@@ -20,9 +20,8 @@ from std_msgs.msg import Header
 from tf2_msgs.msg import TFMessage
 
 from ovseg3d.ros.images import array_to_image, camera_info
-from ovseg3d.ros.robot_stream import BASE_LIDAR, MAP_BASE, K, RobotStream
-from ovseg3d.ros.scene_stream import matrix_to_transform
-from ovseg3d.ros.transforms import to_stamp
+from ovseg3d.ros.transforms import matrix_to_transform, to_stamp
+from ovseg3d.ros_tools.robot_stream import BASE_LIDAR, MAP_BASE, K, RobotStream
 
 FAR_FUTURE = 1e6  # seconds ahead of the clock (11 days)
 ELSEWHERE = np.eye(4)

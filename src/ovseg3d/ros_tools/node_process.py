@@ -28,7 +28,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from tf2_msgs.msg import TFMessage
 
-from ovseg3d.ros.harness import wait_for
+from ovseg3d.ros_tools.harness import wait_for
 
 TOPIC_TYPES = {"rgb/image": Image, "depth/image": Image, "rgb/camera_info": CameraInfo, "lidar/points": PointCloud2,
                "/tf": TFMessage, "/tf_static": TFMessage}

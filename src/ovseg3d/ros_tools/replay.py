@@ -22,10 +22,10 @@ from sensor_msgs.msg import PointCloud2
 
 from ovseg3d.errors import UserError
 from ovseg3d.progress import bar
-from ovseg3d.ros.bag import message_class, read_bag
-from ovseg3d.ros.harness import NodeHarness, wait_for
 from ovseg3d.ros.pointcloud2 import pointcloud2_to_array
 from ovseg3d.ros.transforms import stamp_seconds
+from ovseg3d.ros_tools.bag import message_class, read_bag
+from ovseg3d.ros_tools.harness import NodeHarness, wait_for
 
 NODE_INPUTS = ("rgb/image", "depth/image", "rgb/camera_info", "lidar/points")
 
@@ -49,7 +49,8 @@ def header_stamp(raw: bytes) -> float | None:
 
 def _settled(node, quiet_since: float) -> bool:
     """Everything the node received has been ingested, rejected or dropped, and published."""
-    return time.monotonic() - quiet_since > 1.0 and node.inputs_handled() >= node.queue.pushed and node.caught_up()
+    snap = node.stats.snapshot()
+    return time.monotonic() - quiet_since > 1.0 and snap.handled() >= snap.queued and node.caught_up()
 
 
 def replay(bag: Path, harness: NodeHarness, cfg: ReplayConfig, out: Path, gt: Path | None = None,
@@ -102,19 +103,24 @@ def replay(bag: Path, harness: NodeHarness, cfg: ReplayConfig, out: Path, gt: Pa
     wait_for(lambda: semantic and pointcloud2_to_array(semantic[-1]).size == int((node.live.map.labels >= 0).sum()),
              10)
     play_seconds = time.monotonic() - wall0
+    snap = node.stats.snapshot()
+
+    def ms(kind: str) -> float | None:
+        values = snap.seconds[kind]
+        return 1000 * float(np.mean(values)) if values else None
+
     report = {
         "bag": str(bag), "rate": cfg.rate, "settled": settled, "seconds": round(play_seconds, 2),
-        "played": played, "received_by_node": dict(node.received),
-        "rgbd_frames_matched": node.queue.pushed - node.received["lidar/points"],
-        "camera_messages_unmatched": node.sync.unmatched,
-        "ingested": dict(node.ingested), "queue_drops": node.queue.dropped,
-        "rejected": {k: v for k, v in node.rejected.items() if k not in ("nonfinite_points", "queue_full")},
-        "nonfinite_points_skipped": node.rejected.get("nonfinite_points", 0),
+        "played": played, "received_by_node": snap.received,
+        "rgbd_frames_matched": snap.queued - snap.received.get("lidar/points", 0),
+        "camera_messages_unmatched": snap.camera_unmatched,
+        "ingested": snap.ingested, "queue_drops": snap.queue_dropped,
+        "rejected": {k: v for k, v in snap.rejected.items() if k not in ("nonfinite_points", "queue_full")},
+        "nonfinite_points_skipped": snap.rejected.get("nonfinite_points", 0),
         "latency_s": ({"median": float(np.median(latencies)), "p90": float(np.percentile(latencies, 90)),
                        "max": float(np.max(latencies)), "samples": len(latencies)} if latencies else None),
-        "rgbd_ingest_ms": 1000 * float(np.mean(node.timing["rgbd"])) if node.timing["rgbd"] else None,
-        "lidar_ingest_ms": 1000 * float(np.mean(node.timing["lidar"])) if node.timing["lidar"] else None,
-        "update_s_mean": float(np.mean(node.timing["update"])) if node.timing["update"] else None,
+        "rgbd_ingest_ms": ms("rgbd"), "lidar_ingest_ms": ms("lidar"),
+        "update_s_mean": None if ms("update") is None else ms("update") / 1000,
         "map_voxels": len(node.live.map), "instances": len(node.live.instances),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }

@@ -21,10 +21,9 @@ from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header
 
 from ovseg3d.ros.images import array_to_image, camera_info
-from ovseg3d.ros.node_process import NodeProcess, until
 from ovseg3d.ros.pointcloud2 import array_to_pointcloud2, pointcloud2_to_array, xyz_fields_array
-from ovseg3d.ros.scene_stream import tf_message
-from ovseg3d.ros.transforms import to_stamp
+from ovseg3d.ros.transforms import tf_message, to_stamp
+from ovseg3d.ros_tools.node_process import NodeProcess, until
 
 
 def _pose(xyz, rotation: Rotation) -> np.ndarray:

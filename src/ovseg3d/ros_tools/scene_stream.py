@@ -14,16 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from geometry_msgs.msg import Transform, TransformStamped
-from scipy.spatial.transform import Rotation
 from std_msgs.msg import Header
-from tf2_msgs.msg import TFMessage
 
 from ovseg3d.data.scannet import ScanNetScene
 from ovseg3d.data.synth.writer import read_sweep
 from ovseg3d.ros.images import array_to_image, camera_info
 from ovseg3d.ros.pointcloud2 import array_to_pointcloud2, xyz_fields_array
-from ovseg3d.ros.transforms import to_stamp
+from ovseg3d.ros.transforms import tf_message, to_stamp
 
 TOPICS = {"rgb": "rgb/image", "depth": "depth/image", "info": "rgb/camera_info", "lidar": "lidar/points",
           "tf": "/tf"}
@@ -34,19 +31,6 @@ class StreamMessage:
     stamp: float
     topic: str
     msg: object
-
-
-def matrix_to_transform(T: np.ndarray) -> Transform:
-    tf = Transform()
-    tf.translation.x, tf.translation.y, tf.translation.z = (float(v) for v in T[:3, 3])
-    q = Rotation.from_matrix(T[:3, :3]).as_quat()
-    tf.rotation.x, tf.rotation.y, tf.rotation.z, tf.rotation.w = (float(v) for v in q)
-    return tf
-
-
-def tf_message(parent: str, child: str, stamp: float, T: np.ndarray) -> TFMessage:
-    return TFMessage(transforms=[TransformStamped(header=Header(stamp=to_stamp(stamp), frame_id=parent),
-                                                  child_frame_id=child, transform=matrix_to_transform(T))])
 
 
 def scene_stream(scene_dir: Path, start: float = 1000.0, map_frame: str = "map", camera_frame: str = "camera",

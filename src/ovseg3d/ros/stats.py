@@ -1,0 +1,75 @@
+"""What the node counts, in one object: /diagnostics, replay reports, the node bench and the tests
+all read ``NodeStats.snapshot()``, never the node's attributes one by one.
+
+Counters gain keys from several threads (callbacks, the ingest worker, services) while readers
+iterate them, so every change and every snapshot happens under one lock. Keys are the code's own
+words (topics, input kinds, rejection kinds), never input text, so the tables stay small.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+TIMED = ("rgbd", "lidar", "update")  # what is timed: ingest per input kind, and the student's update
+
+
+@dataclass(frozen=True)
+class StatsSnapshot:
+    received: dict[str, int]  # messages per input topic, as the callbacks saw them
+    ingested: dict[str, int]  # inputs put into the map, per kind (rgbd, lidar)
+    rejected: dict[str, int]  # inputs dropped, per kind (bad_lidar, tf, queue_full, nonfinite_points ...)
+    warned: dict[str, int]  # warnings logged per kind (the rest were throttled)
+    queued: int  # inputs put on the ingest queue (RGB-D frames once matched, LiDAR sweeps)
+    queue_dropped: int  # of those, dropped for newer ones when the queue was full
+    queue_length: int
+    camera_unmatched: int  # camera messages that never found their RGB-D partners
+    published: int  # label updates published
+    seconds: dict[str, list[float]] = field(default_factory=dict)  # the last timings per TIMED kind
+
+    def mean_ms(self, kind: str, last: int = 100) -> float | None:
+        values = self.seconds.get(kind, [])[-last:]
+        return 1000 * float(np.mean(values)) if values else None
+
+    def handled(self) -> int:
+        """Queued inputs that reached an end: ingested, rejected after queueing, or dropped from the queue.
+        (NaN points inside a kept cloud and queue drops are counted apart.)"""
+        rejected = sum(v for k, v in self.rejected.items() if k not in ("nonfinite_points", "queue_full"))
+        return sum(self.ingested.values()) + self.queue_dropped + rejected
+
+
+class NodeStats:
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._counts: dict[str, Counter] = {name: Counter() for name in ("received", "ingested", "rejected", "warned")}
+        self._seconds = {kind: deque(maxlen=1000) for kind in TIMED}
+        self._published = 0
+        self.queue = None  # the ingest queue and the camera sync, while the node is active: they count too
+        self.sync = None
+
+    def add(self, table: str, key: str, n: int = 1) -> int:
+        """Count ``n`` under ``key`` in ``table`` (received, ingested, rejected, warned); the new count."""
+        with self._lock:
+            self._counts[table][key] += n
+            return self._counts[table][key]
+
+    def time(self, kind: str, seconds: float) -> None:
+        with self._lock:
+            self._seconds[kind].append(seconds)
+
+    def published(self) -> None:
+        with self._lock:
+            self._published += 1
+
+    def snapshot(self) -> StatsSnapshot:
+        with self._lock:
+            queue, sync = self.queue, self.sync  # (an empty queue is falsy: compare with None)
+            return StatsSnapshot(**{name: dict(c) for name, c in self._counts.items()},
+                                 queued=0 if queue is None else queue.pushed,
+                                 queue_dropped=0 if queue is None else queue.dropped,
+                                 queue_length=0 if queue is None else len(queue),
+                                 camera_unmatched=0 if sync is None else sync.unmatched, published=self._published,
+                                 seconds={k: list(v) for k, v in self._seconds.items()})
