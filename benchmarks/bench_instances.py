@@ -28,16 +28,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 
-from ovseg3d.commands.common import student_clip_spec
 from ovseg3d.data.scannet import ScanNetScene, list_scenes
 from ovseg3d.eval.instance import InstanceMeter
 from ovseg3d.fusion.instance_views import embed_instances
-from ovseg3d.labels import load_label_set, stuff_indices
+from ovseg3d.labels import stuff_indices
+from ovseg3d.pipelines.context import load_context
 from ovseg3d.segment.instance_classify import name_instances, name_proposals, pooled_features
 from ovseg3d.segment.proposals import Proposal, instance_recovery, merge_superpoints
-from ovseg3d.student.checkpoint import load_student
 from ovseg3d.teachers.base import TeacherContext, build_teacher
-from ovseg3d.text.vocabulary import build_vocabulary
 
 ROWS = [("head", "3D only: FOLK instance head"), ("mean", "3D only: mean student feature"),
         ("count", "2D projection, {k} best frames, crops (OpenMask3D-like)"),
@@ -56,9 +54,8 @@ def main() -> None:
                    help="also time the 2D projection with this real teacher architecture (random weights: speed "
                         "only) on the first scene's proposals; empty: skip (default maskclip, ViT-B-16)")
     args = p.parse_args()
-    labels = load_label_set("scannet20")
-    student, ckpt = load_student(args.checkpoint, "cpu")
-    vocab = build_vocabulary(labels, student_clip_spec(ckpt))
+    ctx = load_context(args.checkpoint, device="cpu", label_set="scannet20")
+    labels, student, vocab = ctx.labels, ctx.student, ctx.vocab
     teacher = build_teacher("simulated", TeacherContext(labels=labels))
     stuff = stuff_indices(labels.names)
     paths = ([args.data / s for s in args.scenes] if args.scenes else

@@ -190,11 +190,12 @@ def test_infer_bad_input(synth_root, tmp_path, args, message):
 
 def test_labelling_uses_the_text_encoder_the_student_was_trained_against():
     """infer, query and replay: the checkpoint's CLIP model and weights unless others are given."""
-    from ovseg3d.commands.common import student_clip_spec
+    from ovseg3d.text.clip_model import checkpoint_text_encoder
 
     ckpt = {"config": {"clip_model": "ViT-B-32", "clip_weights": "/models/clip.pt"}}
-    assert (student_clip_spec(ckpt).model, student_clip_spec(ckpt).pretrained) == ("ViT-B-32", "/models/clip.pt")
-    given = student_clip_spec(ckpt, "RN50", "/other.pt")
+    chosen = checkpoint_text_encoder(ckpt)
+    assert (chosen.model, chosen.pretrained) == ("ViT-B-32", "/models/clip.pt")
+    given = checkpoint_text_encoder(ckpt, "RN50", "/other.pt")
     assert (given.model, given.pretrained) == ("RN50", "/other.pt")
-    plain = student_clip_spec({"config": {}})
+    plain = checkpoint_text_encoder({"config": {}})
     assert (plain.model, plain.pretrained) == ("ViT-B-16", None)

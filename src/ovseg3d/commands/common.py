@@ -24,18 +24,6 @@ def clip_spec(args: argparse.Namespace):
     return ClipSpec(model=args.clip_model, pretrained=args.clip_weights)
 
 
-def student_clip_spec(ckpt: dict, model: str = "ViT-B-16", weights: str | None = None):
-    """The text encoder to label with a student: the one given (``model``/``weights``, e.g. from
-    --clip-model/--clip-weights), else, while those are at their defaults, the one the checkpoint
-    was trained against."""
-    from ovseg3d.text.clip_model import ClipSpec
-
-    cfg = ckpt.get("config", {})
-    if weights is None and model == "ViT-B-16" and (cfg.get("clip_model") or cfg.get("clip_weights")):
-        return ClipSpec(model=cfg.get("clip_model", model), pretrained=cfg.get("clip_weights") or None)
-    return ClipSpec(model=model, pretrained=weights)
-
-
 def templates(args: argparse.Namespace) -> tuple[str, ...]:
     from ovseg3d.text.vocabulary import DEFAULT_TEMPLATES
 
@@ -64,15 +52,11 @@ def teacher_options(args: argparse.Namespace, name: str) -> dict[str, str]:
 
 
 def build_teachers(args: argparse.Namespace, names: list[str]):
-    from ovseg3d.labels import load_label_set
-    from ovseg3d.teachers.base import TeacherContext, build_teacher
+    """(label set, text encoder, teachers) from the command line's teacher arguments."""
+    from ovseg3d.pipelines.extract import build_teachers as build
 
-    labels = load_label_set(args.labels)
     spec = clip_spec(args)
-    teachers = []
-    for name in names:
-        ctx = TeacherContext(clip=spec, labels=labels, templates=templates(args), options=teacher_options(args, name))
-        teachers.append(build_teacher(name, ctx))
+    labels, teachers = build(names, args.labels, spec, templates(args), {n: teacher_options(args, n) for n in names})
     return labels, spec, teachers
 
 

@@ -42,51 +42,18 @@ def _pairs(items: list[str], what: str) -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     import json
-    import os
 
-    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")  # large clouds and images, one host
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    from ovseg3d.commands.common import student_clip_spec
     from ovseg3d.errors import UserError
-    from ovseg3d.labels import load_label_set
-    from ovseg3d.student.checkpoint import read_checkpoint
+    from ovseg3d.ros.params import parse_value
+    from ovseg3d.ros_tools.replay import ReplayConfig, replay_bag
 
     topics = _pairs(args.topic, "--topic")
-    from ovseg3d.ros.params import parse_value
-
     params = {k: parse_value(k, v) for k, v in _pairs(args.param, "--param").items()}
     if args.rate < 0:
         raise UserError("--rate must be 0 (as fast as possible) or positive")
-    if args.gt is not None and not args.gt.is_dir():
-        raise UserError(f"--gt {args.gt} is not a scene folder")
-    from ovseg3d.ros_tools.bag import bag_topics
-
-    if not args.bag.exists():
-        raise UserError(f"bag {args.bag} does not exist")
-    bag_topics(args.bag)  # opens, or says why not, before the node starts
-    ckpt = read_checkpoint(args.checkpoint)
-    labels = load_label_set(args.labels or ckpt.get("label_set", "scannet20"))
-    clip = student_clip_spec(ckpt, args.clip_model or "ViT-B-16", args.clip_weights)
-    import rclpy
-
-    from ovseg3d.ros_tools.harness import NodeHarness
-    from ovseg3d.ros_tools.replay import ReplayConfig, replay
-
     out = args.out or Path(f"replay_{args.bag.resolve().name}")
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    try:
-        harness = NodeHarness(context, {"checkpoint": str(args.checkpoint), "label_set": labels.name,
-                                        "clip.model": clip.model, "clip.pretrained": clip.pretrained or "",
-                                        "qos_depth": 100,  # a replay comes in bursts; --param can override
-                                        **params}, namespace="")
-        try:
-            harness.start()
-            report = replay(args.bag, harness, ReplayConfig(rate=args.rate, topics=topics), out, args.gt, labels)
-        finally:
-            harness.close()
-    finally:
-        context.try_shutdown()
+    report = replay_bag(args.bag, args.checkpoint, out, args.gt, args.labels,
+                        ReplayConfig(rate=args.rate, topics=topics), params, args.clip_model, args.clip_weights)
     print(json.dumps({k: v for k, v in report.items() if k != "eval"}, indent=1))
     if "eval" in report:
         e = report["eval"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import time
 from pathlib import Path
 
 HELP = "generate synthetic indoor scenes (test instrument) in ScanNet's raw layout"
@@ -31,9 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ovseg3d.data.synth.generate import SYNTH_NOTE, SYNTH_PRESETS, generate_dataset
+    from ovseg3d.data.synth.generate import SYNTH_PRESETS
     from ovseg3d.errors import UserError
-    from ovseg3d.progress import bar
+    from ovseg3d.pipelines.synth import make_scenes
 
     cfg = SYNTH_PRESETS[args.preset]
     for key in ("frames", "sweeps"):
@@ -42,29 +41,12 @@ def run(args: argparse.Namespace) -> int:
             if value < 1:
                 raise UserError(f"--{key} must be at least 1, got {value}")
             cfg = dataclasses.replace(cfg, **{key: value})
-    if args.reconstruct is not None and not args.reconstruct > 0:
-        raise UserError("--reconstruct needs a positive voxel size in metres")
-    print(f"ovseg3d synth: {SYNTH_NOTE}")
-    t0 = time.perf_counter()
-    with bar(args.scenes * (1 + cfg.frames + cfg.sweeps), "synth", "step") as pbar:
-        paths = generate_dataset(args.out, args.scenes, args.seed, cfg, args.first_index,
-                                 on_step=lambda _: pbar.update())
-    dt = time.perf_counter() - t0
-    print(f"wrote {len(paths)} scene(s) to {args.out} in {dt:.1f} s ({dt / len(paths):.1f} s per scene)")
-    if args.reconstruct is not None:
-        from ovseg3d.data.synth.reconstruct import reconstruct_scene
+    storages = () if not args.bag else ("sqlite3", "mcap") if args.bag_storage == "both" else (args.bag_storage,)
+    paths = make_scenes(args.out, args.scenes, args.seed, cfg, args.first_index, args.reconstruct)
+    if storages:
+        from ovseg3d.ros_tools.bag import write_scene_bag
 
-        for path in paths:
-            n = reconstruct_scene(path, args.reconstruct)
-            print(f"reconstructed {path.name} from its depth images: {n} points ({args.reconstruct} m voxels)")
-    if args.bag:
-        from ovseg3d.ros_tools.bag import write_bag
-        from ovseg3d.ros_tools.scene_stream import scene_stream
-
-        storages = ["sqlite3", "mcap"] if args.bag_storage == "both" else [args.bag_storage]
         for path in paths:
             for storage in storages:
-                bag = path / f"rosbag2_{storage}"
-                counts = write_bag(scene_stream(path), bag, storage)
-                print(f"wrote {bag} ({sum(counts.values())} messages on {len(counts)} topics)")
+                write_scene_bag(path, storage)
     return 0

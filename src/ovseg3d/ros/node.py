@@ -24,7 +24,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
@@ -206,29 +205,20 @@ class PerceptionNode(LifecycleNode):
 
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state) -> TransitionCallbackReturn:
-        from ovseg3d.labels import load_label_set
+        from ovseg3d.pipelines.context import load_context
         from ovseg3d.segment.live_map import LiveSegmenter
-        from ovseg3d.student.checkpoint import load_student
-        from ovseg3d.student.model import default_device
-        from ovseg3d.text.clip_model import ClipSpec
-        from ovseg3d.text.vocabulary import build_vocabulary, load_vocabulary
 
         try:
             if not self.p("checkpoint"):
                 raise UserError("parameter 'checkpoint' is empty: give the student checkpoint file")
-            device = default_device() if self.p("device") == "auto" else torch.device(self.p("device"))
-            student, ckpt = load_student(Path(self.p("checkpoint")).expanduser(), device)
-            self.templates = tuple(self.p("prompt_templates"))
-            self.text_encoder = (ClipSpec(model=self.p("clip.model"), pretrained=self.p("clip.pretrained") or None)
-                                 if self.p("clip.model") else None)
-            if self.p("vocabulary_file"):
-                vocab = load_vocabulary(Path(self.p("vocabulary_file")).expanduser())
-                self.label_set = None
-            else:
-                if self.text_encoder is None:
-                    raise UserError("no text encoder (clip.model is empty) and no vocabulary_file")
-                self.label_set = load_label_set(self.p("label_set") or ckpt.get("label_set", "scannet20"))
-                vocab = build_vocabulary(self.label_set, self.text_encoder, self.templates)
+            ctx = load_context(Path(self.p("checkpoint")), device=self.p("device"),
+                               label_set=self.p("label_set") or None,
+                               vocabulary_file=Path(self.p("vocabulary_file")) if self.p("vocabulary_file") else None,
+                               clip_model=self.p("clip.model"), clip_weights=self.p("clip.pretrained") or None,
+                               templates=tuple(self.p("prompt_templates")), clip_from_checkpoint=False)
+            student, vocab, device = ctx.student, ctx.vocab, ctx.device
+            self.templates, self.text_encoder = ctx.templates, ctx.text_encoder
+            self.label_set = None if self.p("vocabulary_file") else ctx.labels
             cfg = params.live_config(params.values(self))
             self.live = LiveSegmenter(student, vocab, cfg)
         except UserError as exc:

@@ -110,3 +110,13 @@ def read_bag(path: Path, topics: Iterable[str] | None = None
             reader.close()
 
     return types, sum(c.msgcount for c in wanted), messages()
+
+
+def write_scene_bag(scene: Path, storage: str = "mcap") -> Path:
+    """The scene's sensor streams (RGB, depth, CameraInfo, LiDAR, TF) as ``<scene>/rosbag2_<storage>``."""
+    from ovseg3d.ros_tools.scene_stream import scene_stream
+
+    bag = scene / f"rosbag2_{storage}"
+    counts = write_bag(scene_stream(scene), bag, storage)
+    print(f"wrote {bag} ({sum(counts.values())} messages on {len(counts)} topics)")
+    return bag

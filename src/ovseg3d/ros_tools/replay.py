@@ -168,3 +168,43 @@ def _pictures_and_scores(cloud, node, out: Path, gt: Path | None, label_set, rad
                       "per_class_iou": {label_set.names[k]: round(100 * float(v), 2)
                                         for k, v in enumerate(scores.iou) if np.isfinite(v)}}
     return result
+
+
+def replay_bag(bag: Path, checkpoint: Path, out: Path, gt: Path | None = None, label_set: str | None = None,
+               cfg: ReplayConfig | None = None, params: dict | None = None, clip_model: str | None = None,
+               clip_weights: str | None = None) -> dict:
+    """Start the node in this process with the student of ``checkpoint`` (its label set and text
+    encoder unless given), play ``bag`` into it and return the report written to ``out``."""
+    import os
+
+    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")  # large clouds and images, one host
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    import rclpy
+
+    from ovseg3d.labels import load_label_set
+    from ovseg3d.ros_tools.bag import bag_topics
+    from ovseg3d.student.checkpoint import read_checkpoint
+    from ovseg3d.text.clip_model import DEFAULT_CLIP_MODEL, checkpoint_text_encoder
+
+    if gt is not None and not gt.is_dir():
+        raise UserError(f"--gt {gt} is not a scene folder")
+    if not bag.exists():
+        raise UserError(f"bag {bag} does not exist")
+    bag_topics(bag)  # opens, or says why not, before the node starts
+    ckpt = read_checkpoint(checkpoint)
+    labels = load_label_set(label_set or ckpt.get("label_set", "scannet20"))
+    clip = checkpoint_text_encoder(ckpt, clip_model or DEFAULT_CLIP_MODEL, clip_weights)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        harness = NodeHarness(context, {"checkpoint": str(checkpoint), "label_set": labels.name,
+                                        "clip.model": clip.model, "clip.pretrained": clip.pretrained or "",
+                                        "qos_depth": 100,  # a replay comes in bursts; params can override
+                                        **(params or {})}, namespace="")
+        try:
+            harness.start()
+            return replay(bag, harness, cfg or ReplayConfig(), out, gt, labels)
+        finally:
+            harness.close()
+    finally:
+        context.try_shutdown()

@@ -23,11 +23,14 @@ log = logging.getLogger(__name__)
 ovseg3d_torchvision_hook.install()  # open_clip imports torchvision
 
 
+DEFAULT_CLIP_MODEL = "ViT-B-16"
+
+
 @dataclass(frozen=True)
 class ClipSpec:
     """Which CLIP: an open_clip model name and its weights."""
 
-    model: str = "ViT-B-16"
+    model: str = DEFAULT_CLIP_MODEL
     pretrained: str | None = None  # open_clip tag, or a local .pt/.bin/.safetensors file; None = random
     seed: int = 0  # initialisation seed when pretrained is None
 
@@ -48,6 +51,16 @@ class ClipSpec:
             st = p.stat()
             return f"{self.model}|file:{p}|{st.st_size}|{st.st_mtime_ns}"
         return f"{self.model}|tag:{self.pretrained}"
+
+
+def checkpoint_text_encoder(ckpt: dict, model: str = DEFAULT_CLIP_MODEL, weights: str | None = None) -> ClipSpec:
+    """The text encoder to label with a student: the one given (``model``/``weights``, e.g. from
+    --clip-model/--clip-weights), else, while those are at their defaults, the one the checkpoint
+    (a student checkpoint's dict) was trained against."""
+    cfg = ckpt.get("config", {})
+    if weights is None and model == DEFAULT_CLIP_MODEL and (cfg.get("clip_model") or cfg.get("clip_weights")):
+        return ClipSpec(model=cfg.get("clip_model", model), pretrained=cfg.get("clip_weights") or None)
+    return ClipSpec(model=model, pretrained=weights)
 
 
 _warned: set[str] = set()
