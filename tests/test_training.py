@@ -19,7 +19,7 @@ from ovseg3d.errors import UserError
 from ovseg3d.student.checkpoint import load_student, read_checkpoint, save_checkpoint
 from ovseg3d.student.model import Student
 from ovseg3d.text.vocabulary import Vocabulary
-from ovseg3d_train.config import check_resumable, load_config, resolve_device, student_config, to_dict
+from ovseg3d_train.config import load_config, student_config, to_dict
 from ovseg3d_train.losses import (
     adept_expert_loss,
     cosine_distillation,
@@ -31,6 +31,7 @@ from ovseg3d_train.losses import (
     superpoint_targets,
     text_cross_entropy,
 )
+from ovseg3d_train.run_folder import check_resumable, resolve_device
 from ovseg3d_train.trainer import Trainer, train
 
 BIN = Path(sys.executable).parent

@@ -10,7 +10,6 @@ affinity embeddings drive geometry-guided pooling (``ovseg3d infer --pooling --a
 
 from __future__ import annotations
 
-import csv
 import time
 from pathlib import Path
 
@@ -22,10 +21,13 @@ from ovseg3d.data.scannet import ScanNetScene, list_scenes
 from ovseg3d.errors import UserError
 from ovseg3d.geometry.neighbors import knn
 from ovseg3d.progress import bar
-from ovseg3d.student.checkpoint import load_student, save_checkpoint
-from ovseg3d.student.model import Student, StudentConfig
+from ovseg3d.student.checkpoint import load_student
+from ovseg3d.student.model import Student
 
-from .config import TrainConfig, clear_run, read_resumable, resolve_device, save_config, to_dict
+from .config import TrainConfig, affinity_student_config
+from .run_folder import RunFolder
+
+LOG_FIELDS = ["epoch", "loss_infonce", "seconds"]
 
 
 def contrastive_loss(student: torch.Tensor, teacher: torch.Tensor, points: np.ndarray, cfg, rng: np.random.Generator
@@ -60,38 +62,34 @@ class Projection(torch.nn.Module):
 
 
 def train_affinity(cfg: TrainConfig, fresh: bool = False) -> Path:
-    device = resolve_device(cfg)
+    run = RunFolder(cfg, LOG_FIELDS)
+    device = run.device
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     teacher, _ = load_student(Path(cfg.affinity.teacher), device)
     names = list(cfg.data.train) or [p.name for p in list_scenes(cfg.data.scenes)]
     scenes = [ScanNetScene(Path(cfg.data.scenes) / n) for n in names]
-    sc = StudentConfig(arch="MinkUNetSmall", feature_dim=cfg.affinity.dim, voxel_size=cfg.student.voxel_size,
-                       input=cfg.student.input)
-    student = Student(sc).to(device)
+    student = Student(affinity_student_config(cfg)).to(device)
     proj = Projection(cfg.affinity.dim, teacher.net.backbone_dim).to(device)
     params = list(student.parameters()) + list(proj.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.optim.epochs)
-    run = cfg.run_dir
-    run.mkdir(parents=True, exist_ok=True)
     if fresh:
-        clear_run(run)
-    start = 0
-    if (run / "last.pt").exists():
-        data = read_resumable(cfg, run / "last.pt")
+        run.clear()
+    data = run.resume()
+    if data is not None:
         student.load_state_dict(data["state_dict"])
         proj.load_state_dict(data["train"]["projection"])
         opt.load_state_dict(data["train"]["optimizer"])
         sched.load_state_dict(data["train"]["scheduler"])
-        start = int(data["train"]["epoch"]) + 1
-    save_config(cfg, run / "config.yaml")
+    run.write_config()
     # the frozen teacher's geometric features, once per scene (colours used if it takes them); none
     # are needed when a finished run is asked for no more epochs
-    targets = [teacher.predict_backbone(s.points, s.colors) for s in scenes] if start < cfg.optim.epochs else []
-    print(f"ovseg3d-train (affinity): {len(scenes)} scene(s), teacher {cfg.affinity.teacher}; run folder {run}")
-    for epoch in range(start, cfg.optim.epochs):
+    todo = run.start_epoch < cfg.optim.epochs
+    targets = [teacher.predict_backbone(s.points, s.colors) for s in scenes] if todo else []
+    print(f"ovseg3d-train (affinity): {len(scenes)} scene(s), teacher {cfg.affinity.teacher}; run folder {run.path}")
+    for epoch in range(run.start_epoch, cfg.optim.epochs):
         t0 = time.perf_counter()
         total = 0.0
         student.train()
@@ -108,17 +106,12 @@ def train_affinity(cfg: TrainConfig, fresh: bool = False) -> Path:
                 total += loss.item()
                 pbar.update()
         sched.step()
-        save_checkpoint(run / "last.pt", student, to_dict(cfg), cfg.labels, role="affinity",
-                        train={"epoch": epoch, "projection": proj.state_dict(), "optimizer": opt.state_dict(),
-                               "scheduler": sched.state_dict()})
-        log = run / "log.csv"
-        new = not log.exists()
-        with open(log, "a", newline="") as fh:
-            w = csv.writer(fh)
-            if new:
-                w.writerow(["epoch", "loss_infonce", "seconds"])
-            w.writerow([epoch + 1, total / len(scenes), round(time.perf_counter() - t0, 2)])
+        run.save("last.pt", student, cfg.labels, role="affinity",
+                 train={"epoch": epoch, "projection": proj.state_dict(), "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict()})
+        run.log({"epoch": epoch + 1, "loss_infonce": total / len(scenes),
+                 "seconds": round(time.perf_counter() - t0, 2)})
         print(f"epoch {epoch + 1}: InfoNCE {total / len(scenes):.4f}", flush=True)
-    if not (run / "last.pt").exists():
+    if not (run.path / "last.pt").exists():
         raise UserError("no epoch was trained")
-    return run / "last.pt"
+    return run.path / "last.pt"

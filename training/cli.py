@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,19 +23,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def train_from_config(config: str | Path, overrides: Sequence[str] = (), fresh: bool = False) -> Path:
+    """Train as `ovseg3d-train --config CONFIG OVERRIDES...` does (the demo and benchmarks call this);
+    returns the best (or last) checkpoint."""
+    from .config import load_config
+
+    cfg = load_config(config, list(overrides))
+    if cfg.threads > 0:  # MinkowskiEngine's CPU kernels size their OpenMP pool from this when they load
+        os.environ["OMP_NUM_THREADS"] = str(cfg.threads)
+    from .trainer import train
+
+    return train(cfg, fresh=fresh)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from ovseg3d.errors import UserError
 
-    from .config import load_config
-
     try:
-        cfg = load_config(args.config, args.overrides)
-        if cfg.threads > 0:  # MinkowskiEngine's CPU kernels size their OpenMP pool from this when they load
-            os.environ["OMP_NUM_THREADS"] = str(cfg.threads)
-        from .trainer import train
-
-        path = train(cfg, fresh=args.fresh)
+        path = train_from_config(args.config, args.overrides, args.fresh)
     except UserError as exc:
         print(f"ovseg3d-train: error: {exc}", file=sys.stderr)
         return 2

@@ -229,12 +229,25 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConf
 
 
 def student_config(cfg: TrainConfig):
-    """The StudentConfig part of the student section (the rest says how training starts)."""
+    """The StudentConfig the student section describes: each of its fields is the section's key of
+    the same name (so a new student option is one line in StudentSection; a field the section lacks
+    fails here rather than silently keeping its default). The section's other keys, ``init`` and
+    ``freeze_backbone``, say how training starts, not what the student is."""
     from ovseg3d.student.model import StudentConfig
 
-    s = cfg.student
-    return StudentConfig(arch=s.arch, feature_dim=s.feature_dim, voxel_size=s.voxel_size, input=s.input,
-                         adapter_hidden=s.adapter_hidden, instance_hidden=s.instance_hidden)
+    return StudentConfig(**{f.name: getattr(cfg.student, f.name) for f in dataclasses.fields(StudentConfig)})
+
+
+# GeoPurify's affinity student is its own small network: of the student section it shares only the input
+AFFINITY_FROM_STUDENT = ("voxel_size", "input")
+
+
+def affinity_student_config(cfg: TrainConfig):
+    """The affinity student's StudentConfig: MinkUNetSmall of width ``affinity.dim`` on the student's input."""
+    from ovseg3d.student.model import StudentConfig
+
+    return StudentConfig(arch="MinkUNetSmall", feature_dim=cfg.affinity.dim,
+                         **{k: getattr(cfg.student, k) for k in AFFINITY_FROM_STUDENT})
 
 
 def uses_instances(cfg: TrainConfig) -> bool:
@@ -277,89 +290,6 @@ def validate(cfg: TrainConfig) -> None:
                         "set 'loss.instance_distill' and/or 'loss.instance_label_ce'")
     if cfg.loss.cosine <= 0 and cfg.loss.superpoint <= 0:
         raise UserError("config keys 'loss.cosine' and 'loss.superpoint' are both 0: nothing to train")
-
-
-def resolve_device(cfg: TrainConfig):
-    """The torch device of this process: under torchrun each process on a GPU machine takes the GPU
-    of its LOCAL_RANK (two processes on one GPU would make NCCL fail mid-run with a duplicate-GPU
-    error, so that is refused up front)."""
-    import os
-
-    import torch
-
-    from ovseg3d.student.model import default_device
-
-    device = default_device() if cfg.device == "auto" else torch.device(cfg.device)
-    if device.type != "cuda":
-        return device
-    if not torch.cuda.is_available():
-        raise UserError(f"device={cfg.device} but torch {torch.__version__} sees no GPU (a CPU build, or no driver): "
-                        "set device=auto or device=cpu")
-    gpus = torch.cuda.device_count()
-    if device.index is None and "LOCAL_RANK" in os.environ:
-        local = int(os.environ["LOCAL_RANK"])
-        if local >= gpus:
-            raise UserError(f"device: process {local} on this machine has no GPU of its own ({gpus} visible); "
-                            f"start at most {gpus} process(es) per machine, or set device=cpu")
-        device = torch.device("cuda", local)
-    elif device.index is not None and device.index >= gpus:
-        raise UserError(f"device={cfg.device} but this machine has {gpus} GPU(s)")
-    if device.index is not None:
-        torch.cuda.set_device(device)
-    return device
-
-
-def clear_run(run: Path) -> None:
-    """--fresh: forget a run folder's checkpoints and log (its config.yaml is rewritten anyway)."""
-    for name in ("last.pt", "best.pt", "log.csv"):
-        (run / name).unlink(missing_ok=True)
-
-
-# sections that change what an epoch does: a run folder resumes only with the same values
-RESUME_SECTIONS = ("task", "student", "augment", "loss", "optim", "affinity")
-
-
-def check_resumable(cfg: TrainConfig, stored: dict, path: Path) -> None:
-    """Refuse to resume a checkpoint written under other settings, naming the first keys that differ.
-
-    The optimizer and schedule states come from the checkpoint, so resuming with, say, more epochs
-    would silently keep the old cosine schedule.
-    """
-    now, defaults = to_dict(cfg), to_dict(TrainConfig())
-    differ = [f"{key} {old!r} -> {new!r}" for section in RESUME_SECTIONS
-              for key, old, new in _differences(section, stored.get(section), now[section], defaults[section])]
-    if differ:
-        raise UserError(f"{path} was trained with other settings ({'; '.join(differ[:3])}); "
-                        "use a new run name, or --fresh to start this one again")
-
-
-def read_resumable(cfg: TrainConfig, path: Path) -> dict:
-    """The run's ``last.pt``, refused (and left as it is) when written under other settings or
-    without the training state (optimizer, schedule, epoch) that an exact resume needs."""
-    from ovseg3d.student.checkpoint import read_checkpoint
-
-    data = read_checkpoint(path)
-    check_resumable(cfg, data.get("config", {}), path)
-    if not data.get("train"):
-        init = "" if cfg.task == "affinity" else f", or start a new run name from its weights with student.init={path}"
-        raise UserError(f"{path} holds weights but no training state (optimizer, schedule, epoch) to resume from; "
-                        f"move it out of the run folder to start over{init}")
-    return data
-
-
-_ABSENT = object()
-
-
-def _differences(key: str, old, new, default=_ABSENT) -> list[tuple[str, object, object]]:
-    """Keys whose values differ; a key the stored config lacks (written before the key existed) counts
-    as its default, which by this project's rule is the behaviour from before the key."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        default = default if isinstance(default, dict) else {}
-        return [d for k in dict.fromkeys([*new, *old])
-                for d in _differences(f"{key}.{k}", old.get(k, _ABSENT), new.get(k), default.get(k, _ABSENT))]
-    if old is _ABSENT:
-        old = default if default is not _ABSENT else None
-    return [] if old == new else [(key, old, new)]
 
 
 def to_dict(cfg: TrainConfig) -> dict:

@@ -1,15 +1,14 @@
 """The distillation loop: student, losses, schedule, checkpoints, exact resume, DistributedDataParallel.
 
 Under torchrun each process trains on its own share of every epoch's samples and gradients are
-averaged (gloo on CPU, NCCL on GPUs); rank 0 validates, logs and writes checkpoints. A run folder
-holds ``config.yaml`` (the resolved config), ``log.csv`` (one row per epoch), ``last.pt`` (every
-epoch, with optimizer, schedule and RNG state for an exact resume) and ``best.pt`` (best
-validation mIoU).
+averaged (gloo on CPU, NCCL on GPUs); rank 0 validates, logs and writes checkpoints. The run
+folder (``run_folder.RunFolder``) holds ``config.yaml``, ``log.csv`` (one row per epoch),
+``last.pt`` (every epoch, with optimizer, schedule and RNG state for an exact resume) and
+``best.pt`` (best validation mIoU). The loss terms and their order are ``loss_terms.LOSS_TERMS``.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -26,45 +25,19 @@ from ovseg3d.geometry.voxels import isolated_voxel_fraction, segment_mean
 from ovseg3d.labels import load_label_set
 from ovseg3d.progress import bar
 from ovseg3d.segment.instances import majority_label
-from ovseg3d.student.checkpoint import read_checkpoint, save_checkpoint
+from ovseg3d.student.checkpoint import read_checkpoint
 from ovseg3d.student.model import Student
 from ovseg3d.text.clip_model import ClipSpec
 from ovseg3d.text.vocabulary import build_vocabulary
 
-from .config import (
-    TrainConfig,
-    clear_run,
-    read_resumable,
-    resolve_device,
-    save_config,
-    student_config,
-    to_dict,
-    uses_instances,
-)
+from .config import TrainConfig, student_config, uses_instances
 from .data import DistillDataset, split_scenes
-from .losses import (
-    adept_expert_loss,
-    cosine_distillation,
-    instance_distillation,
-    label_guided_targets,
-    reconstruct_instance_masks,
-    relation_consistency,
-    superpoint_distillation,
-    superpoint_pseudo_labels,
-    superpoint_targets,
-    text_cross_entropy,
-)
+from .loss_terms import LOSS_TERMS, LOSSES, on_device
+from .losses import label_guided_targets
+from .run_folder import RunFolder, world
 
-LOSSES = ["cosine", "superpoint", "relation", "instance_masks", "temporal_ensembling", "snapshot_experts",
-          "instance_distill", "instance_label_ce"]
 LOG_FIELDS = ["epoch", "lr", "loss", *(f"loss_{k}" for k in LOSSES), "val_miou", "val_macc", "val_instance_acc",
               "seconds"]
-
-
-def _world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def _init_distributed(device: torch.device) -> None:
@@ -83,9 +56,10 @@ class Trainer:
         self.cfg = cfg
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
-        self.device = resolve_device(cfg)
+        self.run = RunFolder(cfg, LOG_FIELDS)
+        self.device = self.run.device
         _init_distributed(self.device)
-        self.rank, self.world = _world()
+        self.rank, self.world = world()
         torch.manual_seed(cfg.seed)
         train, self.val_names = split_scenes(cfg)
         self.data = DistillDataset(cfg, train)
@@ -113,8 +87,6 @@ class Trainer:
         self.history: Student | None = None  # SAS temporal-ensembling model
         self.experts: list[tuple[Student, np.ndarray]] = []  # HAS-KD snapshots and their per-class IoU
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda e: _lr_factor(cfg, e))
-        self.run_dir = cfg.run_dir
-        self.start_epoch = 0
         self.best = -1.0
         self.labels = load_label_set(cfg.labels)
         self._vocab = None
@@ -179,10 +151,9 @@ class Trainer:
                 "experts": [{"weights": weights(m), "iou": [float(x) for x in iou]} for m, iou in self.experts]}
 
     def resume(self) -> bool:
-        path = self.run_dir / "last.pt"
-        if not path.exists():
+        data = self.run.resume()
+        if data is None:
             return False
-        data = read_resumable(self.cfg, path)
         self.student.load_state_dict(data["state_dict"])
         train = data["train"]
         self.opt.load_state_dict(train["optimizer"])
@@ -195,48 +166,24 @@ class Trainer:
             expert = self._clone()
             expert.load_state_dict(e["weights"])
             self.experts.append((expert, np.asarray(e["iou"])))
-        self.start_epoch = int(train["epoch"]) + 1
         self.best = float(train.get("best_val_miou", -1.0))
         return True
 
     def save(self, name: str, epoch: int) -> Path:
-        return save_checkpoint(self.run_dir / name, self.student, to_dict(self.cfg), self.labels.name,
-                               train=self._state(epoch))
+        return self.run.save(name, self.student, self.labels.name, train=self._state(epoch))
 
     # ---------------------------------------------------------------- steps
     def _losses(self, pred: torch.Tensor, sample, extra: dict) -> dict[str, torch.Tensor]:
-        L = self.cfg.loss
-        target, mask = sample.target.to(self.device), sample.mask.to(self.device)
-        sp = sample.superpoints.to(self.device)
+        """One sample's loss terms that are on, by name, in LOSS_TERMS order (the order they are summed)."""
+        sample = on_device(sample, self.device)
         out = {}
-        mean = self.target_mean if L.center_targets else None
-        if L.cosine > 0:
-            point_target, point_mask = superpoint_targets(target, sp, mask) if L.superpoint_point_targets \
-                else (target, mask)
-            out["cosine"] = cosine_distillation(pred, point_target, point_mask, mean)
-        if L.superpoint > 0:
-            out["superpoint"] = superpoint_distillation(pred, target, sp, mask, uncertainty=L.superpoint_uncertainty,
-                                                        mean=mean)
-        if "backbone" in extra:
-            out["relation"] = relation_consistency(extra["backbone"], pred, self._relation_groups(sp))
-        if L.instance_masks > 0:
-            out["instance_masks"] = reconstruct_instance_masks(pred, self._relation_groups(sp), L.instance_mask_scale)
-        if "history" in extra:
-            labels = superpoint_pseudo_labels(extra["history"], sp, self.vocab)
-            out["temporal_ensembling"] = text_cross_entropy(pred, labels, self.vocab, L.te_logit_scale)
-        if "experts" in extra:
-            out["snapshot_experts"] = adept_expert_loss(pred, target, mask, extra["experts"], self.vocab)
-        if "instance" in extra:
-            ids, tgt, usable, labels = self._folk_targets(sample.name)
-            distill, ce = instance_distillation(extra["instance"], sample.instances.to(self.device), ids, tgt, usable,
-                                                labels, self.vocab.class_embeddings(), L.instance_logit_scale)
-            if L.instance_distill > 0:
-                out["instance_distill"] = distill
-            if L.instance_label_ce > 0:
-                out["instance_label_ce"] = ce
+        for name, term in LOSS_TERMS.items():
+            value = term(self, pred, sample, extra)
+            if value is not None:
+                out[name] = value
         return out
 
-    def _folk_targets(self, name: str) -> tuple:
+    def folk_targets(self, name: str) -> tuple:
         """A training scene's label-guided instance targets (computed once)."""
         if name not in self._instance_targets:
             table = self.data.instance_table(name)
@@ -247,15 +194,6 @@ class Trainer:
                 n, c = int(usable.sum()), int(consistent.sum())
                 print(f"  {name}: {len(table.ids)} instances, {n} usable, teacher label-consistent on {c}", flush=True)
         return self._instance_targets[name]
-
-    def _relation_groups(self, superpoints: torch.Tensor) -> torch.Tensor:
-        """Superpoint ids with all but ``relation_groups`` random superpoints set to -1 (ignored).
-
-        Used as the instances of GeoGuide's relation and mask losses."""
-        ids = torch.unique(superpoints)
-        g = torch.Generator().manual_seed(int(ids.sum()))
-        keep = ids[torch.randperm(len(ids), generator=g)[: self.cfg.loss.relation_groups]]
-        return torch.where(torch.isin(superpoints, keep.to(superpoints.device)), superpoints, -1)
 
     def _extra_targets(self, samples, offsets) -> list[dict]:
         """Per sample: the history model's features and the adept experts' features, if enabled."""
@@ -374,16 +312,13 @@ class Trainer:
                   "lets the convolutions see their neighbours", flush=True)
 
     def fit(self) -> Path:
-        if self.rank == 0:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(self.cfg, self.run_dir / "config.yaml")
-        log_path = self.run_dir / "log.csv"
+        self.run.write_config()
         print(f"ovseg3d-train: {len(self.data)} training scene(s), {len(self.val_names)} validation, "
-              f"{self.world} process(es) on {self.device}; run folder {self.run_dir}"
-              + (f"; resuming after epoch {self.start_epoch}" if self.start_epoch else ""), flush=True)
+              f"{self.world} process(es) on {self.device}; run folder {self.run.path}"
+              + (f"; resuming after epoch {self.run.start_epoch}" if self.run.start_epoch else ""), flush=True)
         if self.rank == 0:
             self._warn_sparse_voxels()
-        for epoch in range(self.start_epoch, self.cfg.optim.epochs):
+        for epoch in range(self.run.start_epoch, self.cfg.optim.epochs):
             t0 = time.perf_counter()
             lr = self.opt.param_groups[0]["lr"]
             stats = self.train_epoch(epoch)
@@ -402,12 +337,7 @@ class Trainer:
                 row = {"epoch": epoch + 1, "lr": lr, "loss": stats.get("loss"),
                        **{f"loss_{k}": stats.get(k) for k in LOSSES}, "val_miou": miou, "val_macc": macc,
                        "val_instance_acc": inst_acc, "seconds": round(time.perf_counter() - t0, 2)}
-                new = not log_path.exists()
-                with open(log_path, "a", newline="") as fh:
-                    w = csv.DictWriter(fh, fieldnames=LOG_FIELDS)
-                    if new:
-                        w.writeheader()
-                    w.writerow({k: ("" if v is None else v) for k, v in row.items()})
+                self.run.log(row)
                 print(f"epoch {epoch + 1}: loss {stats.get('loss', float('nan')):.4f}"
                       + (f", val mIoU {miou * 100:.1f}" if not math.isnan(miou) else "")
                       + (f", instances named right {inst_acc * 100:.1f} %" if not math.isnan(inst_acc) else "")
@@ -415,12 +345,12 @@ class Trainer:
             if self.world > 1:
                 dist.barrier()
         self._report_replicas()
-        return self.run_dir / "last.pt"
+        return self.run.path / "last.pt"
 
     def _report_replicas(self) -> None:
         """Each process records a checksum of its weights: replicas must agree after DDP."""
         checksum = float(sum(p.detach().double().sum() for p in self.student.parameters()))
-        (self.run_dir / f"replica{self.rank}.json").write_text(json.dumps({"rank": self.rank, "world": self.world,
+        (self.run.path / f"replica{self.rank}.json").write_text(json.dumps({"rank": self.rank, "world": self.world,
                                                                            "param_sum": checksum}))
 
 
@@ -441,8 +371,8 @@ def train(cfg: TrainConfig, fresh: bool = False) -> Path:
 
         return train_affinity(cfg, fresh)
     trainer = Trainer(cfg)
-    if fresh and trainer.rank == 0:
-        clear_run(trainer.run_dir)
+    if fresh:
+        trainer.run.clear()
     if trainer.world > 1:
         dist.barrier()
     if not fresh:
