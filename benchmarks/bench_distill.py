@@ -27,9 +27,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import multiprocessing
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -44,39 +43,38 @@ from ovseg3d.data.synth.generate import SYNTH_PRESETS, generate_dataset
 from ovseg3d.eval.semantic import SemanticMeter, miou_difference
 from ovseg3d.eval.tables import miou_table
 from ovseg3d.labels import load_label_set
+from ovseg3d.pipelines.extract import ExtractOptions, extract_scenes
 from ovseg3d.segment.labeling import ensemble_2d_3d
 from ovseg3d.student.checkpoint import load_student
 from ovseg3d.student.pooling import GEOPURIFY_K, GEOPURIFY_SHARPEN, GEOPURIFY_STEPS, affinity_matrix, propagate
 from ovseg3d.text.vocabulary import Vocabulary, build_vocabulary
 
-BIN = Path(sys.executable).parent
+
+def _train(config: str, overrides: list[str], threads: int) -> None:
+    """One student's training, in its own process: MinkowskiEngine's CPU kernels size their OpenMP
+    pool when they load, so OMP_NUM_THREADS is set before anything imports them."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    from ovseg3d_train.cli import train_from_config
+
+    train_from_config(Path(config), overrides)
 
 
-def sh(*args: str) -> float:
-    t0 = time.perf_counter()
-    proc = subprocess.run([str(a) for a in args])
-    if proc.returncode != 0:  # the command has said why on stderr
-        raise SystemExit(f"{Path(args[0]).name} failed (exit {proc.returncode}); its message is above")
-    return time.perf_counter() - t0
-
-
-def sh_parallel(commands: dict[str, list], jobs: int, threads: int) -> dict[str, float]:
-    """Run the commands ``jobs`` at a time, ``threads`` CPU threads each; wall seconds of each.
-
-    OMP_NUM_THREADS too: MinkowskiEngine's CPU kernels have their own OpenMP pool, which
-    torch.set_num_threads does not reach.
-    """
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    pending, running, times = list(commands.items()), {}, {}
+def train_parallel(runs: dict[str, tuple[str, list[str]]], jobs: int, threads: int) -> dict[str, float]:
+    """Train the runs (config, overrides) ``jobs`` at a time, ``threads`` CPU threads each, each in
+    its own process (torch.set_num_threads does not reach MinkowskiEngine's pool); wall seconds of each."""
+    spawn = multiprocessing.get_context("spawn")
+    pending, running, times = list(runs.items()), {}, {}
     while pending or running:
         while pending and len(running) < jobs:
-            key, cmd = pending.pop(0)
-            running[key] = (subprocess.Popen([str(a) for a in cmd], env=env), time.perf_counter())
+            key, (config, overrides) = pending.pop(0)
+            proc = spawn.Process(target=_train, args=(config, overrides, threads), name=key)
+            proc.start()
+            running[key] = (proc, time.perf_counter())
         time.sleep(1.0)
         for key, (proc, t0) in list(running.items()):
-            if proc.poll() is not None:
-                if proc.returncode != 0:
-                    raise SystemExit(f"{key} failed (exit {proc.returncode})")
+            if not proc.is_alive():
+                if proc.exitcode != 0:
+                    raise SystemExit(f"{key} failed (exit {proc.exitcode}); its message is above")
                 times[key] = time.perf_counter() - t0
                 del running[key]
     return times
@@ -109,7 +107,9 @@ def main() -> None:
         t0 = time.perf_counter()
         generate_dataset(data, n - first_missing, 100, SYNTH_PRESETS["test"], first_index=first_missing)
         times["synth"] = time.perf_counter() - t0
-    times["extract"] = sh(BIN / "ovseg3d", "extract", data, "--teacher", "simulated", "--out", feats)
+    t0 = time.perf_counter()
+    extract_scenes(data, feats, ExtractOptions(teachers=["simulated"]))
+    times["extract"] = time.perf_counter() - t0
     names = [f"scene{i:04d}_00" for i in range(n)]
     train, val = names[: args.train_scenes], names[args.train_scenes: args.train_scenes + args.val_scenes]
     tune = names[args.train_scenes + args.val_scenes:]
@@ -117,20 +117,21 @@ def main() -> None:
     runs = {"cosine": ["loss.superpoint=0"],
             "cosine+superpoint": ["loss.superpoint=1", "loss.superpoint_point_targets=true"]}
     threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
-    commands = {f"train {run}": [BIN / "ovseg3d-train", "--config", "training/configs/synthetic.yaml",
+    commands = {f"train {run}": ("training/configs/synthetic.yaml", [
                                  f"data.scenes={data}", f"data.targets={feats}", f"data.train=[{','.join(train)}]",
                                  f"data.val=[{','.join(val)}]", f"optim.epochs={args.epochs}", f"optim.lr={args.lr}",
                                  f"student.voxel_size={args.voxel}", f"student.input={args.input}", f"out={work}/runs",
-                                 f"name={run}", "val_every=5", f"threads={threads}", f"seed={args.seed}", *extra]
+                                 f"name={run}", "val_every=5", f"threads={threads}", f"seed={args.seed}", *extra])
                 for run, extra in runs.items()}
-    times.update(sh_parallel(commands, args.jobs, threads))
+    times.update(train_parallel(commands, args.jobs, threads))
     for run in runs:  # a run folder that already had last.pt resumes: its own log holds the training time
         times[f"train {run} (epoch times in log.csv)"] = epoch_seconds(work / "runs" / run / "log.csv")
-    times["train affinity (GeoPurify)"] = sh(
-        BIN / "ovseg3d-train", "--config", "training/configs/geopurify_affinity.yaml", f"data.scenes={data}",
-        f"data.train=[{','.join(train)}]", f"affinity.teacher={work}/runs/cosine+superpoint/last.pt",
+    times.update(train_parallel({"train affinity (GeoPurify)": ("training/configs/geopurify_affinity.yaml", [
+        f"data.scenes={data}", f"data.train=[{','.join(train)}]",
+        f"affinity.teacher={work}/runs/cosine+superpoint/last.pt",
         f"student.voxel_size={args.voxel}", f"student.input={args.input}",  # it sees what the students see
-        f"optim.epochs={args.affinity_epochs}", f"out={work}/runs", "name=affinity", f"seed={args.seed}")
+        f"optim.epochs={args.affinity_epochs}", f"out={work}/runs", "name=affinity", f"seed={args.seed}"])},
+        1, os.cpu_count() or 1))
     times["train affinity (epoch times in log.csv)"] = epoch_seconds(work / "runs" / "affinity" / "log.csv")
     labels = load_label_set("scannet20")
     vocab = build_vocabulary(labels)

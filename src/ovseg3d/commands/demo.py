@@ -1,7 +1,8 @@
 """`ovseg3d demo`: the whole method end to end on the embedded synthetic world, on a CPU.
 
-Every step is a real ovseg3d command run in this process (the same code a user runs), so the
-demo is also a smoke test of the tool chain. The 2D teacher is the simulated one: no pretrained
+Every step calls the library function behind an ovseg3d command (``ovseg3d.pipelines``, the
+trainer, the replay tooling) in this process, and prints the command a user would type for it;
+the demo is also a smoke test of the tool chain. The 2D teacher is the simulated one: no pretrained
 vision-language weights can be downloaded on these machines, and the CLIP text encoder has random
 weights; the numbers measure the pipeline, not real-world recognition.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 HELP = "run the whole pipeline on synthetic scenes (test instrument): teacher, student, query, node replay"
@@ -35,22 +37,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--replay-rate", type=float, default=2.0, help="bag playback speed for the node (default 2)")
 
 
-def _step(title: str, argv: list[str], timings: dict, key: str | None = None) -> None:
-    from ovseg3d.cli import main
-    from ovseg3d.errors import UserError
-
-    print(f"\n=== {title}\n$ ovseg3d {' '.join(argv)}", flush=True)
+def _step(title: str, same_as: str, timings: dict, key: str, work: Callable[[], object]) -> object:
+    """Run one step of the chain as a library call, printing the command a user would type for it."""
+    print(f"\n=== {title}\n$ {same_as}", flush=True)
     t0 = time.perf_counter()
-    code = main(argv)
-    timings[key or title] = time.perf_counter() - t0
-    if code != 0:
-        raise UserError(f"demo step '{title}' failed (exit {code}); its error is above")
+    result = work()
+    timings[key] = time.perf_counter() - t0
+    return result
+
+
+def _train(config: Path, overrides: list[str]) -> Path:
+    """The student, trained as `ovseg3d-train --config CONFIG OVERRIDES...` would."""
+    from ovseg3d_train.cli import train_from_config
+
+    return train_from_config(config, overrides)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ovseg3d.data.synth.generate import SYNTH_NOTE
+    from ovseg3d.data.scannet import ScanNetScene
+    from ovseg3d.data.synth.generate import SYNTH_NOTE, SYNTH_PRESETS
     from ovseg3d.errors import UserError
     from ovseg3d.paths import config_dir
+    from ovseg3d.pipelines.context import load_context
+    from ovseg3d.pipelines.evaluate import evaluate_predictions, print_scores
+    from ovseg3d.pipelines.extract import ExtractOptions, extract_scenes
+    from ovseg3d.pipelines.infer import InferOptions, infer_scenes
+    from ovseg3d.pipelines.query import print_result, query_scene, save_pictures
+    from ovseg3d.pipelines.synth import make_scenes
+    from ovseg3d.ros_tools.bag import write_scene_bag
+    from ovseg3d.ros_tools.replay import ReplayConfig, replay_bag
 
     if args.scenes < 2:
         raise UserError("--scenes must be at least 2 (one is held out)")
@@ -66,24 +81,19 @@ def run(args: argparse.Namespace) -> int:
     timings: dict[str, float] = {}
     if not (data / held_out / "synth.json").exists():
         _step("1/7 synthetic scenes (test instrument), reconstructed from their depth like ScanNet's",
-              ["synth", str(data), "--scenes", str(args.scenes), "--seed", str(args.seed), "--preset", "test",
-               "--reconstruct", "0.05"], timings, "synth")
+              f"ovseg3d synth {data} --scenes {args.scenes} --seed {args.seed} --preset test --reconstruct 0.05",
+              timings, "synth",
+              lambda: make_scenes(data, args.scenes, args.seed, SYNTH_PRESETS["test"], reconstruct=0.05))
     else:
         print(f"\n=== 1/7 synthetic scenes: reusing {data}")
     bag = data / held_out / "rosbag2_mcap"
     if not bag.exists():
-        from ovseg3d.ros_tools.bag import write_bag
-        from ovseg3d.ros_tools.scene_stream import scene_stream
-
-        write_bag(scene_stream(data / held_out), bag, "mcap")
+        write_scene_bag(data / held_out, "mcap")
     _step("2/7 simulated 2D teacher, fused onto the points (OpenScene files), and FOLK's instance teacher",
-          ["extract", str(data), "--teacher", "simulated", "--out", str(features), "--instance-teacher"],
-          timings, "extract")
+          f"ovseg3d extract {data} --teacher simulated --out {features} --instance-teacher", timings, "extract",
+          lambda: extract_scenes(data, features, ExtractOptions(teachers=["simulated"], instance_teacher=True)))
     ckpt = runs / "demo" / "best.pt"
-    print("\n=== 3/7 distilling a small 3D student on the CPU", flush=True)
-    t0 = time.perf_counter()
     import ovseg3d_train
-    from ovseg3d_train.cli import main as train_main
 
     overrides = [f"data.scenes={data}", f"data.targets={features}", f"data.val=[{held_out}]", f"out={runs}",
                  "name=demo", "student.arch=MinkUNetSmall", "student.voxel_size=0.1", f"optim.epochs={args.epochs}",
@@ -91,26 +101,39 @@ def run(args: argparse.Namespace) -> int:
                  "loss.instance_label_ce=0.2",
                  f"val_every={max(1, args.epochs // 4)}", "optim.lr=0.004"]
     config = Path(ovseg3d_train.__file__).parent / "configs" / "synthetic.yaml"
-    if train_main(["--config", str(config), *overrides]) != 0:
-        raise UserError("demo step 'train' failed; its error is above")
-    timings["train"] = time.perf_counter() - t0
+    _step("3/7 distilling a small 3D student on the CPU", f"ovseg3d-train --config {config} {' '.join(overrides)}",
+          timings, "train", lambda: _train(config, overrides))
     val = data / held_out
     results = {}
     for mode in ("2d", "3d"):
         pred = out / f"pred_{mode}"
-        argv = ["infer", str(val), "--mode", mode, "--out", str(pred), "--features", str(features)]
-        if mode == "3d":  # instances from 3D alone: proposals named by the student's instance head (FOLK)
-            argv += ["--checkpoint", str(ckpt), "--instances"]
-        _step(f"4/7 label the held-out scene: {mode}", argv, timings, f"infer {mode}")
-        _step(f"4/7 score {mode}", ["eval", str(pred), "--gt", str(data), "--labels", "scannet20"], timings,
-              f"eval {mode}")
-        results[mode] = json.loads((pred / "eval.json").read_text())
-    _step("5/7 text query", ["query", str(val), args.query, "--checkpoint", str(ckpt), "--out",
-                             str(out / "query.png")], timings, "query")
+        # instances from 3D alone: proposals named by the student's instance head (FOLK)
+        opts = InferOptions(mode=mode, features=features, instances=mode == "3d")
+        same_as = f"ovseg3d infer {val} --mode {mode} --out {pred} --features {features}" + (
+            f" --checkpoint {ckpt} --instances" if mode == "3d" else "")
+        student = ckpt if mode == "3d" else None
+        _step(f"4/7 label the held-out scene: {mode}", same_as, timings, f"infer {mode}",
+              lambda p=pred, o=opts, c=student: infer_scenes(val, p, load_context(c), o))
+        report = _step(f"4/7 score {mode}", f"ovseg3d eval {pred} --gt {data} --labels scannet20", timings,
+                       f"eval {mode}", lambda p=pred: evaluate_predictions(p, data, "scannet20"))
+        print_scores(report)
+        (pred / "eval.json").write_text(json.dumps(report, indent=1))
+        results[mode] = report
+
+    def query() -> None:
+        ctx = load_context(ckpt)
+        scene = ScanNetScene(val)
+        result = query_scene(ctx, scene, args.query, top=5)
+        print_result(result, scene.name, ctx.names)
+        save_pictures(result, scene, out / "query.png")
+
+    _step("5/7 text query", f"ovseg3d query {val} {args.query!r} --checkpoint {ckpt} --out {out / 'query.png'}",
+          timings, "query", query)
+    params = {"map.voxel_size": 0.05, "depth.stride": 2, "inference.rate_hz": 1.0, "instances.cell": 0.1}
     _step("6/7 replay the held-out scene's bag through the ROS 2 node",
-          ["replay", str(bag), "--checkpoint", str(ckpt), "--gt", str(val), "--rate", str(args.replay_rate),
-           "--out", str(out / "replay"), "--param", "map.voxel_size=0.05", "--param", "depth.stride=2",
-           "--param", "inference.rate_hz=1.0", "--param", "instances.cell=0.1"], timings, "replay")
+          f"ovseg3d replay {bag} --checkpoint {ckpt} --gt {val} --rate {args.replay_rate} --out {out / 'replay'} "
+          + " ".join(f"--param {k}={v}" for k, v in params.items()), timings, "replay",
+          lambda: replay_bag(bag, ckpt, out / "replay", val, cfg=ReplayConfig(rate=args.replay_rate), params=params))
     replay = json.loads((out / "replay" / "report.json").read_text())
     total = time.perf_counter() - t_all
     print(f"\n=== 7/7 summary (held-out scene {held_out}; simulated teacher, random CLIP: a test of the pipeline)")
