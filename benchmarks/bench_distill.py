@@ -29,6 +29,7 @@ import argparse
 import csv
 import multiprocessing
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -50,33 +51,48 @@ from ovseg3d.student.pooling import GEOPURIFY_K, GEOPURIFY_SHARPEN, GEOPURIFY_ST
 from ovseg3d.text.vocabulary import Vocabulary, build_vocabulary
 
 
-def _train(config: str, overrides: list[str], threads: int) -> None:
-    """One student's training, in its own process: MinkowskiEngine's CPU kernels size their OpenMP
-    pool when they load, so OMP_NUM_THREADS is set before anything imports them."""
-    os.environ["OMP_NUM_THREADS"] = str(threads)
+def _train(config: str, overrides: list[str]) -> None:
+    """One student's training, in its own process; a refused config ends it with code 2 and one line."""
+    from ovseg3d.errors import UserError
     from ovseg3d_train.cli import train_from_config
 
-    train_from_config(Path(config), overrides)
+    try:
+        train_from_config(Path(config), overrides)
+    except UserError as exc:
+        print(f"ovseg3d-train: error: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 def train_parallel(runs: dict[str, tuple[str, list[str]]], jobs: int, threads: int) -> dict[str, float]:
     """Train the runs (config, overrides) ``jobs`` at a time, ``threads`` CPU threads each, each in
-    its own process (torch.set_num_threads does not reach MinkowskiEngine's pool); wall seconds of each."""
+    its own process; wall seconds of each. OMP_NUM_THREADS is in the environment a child starts
+    with: torch's OpenMP pool (which MinkowskiEngine's CPU kernels use) and BLAS read it when they
+    load, which a spawned child does before it runs anything of ours."""
     spawn = multiprocessing.get_context("spawn")
     pending, running, times = list(runs.items()), {}, {}
-    while pending or running:
-        while pending and len(running) < jobs:
-            key, (config, overrides) = pending.pop(0)
-            proc = spawn.Process(target=_train, args=(config, overrides, threads), name=key)
-            proc.start()
-            running[key] = (proc, time.perf_counter())
-        time.sleep(1.0)
-        for key, (proc, t0) in list(running.items()):
-            if not proc.is_alive():
-                if proc.exitcode != 0:
-                    raise SystemExit(f"{key} failed (exit {proc.exitcode}); its message is above")
-                times[key] = time.perf_counter() - t0
-                del running[key]
+    saved = os.environ.get("OMP_NUM_THREADS")
+    try:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        while pending or running:
+            while pending and len(running) < jobs:
+                key, (config, overrides) = pending.pop(0)
+                proc = spawn.Process(target=_train, args=(config, overrides), name=key)
+                proc.start()
+                running[key] = (proc, time.perf_counter())
+            time.sleep(1.0)
+            for key, (proc, t0) in list(running.items()):
+                if not proc.is_alive():
+                    if proc.exitcode != 0:
+                        for other, _ in running.values():
+                            other.terminate()
+                        raise SystemExit(f"{key} failed (exit {proc.exitcode}); its message is above")
+                    times[key] = time.perf_counter() - t0
+                    del running[key]
+    finally:
+        if saved is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = saved
     return times
 
 

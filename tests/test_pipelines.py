@@ -24,6 +24,11 @@ def test_context_checks_dimensions_and_follows_the_checkpoint(node_checkpoint, t
         load_context(node_checkpoint, device="cpu", vocabulary_file=tmp_path / "v16.pt")
     with pytest.raises(UserError, match="no text encoder"):
         load_context(node_checkpoint, device="cpu", clip_model="")
+    # a robot carrying only a vocabulary file needs no label set (the node's configure asks for none)
+    save_vocabulary(tmp_path / "v64.pt", ctx.vocab)
+    alone = load_context(node_checkpoint, device="cpu", vocabulary_file=tmp_path / "v64.pt", clip_model="",
+                         label_set="no-such-label-set", load_labels=False)
+    assert alone.labels is None and alone.text_encoder is None and alone.names == ctx.names
 
 
 def test_extract_infer_evaluate_query_without_argv(synth_root, node_checkpoint, tiny_clip, tmp_path):

@@ -57,6 +57,6 @@ def run(args: argparse.Namespace) -> int:
                        label_set=args.labels, vocabulary_file=args.vocabulary, clip_model=args.clip_model,
                        clip_weights=args.clip_weights, templates=templates(args))
     affinity = load_student(args.affinity, ctx.device)[0] if args.affinity else None
-    report = infer_scenes(args.data, args.out, ctx, opts, affinity, args.affinity)
+    report = infer_scenes(args.data, args.out, ctx, opts, affinity, args.affinity, args.checkpoint)
     print(f"wrote predictions for {len(report['scenes'])} scene(s) to {args.out}")
     return 0

@@ -19,7 +19,7 @@ from ovseg3d.text.vocabulary import DEFAULT_TEMPLATES, Vocabulary, build_vocabul
 @dataclass
 class PipelineContext:
     vocab: Vocabulary
-    labels: LabelSet
+    labels: LabelSet | None  # None: a vocabulary file alone, no label set asked for
     device: torch.device
     student: Student | None = None
     checkpoint: dict = field(default_factory=dict)  # the checkpoint's contents (config, label set, ...)
@@ -28,7 +28,7 @@ class PipelineContext:
     templates: tuple[str, ...] = DEFAULT_TEMPLATES
 
     @property
-    def names(self) -> list[str]:
+    def names(self) -> list[str]:  # the vocabulary's classes: what labels index
         return list(self.vocab.names)
 
     def embed_text(self, text: str) -> torch.Tensor:
@@ -51,13 +51,16 @@ def resolve_device(name: str = "auto") -> torch.device:
 def load_context(checkpoint: Path | None, *, device: str = "auto", label_set: str | None = None,
                  vocabulary_file: Path | None = None, clip_model: str | None = DEFAULT_CLIP_MODEL,
                  clip_weights: str | None = None, templates: tuple[str, ...] = DEFAULT_TEMPLATES,
-                 clip_from_checkpoint: bool = True, cache_vocabulary: bool = True) -> PipelineContext:
+                 clip_from_checkpoint: bool = True, cache_vocabulary: bool = True,
+                 load_labels: bool = True) -> PipelineContext:
     """Load the student (when ``checkpoint`` is given), choose the text encoder, load the label set
     (``label_set``, else the checkpoint's, else scannet20) and build the vocabulary (from
     ``vocabulary_file`` when given), refusing a vocabulary whose dimension the student cannot match.
 
     ``clip_model`` empty means no text encoder; ``clip_from_checkpoint`` lets a checkpoint trained
     against another encoder choose it while ``clip_model``/``clip_weights`` are at their defaults.
+    With a vocabulary file the label set only colours pictures: ``load_labels=False`` skips it (a
+    robot carrying only a vocabulary file may not have the checkpoint's label set).
     """
     dev = resolve_device(device)
     student, ckpt = load_student(Path(checkpoint).expanduser(), dev) if checkpoint is not None else (None, {})
@@ -67,11 +70,12 @@ def load_context(checkpoint: Path | None, *, device: str = "auto", label_set: st
         encoder = checkpoint_text_encoder(ckpt, clip_model, clip_weights)
     else:
         encoder = ClipSpec(model=clip_model, pretrained=clip_weights or None)
-    labels = load_label_set(label_set or ckpt.get("label_set", "scannet20"))
+    labels = (load_label_set(label_set or ckpt.get("label_set", "scannet20"))
+              if load_labels or vocabulary_file is None else None)
     if vocabulary_file is not None:
         vocab = load_vocabulary(Path(vocabulary_file).expanduser())
     elif encoder is None:
-        raise UserError("no text encoder (clip.model is empty) and no vocabulary file")
+        raise UserError("no text encoder (clip.model is empty) and no vocabulary_file")
     else:
         vocab = build_vocabulary(labels, encoder, templates, cache=cache_vocabulary)
     if student is not None and vocab.dim != student.cfg.feature_dim:

@@ -112,14 +112,15 @@ def scene_instances(scene: ScanNetScene, pred: ScenePrediction, ctx: PipelineCon
 
 
 def infer_scenes(data: Path, out: Path, ctx: PipelineContext, opts: InferOptions,
-                 affinity: Student | None = None, affinity_path: Path | None = None) -> dict:
+                 affinity: Student | None = None, affinity_path: Path | None = None,
+                 checkpoint: Path | None = None) -> dict:
     """Write ``<scene>.npz`` (and .ply/.png) per scene of ``data`` into ``out``, plus ``infer.json``;
-    returns that report."""
+    returns that report (``checkpoint``: the one named in it, default the context's)."""
     opts.check(ctx.student is not None, affinity is not None)
     scenes = list_scenes(data)
     out.mkdir(parents=True, exist_ok=True)
     names = ctx.names
-    colors = ctx.labels.colors if len(ctx.labels) == len(names) else None
+    colors = ctx.labels.colors if ctx.labels is not None and len(ctx.labels) == len(names) else None
     report = []
     with bar(len(scenes), "infer", "scene") as pbar:
         for path in scenes:
@@ -143,8 +144,9 @@ def infer_scenes(data: Path, out: Path, ctx: PipelineContext, opts: InferOptions
         "k": opts.pooling_k, "sharpen": opts.pooling_sharpen, "steps": opts.pooling_steps,
         "affinity": str(affinity_path) if affinity_path else "student backbone"}
     student = ctx.student
+    checkpoint = checkpoint or ctx.checkpoint_path
     summary = {
-        "mode": opts.mode, "checkpoint": str(ctx.checkpoint_path) if ctx.checkpoint_path else None, "labels": names,
+        "mode": opts.mode, "checkpoint": str(checkpoint) if checkpoint else None, "labels": names,
         "label_set": ctx.labels.name, "pooling": pooling, "vocabulary": ctx.vocab.source,
         "instance_naming": (None if not opts.instances else "instance head" if student is not None
                             and student.has_instance_head else "mean feature"), "scenes": report}

@@ -215,10 +215,11 @@ class PerceptionNode(LifecycleNode):
                                label_set=self.p("label_set") or None,
                                vocabulary_file=Path(self.p("vocabulary_file")) if self.p("vocabulary_file") else None,
                                clip_model=self.p("clip.model"), clip_weights=self.p("clip.pretrained") or None,
-                               templates=tuple(self.p("prompt_templates")), clip_from_checkpoint=False)
+                               templates=tuple(self.p("prompt_templates")), clip_from_checkpoint=False,
+                               load_labels=not self.p("vocabulary_file"))
             student, vocab, device = ctx.student, ctx.vocab, ctx.device
             self.templates, self.text_encoder = ctx.templates, ctx.text_encoder
-            self.label_set = None if self.p("vocabulary_file") else ctx.labels
+            self.label_set = ctx.labels
             cfg = params.live_config(params.values(self))
             self.live = LiveSegmenter(student, vocab, cfg)
         except UserError as exc:
