@@ -8,7 +8,7 @@ from ovseg3d.data.scannet import ScanNetScene
 from ovseg3d.errors import UserError
 from ovseg3d.pipelines.context import load_context
 from ovseg3d.pipelines.evaluate import evaluate_predictions
-from ovseg3d.pipelines.extract import ExtractOptions, extract_scenes
+from ovseg3d.pipelines.extract import ExtractOptions, build_teachers, extract_scenes
 from ovseg3d.pipelines.infer import InferOptions, infer_scenes
 from ovseg3d.pipelines.query import query_scene
 from ovseg3d.text.vocabulary import Vocabulary, save_vocabulary
@@ -44,6 +44,17 @@ def test_extract_infer_evaluate_query_without_argv(synth_root, node_checkpoint, 
     assert scores["scenes"] == ["scene0000_00", "scene0001_00"] and scores["mIoU"] > 0.3, scores["mIoU"]
     with pytest.raises(UserError, match="needs --features"):
         infer_scenes(synth_root, pred, ctx, InferOptions(mode="2d"))
+    # the student's proposals named by 2D projection (OpenMask3D-like): the demo's baseline for FOLK
+    student_ctx = load_context(node_checkpoint, device="cpu")
+    teacher = build_teachers(["simulated"], "scannet20", tiny_clip, student_ctx.templates,
+                             {"simulated": {"patch": "32"}})
+    projected = InferOptions(mode="2d", features=feats, instances=True, instance_min_points=30, pictures=False)
+    with pytest.raises(UserError, match="needs --teacher"):
+        infer_scenes(synth_root, tmp_path / "p2d", student_ctx, projected)
+    report = infer_scenes(synth_root, tmp_path / "p2d", student_ctx, projected, teacher=teacher[1][0])
+    assert report["instance_naming"] == "2D projection (simulated, 5 views)"
+    with_instances = evaluate_predictions(tmp_path / "p2d", synth_root)
+    assert with_instances["mIoU"] == scores["mIoU"] and with_instances["instances"]["AP50"] > 0
     scene = ScanNetScene(synth_root / "scene0000_00")
     result = query_scene(load_context(node_checkpoint, device="cpu"), scene, "  a   chair ", top=3,
                          instance_min_points=30)

@@ -29,8 +29,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pooling-sharpen", type=float, default=20.0, help="softmax sharpening (default 20)")
     p.add_argument("--pooling-steps", type=int, default=18, help="pooling iterations (default 18)")
     p.add_argument("--instances", action="store_true",
-                   help="also segment instances: superpoints merged by feature similarity and adjacency, named "
-                        "from the 3D features alone (FOLK's inference); `ovseg3d eval` then reports AP")
+                   help="also segment instances: superpoints merged by the student's feature similarity and "
+                        "adjacency, named from the 3D features alone (FOLK's inference); in --mode 2d the same "
+                        "proposals named by 2D projection with --teacher (OpenMask3D-like); `ovseg3d eval` then "
+                        "reports AP")
+    p.add_argument("--teacher", help="--mode 2d --instances: the 2D teacher run on crops of each proposal's best "
+                                     "views (`ovseg3d teachers` lists them)")
+    p.add_argument("--projection-views", type=int, default=5,
+                   help="--mode 2d --instances: views per proposal, those with the most visible points (default 5)")
     p.add_argument("--instance-threshold", type=float, default=0.9,
                    help="cosine above which adjacent superpoints merge (default 0.9)")
     p.add_argument("--instance-min-points", type=int, default=100, help="smallest instance in points (default 100)")
@@ -42,6 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ovseg3d.commands.common import templates
+    from ovseg3d.errors import UserError
     from ovseg3d.pipelines.context import load_context
     from ovseg3d.pipelines.infer import InferOptions, infer_scenes
     from ovseg3d.student.checkpoint import load_student
@@ -49,14 +56,24 @@ def run(args: argparse.Namespace) -> int:
     opts = InferOptions(mode=args.mode, features=args.features, pooling=args.pooling, pooling_k=args.pooling_k,
                         pooling_sharpen=args.pooling_sharpen, pooling_steps=args.pooling_steps,
                         instances=args.instances, instance_threshold=args.instance_threshold,
-                        instance_min_points=args.instance_min_points, save_features=args.save_features,
-                        pictures=not args.no_pictures)
+                        instance_min_points=args.instance_min_points, projection_views=args.projection_views,
+                        save_features=args.save_features, pictures=not args.no_pictures)
     opts.check(args.checkpoint is not None, args.affinity is not None)
     own_backbone = args.pooling and args.affinity is None  # the student's backbone gives the affinity features
-    ctx = load_context(args.checkpoint if opts.needs_student or own_backbone else None, device=args.device,
-                       label_set=args.labels, vocabulary_file=args.vocabulary, clip_model=args.clip_model,
-                       clip_weights=args.clip_weights, templates=templates(args))
+    projecting = args.instances and args.mode == "2d"  # the student's proposals named by 2D projection
+    if projecting and not args.teacher:
+        raise UserError("--instances in --mode 2d needs --teacher: the 2D teacher that names the proposals")
+    ctx = load_context(args.checkpoint if opts.needs_student or own_backbone or projecting else None,
+                       device=args.device, label_set=args.labels, vocabulary_file=args.vocabulary,
+                       clip_model=args.clip_model, clip_weights=args.clip_weights, templates=templates(args))
     affinity = load_student(args.affinity, ctx.device)[0] if args.affinity else None
-    report = infer_scenes(args.data, args.out, ctx, opts, affinity, args.affinity, args.checkpoint)
+    teacher = None
+    if projecting:
+        from ovseg3d.pipelines.extract import build_teachers
+
+        if ctx.text_encoder is None:
+            raise UserError("--instances in --mode 2d needs a text encoder for its teacher (--clip-model)")
+        teacher = build_teachers([args.teacher], ctx.labels.name, ctx.text_encoder, ctx.templates, {})[1][0]
+    report = infer_scenes(args.data, args.out, ctx, opts, affinity, args.affinity, args.checkpoint, teacher)
     print(f"wrote predictions for {len(report['scenes'])} scene(s) to {args.out}")
     return 0

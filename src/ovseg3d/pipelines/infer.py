@@ -15,14 +15,16 @@ from ovseg3d.data.openscene import fused_path, load_fused_dense
 from ovseg3d.data.ply import write_ply
 from ovseg3d.data.scannet import ScanNetScene, list_scenes
 from ovseg3d.errors import UserError
+from ovseg3d.fusion.instance_views import embed_instances
 from ovseg3d.labels import stuff_indices
 from ovseg3d.pipelines.context import PipelineContext
 from ovseg3d.progress import bar
 from ovseg3d.render.points_png import render_points, save_png
-from ovseg3d.segment.instance_classify import instance_index, student_instances
+from ovseg3d.segment.instance_classify import instance_index, name_instances, scene_proposals, student_instances
 from ovseg3d.segment.labeling import ensemble_2d_3d
 from ovseg3d.student.model import Student
 from ovseg3d.student.pooling import affinity_matrix, check_pooling_parameters, propagate
+from ovseg3d.teachers.base import Teacher
 
 MODES = ("3d", "2d", "ensemble")
 
@@ -35,9 +37,12 @@ class InferOptions:
     pooling_k: int = 96
     pooling_sharpen: float = 20.0
     pooling_steps: int = 18
-    instances: bool = False  # superpoints merged by feature similarity, named from 3D alone (FOLK)
+    # superpoints merged by student-feature similarity; named from 3D alone (FOLK) in 3d and ensemble
+    # mode, by 2D projection of the same proposals (a teacher on crops, OpenMask3D-like) in 2d mode
+    instances: bool = False
     instance_threshold: float = 0.9
     instance_min_points: int = 100
+    projection_views: int = 5  # 2d mode: frames per proposal with the most visible points
     save_features: bool = False
     pictures: bool = True
 
@@ -57,6 +62,11 @@ class InferOptions:
             raise UserError(f"--mode {self.mode} needs --checkpoint")
         if self.needs_features and self.features is None:
             raise UserError(f"--mode {self.mode} needs --features (the `ovseg3d extract` output)")
+        if self.instances and self.mode == "2d" and not has_student:
+            raise UserError("--instances in --mode 2d needs --checkpoint: the student's proposals are named by 2D "
+                            "projection")
+        if self.projection_views < 1:
+            raise UserError(f"--projection-views must be >= 1, got {self.projection_views}")
         if self.pooling:
             check_pooling_parameters(self.pooling_k, self.pooling_sharpen, self.pooling_steps)
             if not has_affinity and not has_student:
@@ -69,6 +79,7 @@ class ScenePrediction:
     labels: np.ndarray  # (N,) int16 class index into the vocabulary, -1: none
     scores: np.ndarray  # (N,) float text similarity of the label
     instance_features: torch.Tensor | None = None  # the instance head's, when the student has one
+    proposal_features: torch.Tensor | None = None  # the student's, where ``features`` are not (2d mode)
 
 
 def predict_scene(scene: ScanNetScene, ctx: PipelineContext, opts: InferOptions,
@@ -81,6 +92,9 @@ def predict_scene(scene: ScanNetScene, ctx: PipelineContext, opts: InferOptions,
             feats, inst_feats = student.predict_instance(scene.points, scene.colors)
         else:
             feats = student.predict(scene.points, scene.colors)
+    proposal_feats = None
+    if opts.instances and opts.mode == "2d":  # the same proposals as 3d mode, to be named by projection
+        proposal_feats = student.predict(scene.points, scene.colors)
     if opts.needs_features:
         f2d, mask = load_fused_dense(fused_path(opts.features, scene.name), scene.num_points)
     if opts.pooling and scene.num_points > 1:
@@ -99,13 +113,20 @@ def predict_scene(scene: ScanNetScene, ctx: PipelineContext, opts: InferOptions,
     label = label.numpy().astype(np.int16)
     if opts.mode == "2d":
         label[~mask.numpy()] = -1  # no 2D feature: no label
-    return ScenePrediction(feats, label, score.numpy(), inst_feats)
+    return ScenePrediction(feats, label, score.numpy(), inst_feats, proposal_feats)
 
 
-def scene_instances(scene: ScanNetScene, pred: ScenePrediction, ctx: PipelineContext, opts: InferOptions) -> dict:
+def scene_instances(scene: ScanNetScene, pred: ScenePrediction, ctx: PipelineContext, opts: InferOptions,
+                    teacher: Teacher | None = None) -> dict:
     """Per-point instance index (-1: none) with each instance's label and score, as `eval` reads them."""
-    preds = student_instances(scene, pred.features, ctx.vocab, stuff_indices(ctx.names), opts.instance_threshold,
-                              opts.instance_min_points, pred.instance_features)
+    stuff = stuff_indices(ctx.names)
+    if pred.proposal_features is None:
+        preds = student_instances(scene, pred.features, ctx.vocab, stuff, opts.instance_threshold,
+                                  opts.instance_min_points, pred.instance_features)
+    else:  # OpenMask3D-like: the teacher on crops of each proposal's best views, averaged
+        proposals = scene_proposals(scene, pred.proposal_features, opts.instance_threshold, opts.instance_min_points)
+        named, _ = embed_instances(scene, [p.mask for p in proposals], teacher, opts.projection_views, "count")
+        preds = name_instances(named, proposals, ctx.vocab, stuff)
     return {"instance_ids": instance_index(preds, scene.num_points),
             "instance_labels": np.array([p.label for p in preds], np.int32),
             "instance_scores": np.array([p.score for p in preds], np.float32)}
@@ -113,10 +134,14 @@ def scene_instances(scene: ScanNetScene, pred: ScenePrediction, ctx: PipelineCon
 
 def infer_scenes(data: Path, out: Path, ctx: PipelineContext, opts: InferOptions,
                  affinity: Student | None = None, affinity_path: Path | None = None,
-                 checkpoint: Path | None = None) -> dict:
+                 checkpoint: Path | None = None, teacher: Teacher | None = None) -> dict:
     """Write ``<scene>.npz`` (and .ply/.png) per scene of ``data`` into ``out``, plus ``infer.json``;
-    returns that report (``checkpoint``: the one named in it, default the context's)."""
+    returns that report (``checkpoint``: the one named in it, default the context's; ``teacher``:
+    the 2D teacher that names 2d mode's instances)."""
     opts.check(ctx.student is not None, affinity is not None)
+    projecting = opts.instances and opts.mode == "2d"
+    if projecting and teacher is None:
+        raise UserError("--instances in --mode 2d needs --teacher: the 2D teacher that names the proposals")
     scenes = list_scenes(data)
     out.mkdir(parents=True, exist_ok=True)
     names = ctx.names
@@ -129,7 +154,7 @@ def infer_scenes(data: Path, out: Path, ctx: PipelineContext, opts: InferOptions
             pred = predict_scene(scene, ctx, opts, affinity)
             result = {"labels": pred.labels, "scores": pred.scores.astype(np.float16), "names": np.array(names)}
             if opts.instances:
-                result.update(scene_instances(scene, pred, ctx, opts))
+                result.update(scene_instances(scene, pred, ctx, opts, teacher))
             if opts.save_features:
                 result["features"] = pred.features.half().numpy()
             np.savez_compressed(out / f"{scene.name}.npz", **result)
@@ -148,7 +173,9 @@ def infer_scenes(data: Path, out: Path, ctx: PipelineContext, opts: InferOptions
     summary = {
         "mode": opts.mode, "checkpoint": str(checkpoint) if checkpoint else None, "labels": names,
         "label_set": ctx.labels.name, "pooling": pooling, "vocabulary": ctx.vocab.source,
-        "instance_naming": (None if not opts.instances else "instance head" if student is not None
-                            and student.has_instance_head else "mean feature"), "scenes": report}
+        "instance_naming": (None if not opts.instances else
+                            f"2D projection ({teacher.name}, {opts.projection_views} views)" if projecting else
+                            "instance head" if student is not None and student.has_instance_head else "mean feature"),
+        "scenes": report}
     (out / "infer.json").write_text(json.dumps(summary, indent=1))
     return summary

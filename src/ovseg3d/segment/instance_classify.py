@@ -49,17 +49,22 @@ def name_proposals(proposals: list[Proposal], vocab: Vocabulary, stuff: set[int]
     return name_instances(naming, proposals, vocab, stuff)
 
 
-def student_instances(scene: ScanNetScene, features: torch.Tensor, vocab: Vocabulary, stuff: set[int],
-                      threshold: float = 0.9, min_points: int = 100,
-                      instance_features: torch.Tensor | None = None) -> list[InstancePrediction]:
-    """Instances from 3D alone: proposals from the student's semantic features, named by
-    ``name_proposals``. Superpoints are the scene's ScanNet over-segmentation, or made from its points."""
+def scene_proposals(scene: ScanNetScene, features: torch.Tensor, threshold: float = 0.9,
+                    min_points: int = 100) -> list[Proposal]:
+    """Class-agnostic proposals of a scene from per-point (student) features: its superpoints (the
+    scene's ScanNet over-segmentation, or made from its points) merged by similarity and adjacency."""
     try:
         superpoints = scene.segments
     except UserError:
         superpoints = point_superpoints(scene.points, colors=scene.colors)
-    proposals = merge_superpoints(scene.points, features, superpoints, threshold, min_points)
-    return name_proposals(proposals, vocab, stuff, instance_features)
+    return merge_superpoints(scene.points, features, superpoints, threshold, min_points)
+
+
+def student_instances(scene: ScanNetScene, features: torch.Tensor, vocab: Vocabulary, stuff: set[int],
+                      threshold: float = 0.9, min_points: int = 100,
+                      instance_features: torch.Tensor | None = None) -> list[InstancePrediction]:
+    """Instances from 3D alone: ``scene_proposals`` named by ``name_proposals``."""
+    return name_proposals(scene_proposals(scene, features, threshold, min_points), vocab, stuff, instance_features)
 
 
 def instance_index(predictions: list[InstancePrediction], num_points: int) -> np.ndarray:
