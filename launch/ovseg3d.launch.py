@@ -2,7 +2,7 @@
 
     ros2 launch ovseg3d ovseg3d.launch.py checkpoint:=/path/student.pt \
         rgb_topic:=/camera/color/image_raw depth_topic:=/camera/aligned_depth_to_color/image_raw \
-        camera_info_topic:=/camera/color/camera_info lidar_topic:=/velodyne_points
+        camera_info_topic:=/camera/color/camera_info lidar_topic:=/velodyne_points [rviz:=true]
 """
 
 from launch import LaunchDescription
@@ -23,6 +23,9 @@ ARGUMENTS = {
     "depth_topic": ("depth/image", "depth image topic, 16UC1 mm or 32FC1 m, registered to the colour camera"),
     "camera_info_topic": ("rgb/camera_info", "CameraInfo of the depth/colour camera"),
     "lidar_topic": ("lidar/points", "LiDAR PointCloud2 topic"),
+    "rviz": ("false", "true: also start RViz2 with config/ovseg3d.rviz (map, instances, query answer, TF)"),
+    "rviz_config": (PathJoinSubstitution([FindPackageShare("ovseg3d"), "config", "ovseg3d.rviz"]),
+                    "RViz2 configuration file used with rviz:=true"),
 }
 
 
@@ -45,4 +48,6 @@ def generate_launch_description() -> LaunchDescription:
                  condition=UnlessCondition(cfg["lifecycle"]))
     managed = LifecycleNode(**{**common, "parameters": common["parameters"] + checkpoint + [{"autostart": False}]},
                             condition=IfCondition(cfg["lifecycle"]))
-    return LaunchDescription([*args, plain, managed])
+    rviz = Node(package="rviz2", executable="rviz2", name="rviz2", arguments=["-d", cfg["rviz_config"]],
+                parameters=[{"use_sim_time": cfg["use_sim_time"]}], output="screen", condition=IfCondition(cfg["rviz"]))
+    return LaunchDescription([*args, plain, managed, rviz])

@@ -43,6 +43,29 @@ def harness(rclpy_context, node_checkpoint, tiny_clip, tmp_path, request):
         h.close()
 
 
+RVIZ_TYPES = {"rviz_default_plugins/PointCloud2": "sensor_msgs/msg/PointCloud2",
+              "rviz_default_plugins/MarkerArray": "visualization_msgs/msg/MarkerArray"}
+
+
+def _check_rviz_topics(h: NodeHarness) -> None:
+    """Every topic config/ovseg3d.rviz shows is one the running node publishes, with that type (as
+    `ros2 node info` sees it; the file names topics of a node without a namespace)."""
+    import yaml
+
+    displays = yaml.safe_load((ROOT / "config" / "ovseg3d.rviz").read_text())["Visualization Manager"]["Displays"]
+    shown = {d["Topic"]["Value"]: RVIZ_TYPES[d["Class"]] for d in displays if "Topic" in d}
+    assert {"/semantic_points", "/instance_points", "/instances", "/query_points"} <= set(shown)
+    assert any(d["Class"] == "rviz_default_plugins/TF" for d in displays)
+    ns = h.node.get_namespace()
+
+    def missing() -> list[str]:  # the ROS graph is eventually consistent: discovery may lag a moment
+        published = dict(h.driver.get_publisher_names_and_types_by_node(h.node.get_name(), ns))
+        return [topic for topic, msg_type in shown.items() if msg_type not in published.get(ns + topic, [])]
+
+    wait_for(lambda: not missing(), 10)
+    assert not missing(), (missing(), h.driver.get_publisher_names_and_types_by_node(h.node.get_name(), ns))
+
+
 def _settled(h: NodeHarness, expected_inputs: int) -> bool:
     return h.node.stats.snapshot().handled() >= expected_inputs and h.node.caught_up()
 
@@ -64,6 +87,7 @@ def test_node_labels_a_live_stream_and_answers_services(harness, synth_root, tmp
     markers = h.subscribe("instances", MarkerArray)
     query_points = h.subscribe("query_points", PointCloud2)
     h.wait_matched()
+    _check_rviz_topics(h)
     inputs = _play(h, synth_root / "scene0000_00")
     assert wait_for(lambda: _settled(h, inputs) and semantic, 120)
     stats = h.node.stats.snapshot()
@@ -285,6 +309,6 @@ def test_launch_file_declares_its_arguments():
     args = next(n for n in ast.walk(tree) if isinstance(n, ast.Assign) and n.targets[0].id == "ARGUMENTS")
     names = {k.value for k in args.value.keys}
     assert {"params_file", "namespace", "use_sim_time", "checkpoint", "lifecycle", "rgb_topic", "depth_topic",
-            "camera_info_topic", "lidar_topic"} <= names
+            "camera_info_topic", "lidar_topic", "rviz", "rviz_config"} <= names
     for value in args.value.values:  # every argument has a description
         assert isinstance(value.elts[1], ast.Constant) and len(value.elts[1].value) > 10
