@@ -58,17 +58,14 @@ def run(args: argparse.Namespace) -> int:
                         instances=args.instances, instance_threshold=args.instance_threshold,
                         instance_min_points=args.instance_min_points, projection_views=args.projection_views,
                         save_features=args.save_features, pictures=not args.no_pictures)
-    opts.check(args.checkpoint is not None, args.affinity is not None)
+    opts.check(args.checkpoint is not None, args.affinity is not None, args.teacher is not None)
     own_backbone = args.pooling and args.affinity is None  # the student's backbone gives the affinity features
-    projecting = args.instances and args.mode == "2d"  # the student's proposals named by 2D projection
-    if projecting and not args.teacher:
-        raise UserError("--instances in --mode 2d needs --teacher: the 2D teacher that names the proposals")
-    ctx = load_context(args.checkpoint if opts.needs_student or own_backbone or projecting else None,
+    ctx = load_context(args.checkpoint if opts.needs_student or own_backbone or opts.projects_instances else None,
                        device=args.device, label_set=args.labels, vocabulary_file=args.vocabulary,
                        clip_model=args.clip_model, clip_weights=args.clip_weights, templates=templates(args))
     affinity = load_student(args.affinity, ctx.device)[0] if args.affinity else None
     teacher = None
-    if projecting:
+    if opts.projects_instances:
         from ovseg3d.pipelines.extract import build_teachers
 
         if ctx.text_encoder is None:

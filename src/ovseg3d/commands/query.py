@@ -27,13 +27,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ovseg3d.commands.common import templates
     from ovseg3d.data.scannet import ScanNetScene
-    from ovseg3d.errors import UserError
     from ovseg3d.pipelines.context import load_context
-    from ovseg3d.pipelines.query import clean_query, print_result, query_scene, save_pictures
+    from ovseg3d.pipelines.query import check_query, print_result, query_scene, save_pictures
 
-    clean_query(args.text)  # refuse an empty query before loading anything
-    if args.top < 1:
-        raise UserError("--top must be at least 1")
+    check_query(args.text, args.top)  # refuse before loading anything
     ctx = load_context(args.checkpoint, device=args.device, label_set=args.labels, clip_model=args.clip_model,
                        clip_weights=args.clip_weights, templates=templates(args))
     scene = ScanNetScene(args.scene)

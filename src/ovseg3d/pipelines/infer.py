@@ -54,7 +54,12 @@ class InferOptions:
     def needs_features(self) -> bool:
         return self.mode in ("2d", "ensemble")
 
-    def check(self, has_student: bool, has_affinity: bool) -> None:
+    @property
+    def projects_instances(self) -> bool:
+        """2d mode's instances: the student's proposals named by a 2D teacher (OpenMask3D-like)."""
+        return self.instances and self.mode == "2d"
+
+    def check(self, has_student: bool, has_affinity: bool, has_teacher: bool = False) -> None:
         """Refuse a combination that cannot run, before any scene is read."""
         if self.mode not in MODES:
             raise UserError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
@@ -62,9 +67,11 @@ class InferOptions:
             raise UserError(f"--mode {self.mode} needs --checkpoint")
         if self.needs_features and self.features is None:
             raise UserError(f"--mode {self.mode} needs --features (the `ovseg3d extract` output)")
-        if self.instances and self.mode == "2d" and not has_student:
+        if self.projects_instances and not has_student:
             raise UserError("--instances in --mode 2d needs --checkpoint: the student's proposals are named by 2D "
                             "projection")
+        if self.projects_instances and not has_teacher:
+            raise UserError("--instances in --mode 2d needs --teacher: the 2D teacher that names the proposals")
         if self.projection_views < 1:
             raise UserError(f"--projection-views must be >= 1, got {self.projection_views}")
         if self.pooling:
@@ -93,7 +100,7 @@ def predict_scene(scene: ScanNetScene, ctx: PipelineContext, opts: InferOptions,
         else:
             feats = student.predict(scene.points, scene.colors)
     proposal_feats = None
-    if opts.instances and opts.mode == "2d":  # the same proposals as 3d mode, to be named by projection
+    if opts.projects_instances:  # the same proposals as 3d mode, to be named by projection
         proposal_feats = student.predict(scene.points, scene.colors)
     if opts.needs_features:
         f2d, mask = load_fused_dense(fused_path(opts.features, scene.name), scene.num_points)
@@ -138,10 +145,7 @@ def infer_scenes(data: Path, out: Path, ctx: PipelineContext, opts: InferOptions
     """Write ``<scene>.npz`` (and .ply/.png) per scene of ``data`` into ``out``, plus ``infer.json``;
     returns that report (``checkpoint``: the one named in it, default the context's; ``teacher``:
     the 2D teacher that names 2d mode's instances)."""
-    opts.check(ctx.student is not None, affinity is not None)
-    projecting = opts.instances and opts.mode == "2d"
-    if projecting and teacher is None:
-        raise UserError("--instances in --mode 2d needs --teacher: the 2D teacher that names the proposals")
+    opts.check(ctx.student is not None, affinity is not None, teacher is not None)
     scenes = list_scenes(data)
     out.mkdir(parents=True, exist_ok=True)
     names = ctx.names
@@ -170,12 +174,15 @@ def infer_scenes(data: Path, out: Path, ctx: PipelineContext, opts: InferOptions
         "affinity": str(affinity_path) if affinity_path else "student backbone"}
     student = ctx.student
     checkpoint = checkpoint or ctx.checkpoint_path
+    naming = None
+    if opts.projects_instances:
+        naming = f"2D projection ({teacher.name}, {opts.projection_views} views)"
+    elif opts.instances:
+        naming = "instance head" if student is not None and student.has_instance_head else "mean feature"
     summary = {
         "mode": opts.mode, "checkpoint": str(checkpoint) if checkpoint else None, "labels": names,
         "label_set": ctx.labels.name, "pooling": pooling, "vocabulary": ctx.vocab.source,
-        "instance_naming": (None if not opts.instances else
-                            f"2D projection ({teacher.name}, {opts.projection_views} views)" if projecting else
-                            "instance head" if student is not None and student.has_instance_head else "mean feature"),
+        "instance_naming": naming,
         "scenes": report}
     (out / "infer.json").write_text(json.dumps(summary, indent=1))
     return summary

@@ -23,11 +23,13 @@ class QueryResult:
     ranked: list[tuple[Instance, float]]  # the best instances and their scores, best first
 
 
-def clean_query(text: str) -> str:
-    """The query with runs of whitespace collapsed; an empty one is refused."""
+def check_query(text: str, top: int) -> str:
+    """The query with runs of whitespace collapsed; an empty one, or fewer than one answer, is refused."""
     text = " ".join(text.split())
     if not text:
         raise UserError("the query text is empty")
+    if top < 1:
+        raise UserError("--top must be at least 1")
     return text
 
 
@@ -35,9 +37,7 @@ def query_scene(ctx: PipelineContext, scene: ScanNetScene, text: str, top: int =
                 instance_threshold: float = 0.9, instance_min_points: int = 100) -> QueryResult:
     """Score every point of ``scene`` against ``text`` with the student and rank its instances
     (named and ranked by the instance head where the student has one: FOLK)."""
-    text = clean_query(text)
-    if top < 1:
-        raise UserError("--top must be at least 1")
+    text = check_query(text, top)
     if ctx.student is None:
         raise UserError("a query needs a student checkpoint")
     feats, inst_feats = ctx.student.predict_instance(scene.points, scene.colors)
