@@ -59,7 +59,7 @@ def test_new_vocabulary_relabels_without_the_student_and_queries_rank():
     live.add_points(_box([0, 0, 0]), 1.0, np.zeros(3))
     live.update()
     calls = len(live.student.calls)
-    feats = torch.from_numpy(live.map.features).float()
+    feats = live.codec.decode(live.map.codes)
     target = torch.nn.functional.normalize(feats[:5].mean(0), dim=0)
     live.set_vocabulary(Vocabulary(["thing", "other"], torch.stack([target, -target]), torch.arange(2)))
     assert len(live.student.calls) == calls and set(np.unique(live.map.labels)) <= {0, 1}

@@ -31,7 +31,7 @@ def test_non_finite_points_are_dropped_and_the_map_keeps_what_it_had():
 
 
 def test_dirty_flags_follow_changes():
-    m = VoxelMap(voxel_size=0.1, feature_dim=4)
+    m = VoxelMap(voxel_size=0.1, code_dim=4)
     m.insert(np.random.default_rng(0).uniform(0, 1, (200, 3)))
     assert m.dirty.all()
     assert m.take_dirty().tolist() == list(range(len(m)))

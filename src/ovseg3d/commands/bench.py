@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     if extra and len(names) != 1:
         what = "--args goes" if args.args else f"options for a benchmark ({' '.join(extra)}) go"
         raise UserError(f"{what} to one benchmark; {len(names)} were named")
-    quick_ok = {"speed", "scenes", "student", "node"}
+    quick_ok = {"speed", "scenes", "student", "node", "map"}
     for name in names:
         cmd = [sys.executable, str(folder / f"bench_{name}.py")]
         if args.quick and name in quick_ok:

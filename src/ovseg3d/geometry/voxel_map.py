@@ -1,9 +1,10 @@
 """A world-frame voxel map that accumulates RGB-D and LiDAR points for the robot.
 
 One entry per occupied voxel (2 cm by default) holds the running mean of its points' positions
-and colours, how many points it has seen, when it was last seen, and (once inference ran) a
-feature, label and score. New or changed voxels are marked dirty so inference can update only
-what changed.
+and colours (float32 means: 8 um at 100 m, where float32 sums would drift), how many points it
+has seen, when it was last seen, and (once inference ran) the compact codes of its feature
+(``segment.feature_codes``), a label and a score. New or changed voxels are marked dirty so
+inference can update only what changed.
 
 Bounds, and what is evicted: with ``extent`` set, voxels farther than ``extent`` metres (in x, y)
 from the robot are dropped on every insert; above ``max_voxels``, the voxels seen longest ago are
@@ -26,21 +27,22 @@ def pack_keys(ijk: np.ndarray) -> np.ndarray:
     return (ijk[:, 0] << 42) | (ijk[:, 1] << 21) | ijk[:, 2]
 
 
-_FIELDS = ("keys", "xyz_sum", "rgb_sum", "count", "last_seen", "dirty", "features", "instance_features", "labels",
+_FIELDS = ("keys", "xyz", "rgb", "count", "last_seen", "dirty", "codes", "instance_codes", "labels",
            "scores", "instances")
 
 
 class VoxelMap:
-    """Voxel storage in insertion order (grown by doubling) plus a sorted key index for lookups,
+    """Voxel storage in insertion order (grown by a quarter) plus a sorted key index for lookups,
     so an insert costs O(new points + map size) in cheap memory moves, never a full sort."""
 
     def __init__(self, voxel_size: float = 0.02, max_voxels: int = 2_000_000, extent: float | None = None,
-                 feature_dim: int = 0, instance_dim: int = 0):
-        """``instance_dim`` > 0 also stores an instance-head feature per voxel (FOLK students)."""
+                 code_dim: int = 0, instance_code_dim: int = 0):
+        """``code_dim``: int8 feature codes per voxel; ``instance_code_dim`` > 0 also stores codes
+        of an instance-head feature (FOLK students)."""
         if voxel_size <= 0 or max_voxels < 1:
             raise UserError("voxel_size must be positive and max_voxels at least 1")
-        self.voxel_size, self.max_voxels, self.extent, self.feature_dim = voxel_size, max_voxels, extent, feature_dim
-        self.instance_dim = instance_dim
+        self.voxel_size, self.max_voxels, self.extent, self.code_dim = voxel_size, max_voxels, extent, code_dim
+        self.instance_code_dim = instance_code_dim
         self.reset()
 
     def reset(self) -> None:
@@ -51,10 +53,11 @@ class VoxelMap:
         self.evicted = 0
 
     def _empty(self, cap: int) -> dict[str, np.ndarray]:
-        return {"keys": np.zeros(cap, np.int64), "xyz_sum": np.zeros((cap, 3)), "rgb_sum": np.zeros((cap, 3)),
-                "count": np.zeros(cap, np.int64), "last_seen": np.zeros(cap), "dirty": np.zeros(cap, bool),
-                "features": np.zeros((cap, self.feature_dim), np.float16),
-                "instance_features": np.zeros((cap, self.instance_dim), np.float16),
+        return {"keys": np.zeros(cap, np.int64), "xyz": np.zeros((cap, 3), np.float32),
+                "rgb": np.zeros((cap, 3), np.float32), "count": np.zeros(cap, np.int32),
+                "last_seen": np.zeros(cap), "dirty": np.zeros(cap, bool),
+                "codes": np.zeros((cap, self.code_dim), np.int8),
+                "instance_codes": np.zeros((cap, self.instance_code_dim), np.int8),
                 "labels": np.full(cap, -1, np.int32),
                 "scores": np.zeros(cap, np.float32), "instances": np.full(cap, -1, np.int32)}
 
@@ -68,11 +71,16 @@ class VoxelMap:
 
     @property
     def points(self) -> np.ndarray:
-        return (self.xyz_sum / self.count[:, None]).astype(np.float32)
+        return self.xyz.copy()
+
+    def points_at(self, index: np.ndarray) -> np.ndarray:
+        """Positions of the voxels at ``index`` only (a query's answer, not the whole map)."""
+        st = self._store
+        return st["xyz"][index].astype(np.float32, copy=True)
 
     @property
     def colors(self) -> np.ndarray:
-        return np.clip(self.rgb_sum / self.count[:, None], 0, 255).astype(np.uint8)
+        return np.clip(np.rint(self.rgb), 0, 255).astype(np.uint8)
 
     def _take(self, keep: np.ndarray) -> None:
         n = int(keep.sum())
@@ -104,15 +112,18 @@ class VoxelMap:
                 found = self._sorted_keys[np.minimum(pos, self._n - 1)] == ukeys
             old = self._sorted_idx[pos[found]]
             st = self._store
-            st["xyz_sum"][old] += xyz[found]
-            st["rgb_sum"][old] += col[found]
+            before = st["count"][old].astype(np.float64)[:, None]
+            total = before + cnt[found][:, None]
+            st["xyz"][old] = (st["xyz"][old] * before + xyz[found]) / total
+            st["rgb"][old] = (st["rgb"][old] * before + col[found]) / total
             st["count"][old] += cnt[found]
             st["last_seen"][old] = stamp
             st["dirty"][old] = True
             new = ~found
             n_new = int(new.sum())
             if n_new:
-                self._append(ukeys[new], xyz[new], col[new], cnt[new], stamp, pos[new])
+                self._append(ukeys[new], xyz[new] / cnt[new, None], col[new] / cnt[new, None], cnt[new], stamp,
+                             pos[new])
         self._bound(robot)
         return n_new
 
@@ -120,19 +131,19 @@ class VoxelMap:
         n, k = self._n, len(keys)
         cap = len(self._store["keys"])
         if n + k > cap:
-            grown = self._empty(max(2 * cap, n + k))
+            grown = self._empty(max(cap + cap // 4, n + k))  # 25 % headroom: memory stays near the map's size
             for name in _FIELDS:
                 grown[name][:n] = self._store[name][:n]
             self._store = grown
         st = self._store
         st["keys"][n:n + k] = keys
-        st["xyz_sum"][n:n + k] = xyz
-        st["rgb_sum"][n:n + k] = col
+        st["xyz"][n:n + k] = xyz
+        st["rgb"][n:n + k] = col
         st["count"][n:n + k] = cnt
         st["last_seen"][n:n + k] = stamp
         st["dirty"][n:n + k] = True
-        st["features"][n:n + k] = 0
-        st["instance_features"][n:n + k] = 0
+        st["codes"][n:n + k] = 0
+        st["instance_codes"][n:n + k] = 0
         st["labels"][n:n + k] = -1
         st["scores"][n:n + k] = 0
         st["instances"][n:n + k] = -1
@@ -157,11 +168,25 @@ class VoxelMap:
 
     def copy(self) -> VoxelMap:
         """A copy of the occupied part, to write out while this map goes on changing."""
-        other = VoxelMap(self.voxel_size, self.max_voxels, self.extent, self.feature_dim, self.instance_dim)
+        other = VoxelMap(self.voxel_size, self.max_voxels, self.extent, self.code_dim, self.instance_code_dim)
         other._n, other.evicted = self._n, self.evicted
         other._store = {name: array[: self._n].copy() for name, array in self._store.items()}
         other._sorted_keys, other._sorted_idx = self._sorted_keys.copy(), self._sorted_idx.copy()
         return other
+
+    def restore(self, arrays: dict[str, np.ndarray]) -> None:
+        """Replace the contents with saved per-voxel arrays (one row per voxel, every field but
+        ``dirty``): a map read back from disk, all clean."""
+        n = len(arrays["keys"])
+        if len(np.unique(arrays["keys"])) != n:
+            raise UserError("the saved map holds the same voxel twice")
+        self._store = self._empty(max(n, 1024))
+        for name in _FIELDS:
+            if name != "dirty":
+                self._store[name][:n] = arrays[name]
+        self._n = n
+        self._sorted_idx = np.argsort(self.keys, kind="stable")
+        self._sorted_keys = self.keys[self._sorted_idx]
 
     def index_of(self, keys: np.ndarray) -> np.ndarray:
         """Current storage index of each voxel key, -1 where the voxel is gone (evicted or reset)."""
@@ -178,12 +203,20 @@ class VoxelMap:
         self._store["dirty"][idx] = False
         return idx
 
-    def set_predictions(self, index: np.ndarray, features: np.ndarray | None, labels: np.ndarray,
-                        scores: np.ndarray, instance_features: np.ndarray | None = None) -> None:
+    def set_predictions(self, index: np.ndarray, codes: np.ndarray | None, labels: np.ndarray,
+                        scores: np.ndarray, instance_codes: np.ndarray | None = None) -> None:
         st = self._store
-        if features is not None and self.feature_dim:
-            st["features"][index] = features
-        if instance_features is not None and self.instance_dim:
-            st["instance_features"][index] = instance_features
+        if codes is not None and self.code_dim:
+            st["codes"][index] = codes
+        if instance_codes is not None and self.instance_code_dim:
+            st["instance_codes"][index] = instance_codes
         st["labels"][index] = labels
         st["scores"][index] = scores
+
+    def nbytes_per_voxel(self) -> dict[str, float]:
+        """Bytes each voxel costs in storage (all fields and the key index; the feature codes alone)
+        and the allocated share (capacity over occupied voxels: up to 1.25 after growing)."""
+        per = {name: self._store[name].itemsize * int(np.prod(self._store[name].shape[1:])) for name in _FIELDS}
+        index = 2 * 8  # the sorted key index: a key and a position per voxel
+        return {"map": float(sum(per.values()) + index), "features": float(per["codes"] + per["instance_codes"]),
+                "allocated": len(self._store["keys"]) / max(self._n, 1)}

@@ -13,7 +13,7 @@ from ovseg3d.labels import stuff_indices
 from ovseg3d.pipelines.context import PipelineContext
 from ovseg3d.segment.instance_classify import instance_index, student_instances
 from ovseg3d.segment.instances import Instance, summarize
-from ovseg3d.segment.query import rank_instances, text_scores
+from ovseg3d.segment.query import instance_embeddings, rank_instances, text_scores
 
 
 @dataclass
@@ -46,10 +46,11 @@ def query_scene(ctx: PipelineContext, scene: ScanNetScene, text: str, top: int =
                               instance_min_points, inst_feats)
     ids = instance_index(preds, scene.num_points)
     instances = summarize(scene.points, ids, label.numpy(), score.numpy(),
-                          named={k: (p.label, p.score) for k, p in enumerate(preds)})
+                          named={k: (p.label, p.score) for k, p in enumerate(preds)},
+                          embeddings=instance_embeddings(feats if inst_feats is None else inst_feats, ids))
     t = ctx.embed_text(text)
     point_scores = text_scores(feats, t)
-    ranked = rank_instances(feats if inst_feats is None else inst_feats, ids, instances, t)[:top]
+    ranked = rank_instances(instances, t)[:top]
     return QueryResult(text, point_scores, ranked)
 
 

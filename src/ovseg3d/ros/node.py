@@ -456,7 +456,12 @@ class PerceptionNode(LifecycleNode):
             value = snap.mean_ms(kind)
             return "n/a" if value is None else f"{value:.1f}"
 
+        memory = self.live.memory()
         values = {"map voxels": len(self.live.map), "evicted voxels": self.live.map.evicted,
+                  "map bytes per voxel": f"{memory['map'] * memory['allocated']:.0f}",
+                  "feature bytes per voxel": f"{memory['features']:.0f}",
+                  "text query ms in map (mean of last 100)": ms("query_map"),
+                  "text query ms service (mean of last 100)": ms("query"),
                   "instances": len(self.live.instances), "queue length": snap.queue_length,
                   "queue drops": snap.queue_dropped, "unmatched camera messages": snap.camera_unmatched,
                   "rgbd ingest ms (mean of last 100)": ms("rgbd"), "lidar ingest ms (mean of last 100)": ms("lidar"),
@@ -488,10 +493,13 @@ class PerceptionNode(LifecycleNode):
             raise UserError("threshold must be a finite number")
         if self.text_encoder is None:
             raise UserError("this node has no text encoder (clip.model is empty); free-text queries need one")
+        started = time.perf_counter()
         emb = embed_prompts([text], self.text_encoder, self.templates)[0]
         cap = self.p("query.max_points")
+        in_map = time.perf_counter()
         result = self.live.query(emb, float(request.threshold), min(request.max_points or cap, cap),
                                  request.max_instances)
+        self.stats.time("query_map", time.perf_counter() - in_map)
         header = self._header(self.live.newest_stamp if np.isfinite(self.live.newest_stamp) else 0.0)
         response.points = outputs.query_cloud(result.points, result.scores, header)
         names = result.names  # the vocabulary these instances were named with, whatever it is now
@@ -501,6 +509,7 @@ class PerceptionNode(LifecycleNode):
         self._pubs["query"].publish(response.points)
         response.success = True
         response.message = f"{len(result.points)} points and {len(result.instances)} instances match {text!r}"
+        self.stats.time("query", time.perf_counter() - started)
         return response
 
     def _set_vocabulary(self, request: SetVocabulary.Request, response: SetVocabulary.Response):

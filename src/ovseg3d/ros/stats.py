@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-TIMED = ("rgbd", "lidar", "update")  # what is timed: ingest per input kind, and the student's update
+# what is timed: ingest per input kind, the student's update, a text query inside the map (query_map)
+# and the whole ~/text_query service call (query: text encoder, map, answer cloud)
+TIMED = ("rgbd", "lidar", "update", "query_map", "query")
 
 
 @dataclass(frozen=True)

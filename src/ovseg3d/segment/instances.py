@@ -26,6 +26,7 @@ class Instance:
     centroid: np.ndarray
     bbox_min: np.ndarray
     bbox_max: np.ndarray
+    embedding: np.ndarray | None = None  # (D,) unit feature that names it: text queries rank instances by it
 
 
 def connected_label_groups(points: np.ndarray, labels: np.ndarray, cell: float, min_points: int,
@@ -59,45 +60,70 @@ def connected_label_groups(points: np.ndarray, labels: np.ndarray, cell: float, 
 def stable_ids(groups: np.ndarray, previous: np.ndarray, next_id: int) -> tuple[np.ndarray, int]:
     """Instance ids per point for ``groups``: each group (largest first) inherits the previous id
     most of its points carried, if no larger group took it; otherwise a fresh id. Returns
-    (ids, the next fresh id)."""
-    ids = np.full(len(groups), -1, np.int64)
-    taken: set[int] = set()
-    for g in range(int(groups.max()) + 1 if len(groups) else 0):
-        members = groups == g
-        prev = previous[members]
-        prev = prev[prev >= 0]
-        new_id = -1
-        if len(prev):
-            values, counts = np.unique(prev, return_counts=True)
-            for v in values[np.argsort(-counts, kind="stable")]:
-                if int(v) not in taken:
-                    new_id = int(v)
-                    break
-        if new_id < 0:
-            new_id, next_id = next_id, next_id + 1
-        taken.add(new_id)
-        ids[members] = new_id
-    return ids, next_id
+    (ids, the next fresh id). Counting is one sort over the points; only the choice loops, over
+    (group, previous id) pairs."""
+    groups = np.asarray(groups, np.int64)
+    previous = np.asarray(previous, np.int64)
+    n_groups = int(groups.max()) + 1 if len(groups) else 0
+    chosen = np.full(n_groups, -1, np.int64)
+    both = (groups >= 0) & (previous >= 0)
+    if both.any():
+        pairs, counts = _count_pairs(groups[both], previous[both])
+        order = np.lexsort((pairs[:, 1], -counts, pairs[:, 0]))  # per group: most points first, then lower id
+        taken: set[int] = set()
+        for g, prev in pairs[order].tolist():
+            if chosen[g] < 0 and prev not in taken:
+                chosen[g] = prev
+                taken.add(prev)
+    # a group none of whose previous ids was free takes a fresh id, in group order (largest first)
+    fresh = np.flatnonzero(chosen < 0)
+    chosen[fresh] = next_id + np.arange(len(fresh))
+    ids = np.where(groups >= 0, chosen[np.maximum(groups, 0)] if n_groups else -1, -1)
+    return ids, next_id + len(fresh)
 
 
-def majority_label(labels: np.ndarray) -> int:
-    """The most common label >= 0 among an instance's points (-1 when there is none)."""
-    valid = labels[labels >= 0]
-    return int(np.bincount(valid).argmax()) if len(valid) else -1
+def _count_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct (a, b) rows of two non-negative integer arrays and how often each occurs (one
+    1-d unique on combined keys: many times faster than a unique over rows)."""
+    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    width = int(b.max()) + 1
+    keys, counts = np.unique(a * width + b, return_counts=True)
+    return np.column_stack([keys // width, keys % width]), counts
 
 
 def summarize(points: np.ndarray, ids: np.ndarray, labels: np.ndarray, scores: np.ndarray,
-              named: dict[int, tuple[int, float]] | None = None) -> list[Instance]:
+              named: dict[int, tuple[int, float]] | None = None,
+              embeddings: dict[int, np.ndarray] | None = None) -> list[Instance]:
     """One Instance per id (most points first): label by majority vote of its points and score
-    their mean, unless ``named`` gives an id its own (label, score)."""
+    their mean, unless ``named`` gives an id its own (label, score); ``embeddings`` (unit, per id)
+    rank instances against text. Per-id reductions over one sort, not one pass per instance."""
+    keep = np.flatnonzero(ids >= 0)
+    if not len(keep):
+        return []
+    uid, inv = np.unique(ids[keep], return_inverse=True)
+    inv = inv.reshape(-1)
+    m = len(uid)
+    count = np.bincount(inv, minlength=m)
+    p = np.asarray(points, np.float64)[keep]
+    centroid = np.stack([np.bincount(inv, p[:, c], minlength=m) for c in range(3)], 1) / count[:, None]
+    order = np.argsort(inv, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(count)[:-1]])
+    bbox_min, bbox_max = np.minimum.reduceat(p[order], starts), np.maximum.reduceat(p[order], starts)
+    mean_score = np.bincount(inv, np.asarray(scores, np.float64)[keep], minlength=m) / count
+    lab = np.asarray(labels)[keep]
+    valid = lab >= 0
+    majority = np.full(m, -1, np.int64)
+    if valid.any():  # per id, the most frequent label (lowest label on ties, as bincount.argmax)
+        pair, votes = _count_pairs(inv[valid], lab[valid])
+        best = np.lexsort((pair[:, 1], -votes, pair[:, 0]))
+        first = np.unique(pair[best, 0], return_index=True)[1]
+        majority[pair[best[first], 0]] = pair[best[first], 1]
     out = []
-    for i in np.unique(ids[ids >= 0]):
-        m = ids == i
-        p = points[m]
-        lab = majority_label(labels[m])
-        score = float(np.mean(scores[m]))
-        if named is not None and int(i) in named:
-            lab, score = named[int(i)]
-        out.append(Instance(id=int(i), label=int(lab), score=float(score), num_points=int(m.sum()),
-                            centroid=p.mean(0), bbox_min=p.min(0), bbox_max=p.max(0)))
+    for k, i in enumerate(uid.tolist()):
+        lab_k, score_k = int(majority[k]), float(mean_score[k])
+        if named is not None and i in named:
+            lab_k, score_k = named[i]
+        out.append(Instance(id=i, label=int(lab_k), score=float(score_k), num_points=int(count[k]),
+                            centroid=centroid[k], bbox_min=bbox_min[k], bbox_max=bbox_max[k],
+                            embedding=None if embeddings is None else embeddings.get(i)))
     return sorted(out, key=lambda inst: -inst.num_points)

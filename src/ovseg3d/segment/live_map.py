@@ -5,8 +5,11 @@ Ingest (called often, must be cheap) only back-projects and voxelises. ``update`
 worker at the inference rate) runs the student on the voxels that changed plus a margin of
 context around them (a sparse U-Net sees its neighbourhood, so a changed voxel changes the
 features near it), writes the features back by voxel key (the map may have moved on meanwhile),
-labels them against the vocabulary and regroups instances. A new vocabulary relabels the stored
-features without running the student again.
+labels them against the vocabulary and regroups instances. Features are stored as compact codes
+(``feature_codes``: a principal subspace, int8 per axis, 48 + 16 bytes a voxel instead of 1-2 kB):
+a new vocabulary relabels, and any text is answered, from the codes without running the student
+again. The subspace is fitted on the first update's features and refitted (the codes re-expressed
+in the new axes by one small matrix) when later features leave it.
 
 Thread safety: one lock guards the map; the student runs on a copy outside it, so ingest never
 waits for inference. The vocabulary and the instances named with it are one ``Labelling``,
@@ -32,10 +35,11 @@ from ovseg3d.geometry.superpoints import point_superpoints
 from ovseg3d.geometry.voxel_map import VoxelMap, pack_keys
 from ovseg3d.geometry.voxels import segment_mean, voxelize
 from ovseg3d.labels import STUFF_LABELS, stuff_indices
+from ovseg3d.segment.feature_codes import FeatureCodec, TextProjection, recode
 from ovseg3d.segment.instance_classify import instance_index, name_proposals
 from ovseg3d.segment.instances import Instance, connected_label_groups, stable_ids, summarize
 from ovseg3d.segment.proposals import merge_superpoints
-from ovseg3d.segment.query import rank_instances, text_scores
+from ovseg3d.segment.query import rank_instances
 from ovseg3d.student.model import Student
 from ovseg3d.text.vocabulary import Vocabulary
 
@@ -57,6 +61,9 @@ class LiveConfig:
     instance_min_points: int = 30  # smaller groups (in map voxels) are not instances
     instance_threshold: float = 0.9  # proposals: cosine above which adjacent superpoints merge
     stuff_labels: tuple[str, ...] = STUFF_LABELS  # never instances
+    feature_codes: int = 48  # int8 axes per voxel for the semantic feature (at most the feature size)
+    instance_codes: int = 16  # int8 axes per voxel for an instance-head feature
+    codes_refit: float = 0.01  # refit the code axes when new features lose more of their variance than this
 
     def validate(self) -> None:
         positive = {"voxel_size": self.voxel_size, "max_depth": self.max_depth, "context": self.context,
@@ -64,8 +71,11 @@ class LiveConfig:
         for name, value in positive.items():
             if not value > 0:
                 raise UserError(f"{name} must be positive, got {value}")
-        if self.depth_stride < 1 or self.max_voxels < 1 or self.instance_min_points < 1:
-            raise UserError("depth_stride, max_voxels and instance_min_points must be at least 1")
+        if min(self.depth_stride, self.max_voxels, self.instance_min_points, self.feature_codes,
+               self.instance_codes) < 1:
+            raise UserError("depth_stride, max_voxels, instance_min_points and the code sizes must be at least 1")
+        if not 0 < self.codes_refit < 1:
+            raise UserError(f"codes_refit must be in (0, 1), got {self.codes_refit}")
         if not 0 <= self.min_depth < self.max_depth:
             raise UserError("min_depth must be in [0, max_depth)")
         if self.instance_method not in INSTANCE_METHODS:
@@ -110,9 +120,14 @@ class LiveSegmenter:
         self.labelling = Labelling(vocab)
         self.lock = threading.RLock()
         self._group_lock = threading.Lock()  # one instance regrouping at a time (update worker vs services)
+        dim = student.cfg.feature_dim
         self.map = VoxelMap(self.cfg.voxel_size, self.cfg.max_voxels, self.cfg.extent or None,
-                            feature_dim=student.cfg.feature_dim,
-                            instance_dim=student.cfg.feature_dim if student.has_instance_head else 0)
+                            code_dim=min(self.cfg.feature_codes, dim),
+                            instance_code_dim=min(self.cfg.instance_codes, dim) if student.has_instance_head else 0)
+        self.codec: FeatureCodec | None = None  # fitted on the first update's features
+        self.instance_codec: FeatureCodec | None = None
+        self.code_refits = 0
+        self._fingerprint: str | None = None  # the student's digest, made when a map is first saved or loaded
         self.newest_stamp = -np.inf
         self._next_instance = 0
         self.version = 0  # increases with every update or relabel
@@ -180,31 +195,63 @@ class LiveSegmenter:
             points = self.map.points[region]
             colors = self.map.colors[region] if self.student.cfg.input == "color" else None
             stamp = float(self.newest_stamp)
-            vocab = self.vocab
+            vocab, codecs = self.vocab, (self.codec, self.instance_codec)
         feats, inst = self.student.predict_instance(points, colors)  # inst: None without an instance head
         labels, scores = vocab.classify(feats)
+        fitted = (self._fit_codec(codecs[0], feats, self.map.code_dim),
+                  None if inst is None else self._fit_codec(codecs[1], inst, self.map.instance_code_dim))
         with self.lock:
             if self.vocab is not vocab:  # replaced while the student ran: these labels index the old names
                 labels, scores = self.vocab.classify(feats)
+            if (self.codec, self.instance_codec) != codecs:  # a reset or a loaded map meanwhile: its own axes
+                fitted = (self._fit_codec(self.codec, feats, self.map.code_dim),
+                          None if inst is None else self._fit_codec(self.instance_codec, inst,
+                                                                    self.map.instance_code_dim))
+            self._adopt_codecs(*fitted)
             idx = self.map.index_of(keys)
             ok = idx >= 0  # voxels evicted meanwhile are skipped
-            self.map.set_predictions(idx[ok], feats[ok].half().numpy(), labels[ok].numpy(), scores[ok].numpy(),
-                                     None if inst is None else inst[ok].half().numpy())
+            self.map.set_predictions(idx[ok], self.codec.encode(feats[ok]), labels[ok].numpy(), scores[ok].numpy(),
+                                     None if inst is None else self.instance_codec.encode(inst[ok]))
         self._group_instances()
         with self.lock:
             self.version += 1
         return UpdateStats(points=len(region), changed=len(changed), seconds=time.perf_counter() - t0, stamp=stamp)
 
+    def _fit_codec(self, codec: FeatureCodec | None, features: torch.Tensor, code_dim: int) -> FeatureCodec:
+        """``codec`` while it still holds ``features``; else axes fitted on them (and on what the
+        map already holds, decoded from a sample of its codes)."""
+        sample = features[torch.randperm(len(features), generator=torch.Generator().manual_seed(len(features)))[:5000]]
+        if codec is not None and codec.residual(sample) <= self.cfg.codes_refit:
+            return codec
+        if codec is None:
+            return FeatureCodec.fit(features, code_dim)
+        with self.lock:
+            stored = self.map.codes if codec is self.codec else self.map.instance_codes
+            done = np.flatnonzero(self.map.labels >= 0)
+            old = stored[done[:: max(1, len(done) // 20_000)]].copy()
+        return FeatureCodec.fit(torch.cat([codec.decode(old), features.float()]), code_dim)
+
+    def _adopt_codecs(self, codec: FeatureCodec, instance_codec: FeatureCodec | None) -> None:
+        """Make these the map's code axes, re-expressing stored codes when the axes changed (one
+        k x k matrix: coordinates in the old axes to the new, no decode to the full feature)."""
+        for name, old, new in (("codes", self.codec, codec), ("instance_codes", self.instance_codec, instance_codec)):
+            if old is None or new is None or old is new:
+                continue
+            recode(getattr(self.map, name), old, new)  # a view of the occupied rows: written in place
+            self.code_refits += 1
+        self.codec, self.instance_codec = codec, instance_codec
+
     def set_vocabulary(self, vocab: Vocabulary) -> None:
-        """Relabel every labelled voxel from its stored feature: new words need no student run."""
+        """Relabel every labelled voxel from its stored codes: new words need no student run."""
         self._check_dim(vocab)
         with self.lock:
             self.labelling = Labelling(vocab)  # the old instances' labels index the old names: regrouped below
-            done = np.flatnonzero(self.map.labels >= 0)
-            for start in range(0, len(done), 200_000):
-                part = done[start:start + 200_000]
-                labels, scores = vocab.classify(torch.from_numpy(self.map.features[part]).float())
-                self.map.set_predictions(part, None, labels.numpy(), scores.numpy())
+            if self.codec is not None:
+                done = np.flatnonzero(self.map.labels >= 0)
+                every = len(done) == len(self.map)  # the usual case: classify the codes in place, no copy
+                labels, scores = TextProjection(self.codec, vocab.embeddings).best(
+                    self.map.codes if every else self.map.codes[done], vocab.row_class, len(vocab))
+                self.map.set_predictions(np.s_[: len(self.map)] if every else done, None, labels, scores)
             if self.cfg.instance_method == "connected":
                 self.map.instances[:] = -1  # label-made groups: old ids meant other words
             # proposals do not depend on the words, so their ids carry over; only their names change
@@ -213,18 +260,19 @@ class LiveSegmenter:
             self.version += 1
 
     def _group_instances(self) -> None:
-        """Regroup instances on a copy of the labelled voxels, outside the map lock (ingest goes on;
-        proposals take a second or more on big maps), then write the ids back by voxel key."""
+        """Regroup instances on a copy of the labelled voxels, outside the map lock (ingest goes on),
+        then write the ids back by voxel key."""
         with self._group_lock:
             with self.lock:
                 m = self.map
+                if self.codec is None:
+                    return
                 done = np.flatnonzero(m.labels >= 0)
                 snap = _Labelled(keys=m.keys[done].copy(), points=m.points[done], colors=m.colors[done],
                                  labels=m.labels[done].copy(), scores=m.scores[done].copy(),
-                                 previous=m.instances[done].copy(),
-                                 features=m.features[done] if self.cfg.instance_method == "proposals" else None,
-                                 instance_features=(m.instance_features[done] if m.instance_dim and
-                                                    self.cfg.instance_method == "proposals" else None))
+                                 previous=m.instances[done].copy(), codes=m.codes[done],
+                                 instance_codes=m.instance_codes[done] if m.instance_code_dim else None,
+                                 codec=self.codec, instance_codec=self.instance_codec)
                 vocab, cfg = self.vocab, self.cfg
             stuff = stuff_indices(vocab.names, cfg.stuff_labels)
             named = None
@@ -237,7 +285,7 @@ class LiveSegmenter:
             if named is not None:  # proposals carry their own name and score: key them by the group's new id
                 group, first = np.unique(groups, return_index=True)
                 named = {int(ids[f]): named[g] for g, f in zip(group, first) if g >= 0}
-            instances = summarize(snap.points, ids, snap.labels, snap.scores, named)
+            instances = summarize(snap.points, ids, snap.labels, snap.scores, named, _embeddings(snap, ids))
             with self.lock:
                 if self.vocab is not vocab:  # replaced meanwhile: its own regrouping follows this one
                     return
@@ -260,27 +308,22 @@ class LiveSegmenter:
 
     def query(self, text_embedding: torch.Tensor, threshold: float = 0.0, max_points: int = 0,
               max_instances: int = 0) -> QueryResult:
-        """Points and instances whose features match a text embedding; threshold <= -1: best only."""
+        """Points and instances whose features match a text embedding; threshold <= -1: best only.
+        Scores come from the codes in place (no copy of the map); only the answer is copied out."""
         t = torch.as_tensor(text_embedding, dtype=torch.float32).reshape(-1)
         if t.numel() != self.student.cfg.feature_dim:
             raise UserError(f"query embedding is {t.numel()}-d, the map's features are "
                             f"{self.student.cfg.feature_dim}-d")
         with self.lock:
-            m = self.map
-            done = np.flatnonzero(m.labels >= 0)
-            feats = torch.from_numpy(m.features[done]).float()
-            ids = m.instances[done]
-            points = m.points[done]
-            labelling = self.labelling
-            # instances are ranked by what names them: the instance head's features when there is one
-            inst_feats = torch.from_numpy(m.instance_features[done]).float() if m.instance_dim else feats
-        scores = text_scores(feats, t)
-        keep = np.flatnonzero(scores >= threshold) if threshold > -1 else np.arange(len(scores))
-        keep = keep[np.argsort(-scores[keep], kind="stable")]
-        if max_points:
-            keep = keep[:max_points]
-        ranked = rank_instances(inst_feats, ids, list(labelling.instances), t, threshold)
-        return QueryResult(points[keep], scores[keep], ranked[:max_instances] if max_instances else ranked,
+            m, labelling = self.map, self.labelling
+            if self.codec is None or not len(m):
+                return QueryResult(np.zeros((0, 3), np.float32), np.zeros(0, np.float32), [], labelling.names)
+            scores = TextProjection(self.codec, t).scores(m.codes)
+            scores[m.labels < 0] = -np.inf  # not labelled yet: no feature
+            keep = _best(scores, threshold if threshold > -1 else -np.inf, max_points)
+            points = m.points_at(keep)
+        ranked = rank_instances(list(labelling.instances), t, threshold)
+        return QueryResult(points, scores[keep], ranked[:max_instances] if max_instances else ranked,
                            labelling.names)
 
     def reset(self) -> None:
@@ -292,12 +335,101 @@ class LiveSegmenter:
 
     def save(self, path: Path) -> tuple[Path, Path]:
         """Write the map (PLY + npz) from a copy taken under the lock: ingest and queries go on while
-        the files are compressed and written (a copy of the map's memory while it lasts)."""
+        the files are compressed and written (a copy of the map's memory while it lasts). The npz
+        also holds the code axes, the vocabulary and the student's fingerprint, for ``load``."""
         from ovseg3d.data.map_files import save_map
 
         with self.lock:
-            snapshot, names = self.map.copy(), np.array(self.vocab.names)
-        return save_map(snapshot, path, extra={"label_names": names})
+            snapshot, vocab = self.map.copy(), self.vocab
+            codecs = {**({} if self.codec is None else self.codec.state()),
+                      **({} if self.instance_codec is None else
+                         {f"instance_{k}": v for k, v in self.instance_codec.state().items()})}
+        return save_map(snapshot, path, extra={
+            "label_names": np.array(vocab.names), "vocab_embeddings": vocab.embeddings.float().numpy(),
+            "vocab_row_class": vocab.row_class.numpy(), "student_fingerprint": np.array(self.fingerprint),
+            "feature_dim": np.array(self.student.cfg.feature_dim), **codecs})
+
+    @property
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            from ovseg3d.student.checkpoint import student_fingerprint
+
+            self._fingerprint = student_fingerprint(self.student)
+        return self._fingerprint
+
+    def load(self, path: Path) -> int:
+        """Replace the live map with a saved one (voxels, codes, labels, instance ids, vocabulary);
+        returns its voxel count. A map this student cannot read (another student, feature size or
+        voxel size; a damaged file) is refused with one message and the live map is left as it was."""
+        from ovseg3d.data.map_files import map_from_arrays, read_map_file
+
+        arrays = read_map_file(path)
+        codec, instance_codec, vocab = self._check_saved(arrays, Path(path))
+        vmap = map_from_arrays(arrays, self.cfg.max_voxels, self.cfg.extent or None)
+        with self._group_lock, self.lock:
+            self.map, self.codec, self.instance_codec = vmap, codec, instance_codec
+            self.labelling = Labelling(vocab)
+            ids = vmap.instances
+            self._next_instance = max(self._next_instance, int(ids.max()) + 1 if len(ids) else 0)
+            self.newest_stamp = float(vmap.last_seen.max()) if len(vmap) else -np.inf
+        self._group_instances()  # the saved ids carry over: the same voxels regroup the same way
+        with self.lock:
+            self.version += 1
+        return len(vmap)
+
+    def _check_saved(self, arrays: dict[str, np.ndarray], path: Path
+                     ) -> tuple[FeatureCodec | None, FeatureCodec | None, Vocabulary]:
+        """The saved map's code axes and vocabulary, if this student and configuration can use them."""
+        dim = self.student.cfg.feature_dim
+        if "feature_dim" not in arrays or "student_fingerprint" not in arrays:
+            raise UserError(f"{path} does not say which student made it; refusing to mix features")
+        if int(arrays["feature_dim"]) != dim:
+            raise UserError(f"{path} holds {int(arrays['feature_dim'])}-d features; this student predicts {dim}-d")
+        if str(arrays["student_fingerprint"]) != self.fingerprint:
+            raise UserError(f"{path} was made by another student (fingerprint {arrays['student_fingerprint']}, "
+                            f"running {self.fingerprint}): its codes mean other features")
+        if not np.isclose(float(arrays["voxel_size"]), self.cfg.voxel_size):
+            raise UserError(f"{path} has {float(arrays['voxel_size'])} m voxels; this map uses {self.cfg.voxel_size} m")
+        labelled = bool((arrays["labels"] >= 0).any())
+        codec = FeatureCodec.from_state(arrays) if labelled else None
+        inst_state = {k.removeprefix("instance_"): v for k, v in arrays.items() if k.startswith("instance_code_")}
+        instance_codec = FeatureCodec.from_state(inst_state) if labelled and self.student.has_instance_head else None
+        for name, c, codes in (("feature", codec, arrays["codes"]), ("instance", instance_codec,
+                                                                      arrays["instance_codes"])):
+            if c is not None and (c.dim != dim or c.code_dim != codes.shape[1]):
+                raise UserError(f"{path}: its {name} codes ({codes.shape[1]} axes of {c.dim}-d) do not fit "
+                                f"this student's {dim}-d features")
+        if labelled and self.student.has_instance_head != (arrays["instance_codes"].shape[1] > 0):
+            raise UserError(f"{path} was saved {'with' if arrays['instance_codes'].shape[1] else 'without'} "
+                            "instance-head codes; this student has "
+                            f"{'one' if self.student.has_instance_head else 'none'}")
+        try:
+            vocab = Vocabulary([str(n) for n in arrays["label_names"]], torch.from_numpy(arrays["vocab_embeddings"]),
+                               torch.from_numpy(arrays["vocab_row_class"]).long())
+        except KeyError:
+            raise UserError(f"{path} has no vocabulary") from None
+        if vocab.dim != dim or len(vocab.row_class) != len(vocab.embeddings) or (
+                len(vocab.row_class) and int(vocab.row_class.max()) >= len(vocab.names)):
+            raise UserError(f"{path}: its vocabulary does not fit this student's {dim}-d features")
+        if int(arrays["labels"].max(initial=-1)) >= len(vocab.names):
+            raise UserError(f"{path} is a damaged map: labels index past its vocabulary")
+        return codec, instance_codec, vocab
+
+    def memory(self) -> dict[str, float]:
+        """Bytes per voxel of the map and of its feature codes (``VoxelMap.nbytes_per_voxel``)."""
+        with self.lock:
+            return self.map.nbytes_per_voxel()
+
+
+def _best(scores: np.ndarray, threshold: float, max_points: int) -> np.ndarray:
+    """Indices of the scores at least ``threshold``, best first, at most ``max_points`` (0: all):
+    a partial selection, so a capped answer never sorts (or even filters) the whole map first."""
+    if max_points and len(scores) > max_points:
+        top = np.argpartition(scores, len(scores) - max_points)[len(scores) - max_points:]
+        keep = top[scores[top] >= threshold]
+    else:
+        keep = np.flatnonzero(scores >= threshold)
+    return keep[np.argsort(-scores[keep], kind="stable")]
 
 
 @dataclass
@@ -310,8 +442,28 @@ class _Labelled:
     labels: np.ndarray
     scores: np.ndarray
     previous: np.ndarray  # instance ids before this regrouping
-    features: np.ndarray | None
-    instance_features: np.ndarray | None
+    codes: np.ndarray  # semantic feature codes
+    instance_codes: np.ndarray | None  # the instance head's codes, when the student has one
+    codec: FeatureCodec
+    instance_codec: FeatureCodec | None
+
+    def pooled(self, segments: np.ndarray, n: int, instance: bool = False) -> torch.Tensor:
+        """(n, D) mean feature of each segment: codes pooled in their axes, then lifted."""
+        codes, codec = (self.instance_codes, self.instance_codec) if instance else (self.codes, self.codec)
+        return codec.lift(segment_mean(codec.coordinates(codes), segments, n)[0])
+
+
+def _embeddings(snap: _Labelled, ids: np.ndarray) -> dict[int, np.ndarray]:
+    """Each instance's unit mean feature (the instance head's when there is one): what a text
+    query ranks it by."""
+    keep = np.flatnonzero(ids >= 0)
+    if not len(keep):
+        return {}
+    uid, inv = np.unique(ids[keep], return_inverse=True)
+    sub = _Labelled(**{**snap.__dict__, "codes": snap.codes[keep],
+                       "instance_codes": None if snap.instance_codes is None else snap.instance_codes[keep]})
+    emb = torch.nn.functional.normalize(sub.pooled(inv.reshape(-1), len(uid), snap.instance_codes is not None), dim=1)
+    return {int(i): e for i, e in zip(uid.tolist(), emb.numpy())}
 
 
 def _proposal_groups(snap: _Labelled, vocab: Vocabulary, cfg: LiveConfig, stuff: set[int]
@@ -331,13 +483,12 @@ def _proposal_groups(snap: _Labelled, vocab: Vocabulary, cfg: LiveConfig, stuff:
     cols, _ = segment_mean(snap.colors, cell_of, n)
     pts, weight = pts.double().numpy(), weight.numpy()
     sp = point_superpoints(pts, colors=cols.numpy().astype(np.uint8))
-    proposals = merge_superpoints(pts, segment_mean(snap.features, cell_of, n)[0], sp, cfg.instance_threshold,
+    proposals = merge_superpoints(pts, snap.pooled(cell_of, n), sp, cfg.instance_threshold,
                                   min_points=1, adjacency_dist=2.0 * cfg.instance_cell)
     proposals = [p for p in proposals if weight[p.mask].sum() >= cfg.instance_min_points]
     if not proposals:
         return groups, []
-    inst = None if snap.instance_features is None else segment_mean(snap.instance_features, cell_of, n)[0]
+    inst = None if snap.instance_codes is None else snap.pooled(cell_of, n, instance=True)
     preds = name_proposals(proposals, vocab, stuff, inst)
     preds.sort(key=lambda q: -weight[q.mask].sum())
     return instance_index(preds, n).astype(np.int64)[cell_of], [(q.label, q.score) for q in preds]
-

@@ -1,10 +1,11 @@
-"""Answering "where is X?": per-point text similarity and instances ranked by their mean feature."""
+"""Answering "where is X?": per-point text similarity and instances ranked by their pooled feature."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+from ovseg3d.geometry.voxels import segment_mean
 from ovseg3d.segment.instances import Instance
 
 
@@ -14,16 +15,24 @@ def text_scores(features: torch.Tensor, text: torch.Tensor) -> np.ndarray:
     return (torch.nn.functional.normalize(features.float(), dim=1) @ t).numpy()
 
 
-def rank_instances(features: torch.Tensor, ids: np.ndarray, instances: list[Instance], text: torch.Tensor,
-                   threshold: float = -1.0) -> list[tuple[Instance, float]]:
-    """Instances whose normalised mean feature matches the text at least ``threshold``, best first
-    (threshold <= -1 keeps all)."""
+def instance_embeddings(features: torch.Tensor, ids: np.ndarray) -> dict[int, np.ndarray]:
+    """Each instance id's unit mean feature (one pooling over the points, not one pass per id)."""
+    keep = np.flatnonzero(ids >= 0)
+    if not len(keep):
+        return {}
+    uid, inv = np.unique(ids[keep], return_inverse=True)
+    mean = segment_mean(features[torch.from_numpy(keep)].float(), torch.from_numpy(inv.reshape(-1)), len(uid))[0]
+    return {int(i): e for i, e in zip(uid.tolist(), torch.nn.functional.normalize(mean, dim=1).numpy())}
+
+
+def rank_instances(instances: list[Instance], text: torch.Tensor, threshold: float = -1.0
+                   ) -> list[tuple[Instance, float]]:
+    """Instances whose embedding matches the text at least ``threshold``, best first (threshold <= -1
+    keeps all): one product with the instances' embeddings, no pass over the points."""
+    named = [i for i in instances if i.embedding is not None]
+    if not named:
+        return []
     t = torch.nn.functional.normalize(torch.as_tensor(text, dtype=torch.float32).reshape(-1), dim=0)
-    ranked = []
-    for inst in instances:
-        member = torch.from_numpy(ids == inst.id)
-        emb = torch.nn.functional.normalize(features[member].float().mean(0), dim=0)
-        score = float(emb @ t)
-        if threshold <= -1 or score >= threshold:
-            ranked.append((inst, score))
+    score = (torch.from_numpy(np.stack([i.embedding for i in named])).float() @ t).tolist()
+    ranked = [(inst, s) for inst, s in zip(named, score) if threshold <= -1 or s >= threshold]
     return sorted(ranked, key=lambda x: -x[1])

@@ -54,3 +54,16 @@ def load_student(path: Path, device: torch.device | str | None = None) -> tuple[
         raise UserError(f"{path}: weights do not fit the {cfg.arch} student ({str(exc).splitlines()[0]})") from None
     student.to(torch.device(device) if device is not None else default_device()).eval()
     return student, data
+
+
+def student_fingerprint(student: Student) -> str:
+    """A short digest of the student's configuration and weights: a saved map records the one that
+    made its features, and a node running another student refuses to load it."""
+    import hashlib
+    import json
+
+    h = hashlib.sha256(json.dumps(student.config_dict(), sort_keys=True).encode())
+    for name, tensor in sorted(student.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]

@@ -1,0 +1,223 @@
+"""The live map at robot scale, side by side in one run: the compact feature store (int8 codes in a
+principal subspace, ``segment.feature_codes``) against the uncompressed brute-force path it
+replaced (fp16 512-d features, copied and converted per query).
+
+Measured: bytes per voxel; labels and query answers from the codes against the uncompressed
+student features on a held-out synthetic room (the test instrument; the codes' axes are fitted on
+another room); text query, 200-word relabel and brute-force times at 100k, 1M and 4M voxels;
+instance regrouping on a room-sized map; and (unless --no-replay) a real-time replay of a synthetic
+stream into the node process (``bench_node`` without hostile inputs), with queue losses, ingest
+cost and latency. The student is --checkpoint, by default the demo's (``make demo`` writes it);
+without one, a random-weight MinkUNet18A, whose features spread evenly over 97 dimensions (nothing
+a trained student does): its compression figures are printed but say little. The text encoder is
+the default CLIP with random weights: its word embeddings are much closer to each other than real
+ones, which makes label agreement harder, not easier. Room maps are cut to ``--room-voxels``
+voxels (a region of each room), so the student's CPU time stays in minutes.
+
+Run: ovseg3d bench map [--quick] [--json FILE] [--checkpoint C] [--no-replay]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ovseg3d.data.scannet import ScanNetScene
+from ovseg3d.data.synth.generate import SYNTH_PRESETS, generate_scene
+from ovseg3d.geometry.camera import backproject_strided
+from ovseg3d.geometry.voxel_map import VoxelMap
+from ovseg3d.labels import load_label_set
+from ovseg3d.segment.feature_codes import FeatureCodec, TextProjection
+from ovseg3d.segment.live_map import LiveConfig, LiveSegmenter
+from ovseg3d.segment.query import text_scores
+from ovseg3d.student.checkpoint import load_student
+from ovseg3d.student.model import Student, StudentConfig
+from ovseg3d.text.clip_model import DEFAULT_CLIP_MODEL, ClipSpec
+from ovseg3d.text.vocabulary import Vocabulary, build_vocabulary, embed_prompts
+
+DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "demo_out" / "runs" / "demo" / "best.pt"
+CAP = 20_000  # answer points per query (a client's max_points; the node's default cap is 200,000)
+
+
+def room_points(scene: ScanNetScene, voxel: float, voxels: int) -> np.ndarray:
+    """The voxel centres a robot's map of the room holds (every frame back-projected, stride 2),
+    cut to the ``voxels`` nearest the room's first corner along x then y (a region, not a thinning)."""
+    vmap = VoxelMap(voxel)
+    for f in scene.frames(stride=1, with_color=False):
+        vmap.insert(backproject_strided(f.depth, f.K, f.pose, stride=2)[0])
+    pts = vmap.points
+    return pts[np.argsort(pts[:, 0] + 0.5 * pts[:, 1], kind="stable")[:voxels]]
+
+
+def median_ms(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1000 * float(np.median(times))
+
+
+def tiled_map(codes: np.ndarray, n: int, code_dim_inst: int = 0) -> VoxelMap:
+    """A map of ``n`` voxels whose codes repeat a room's (query cost does not depend on the values)."""
+    vmap = VoxelMap(0.02, max_voxels=n, code_dim=codes.shape[1], instance_code_dim=code_dim_inst)
+    rng = np.random.default_rng(0)
+    reps = -(-n // len(codes))
+    vmap.restore({"keys": np.arange(n, dtype=np.int64), "xyz": rng.uniform(0, 50, (n, 3)).astype(np.float32),
+                  "rgb": np.full((n, 3), 128, np.float32), "count": np.ones(n, np.int32),
+                  "last_seen": np.zeros(n), "labels": np.zeros(n, np.int32), "scores": np.zeros(n, np.float32),
+                  "instances": np.full(n, -1, np.int32), "codes": np.tile(codes, (reps, 1))[:n],
+                  "instance_codes": np.zeros((n, code_dim_inst), np.int8)})
+    return vmap
+
+
+def bruteforce_query(feats16: np.ndarray, t: torch.Tensor) -> np.ndarray:
+    """The replaced path: copy every labelled fp16 feature, convert to float32, score, sort."""
+    feats = torch.from_numpy(feats16[np.arange(len(feats16))]).float()
+    scores = text_scores(feats, t)
+    keep = np.flatnonzero(scores >= -1)
+    return keep[np.argsort(-scores[keep], kind="stable")][:CAP]
+
+
+def bruteforce_relabel(feats16: np.ndarray, vocab: Vocabulary) -> None:
+    for start in range(0, len(feats16), 200_000):
+        vocab.classify(torch.from_numpy(feats16[start:start + 200_000]).float())
+
+
+def _ms(value: float | None) -> str:
+    return "not run (memory)" if value is None else f"{value:.1f}"
+
+
+def replay(minutes: float, quick: bool) -> dict:
+    """bench_node's stream (no hostile inputs) in its own process; its JSON report."""
+    out = Path(tempfile.mkdtemp(prefix="ovseg3d_bench_map_")) / "node.json"
+    cmd = [sys.executable, str(Path(__file__).with_name("bench_node.py")), "--hostile-every", "0", "--minutes",
+           str(minutes), "--out", str(out)] + (["--quick"] if quick else [])
+    print(f"$ {' '.join(cmd[1:])}", flush=True)
+    if subprocess.run(cmd, env={**os.environ}).returncode != 0 or not out.exists():
+        return {}
+    return json.loads(out.read_text())
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="sizes up to 1M voxels and a 1-minute replay")
+    p.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    p.add_argument("--checkpoint", type=Path, default=DEMO_CHECKPOINT if DEMO_CHECKPOINT.exists() else None,
+                   help="the student (default: the demo's, when `make demo` has run; else random weights)")
+    p.add_argument("--room-voxels", type=int, default=160_000, help="voxels of each room's map (a region of it)")
+    p.add_argument("--no-replay", action="store_true", help="skip the real-time replay")
+    p.add_argument("--replay-minutes", type=float, default=5.0)
+    args = p.parse_args()
+    torch.manual_seed(0)
+    tmp = Path(tempfile.mkdtemp(prefix="ovseg3d_bench_map_"))
+    if args.checkpoint:
+        student, _ = load_student(args.checkpoint, "cpu")
+    else:
+        print("no --checkpoint (and no demo run): a RANDOM-WEIGHT student; compression figures say little")
+        student = Student(StudentConfig(arch="MinkUNet18A", feature_dim=512, voxel_size=0.02)).eval()
+    spec = ClipSpec(model=DEFAULT_CLIP_MODEL)
+    vocab = build_vocabulary(load_label_set("scannet20"), spec)
+    words = embed_prompts([f"object number {i}" for i in range(200)], spec, ("{}",))
+    vocab200 = Vocabulary([f"w{i}" for i in range(200)], words, torch.arange(200))
+    print("synthetic rooms (test instrument): one fits the code axes, the other is held out ...", flush=True)
+    rooms = [ScanNetScene(generate_scene(tmp, i, seed=11, cfg=SYNTH_PRESETS["demo"])) for i in range(2)]
+    feats = []
+    room_maps = [room_points(room, 0.02, args.room_voxels) for room in rooms]
+    for room, pts in zip(rooms, room_maps):
+        t0 = time.perf_counter()
+        feats.append(student.predict(pts))
+        print(f"  {room.name}: {len(pts)} voxels at 2 cm, student {time.perf_counter() - t0:.1f} s", flush=True)
+    cfg = LiveConfig()
+    codec = FeatureCodec.fit(feats[0], cfg.feature_codes)
+    held = feats[1]
+    codes = codec.encode(held)
+    exact_labels = vocab.classify(held)[0].numpy()
+    labels = TextProjection(codec, vocab.embeddings).best(codes, vocab.row_class, len(vocab))[0]
+    agreement = float((labels == exact_labels).mean())
+    agreement200 = float((TextProjection(codec, words).best(codes)[0] == (held @ words.T).argmax(1).numpy()).mean())
+    overlaps = []
+    for t in vocab.class_embeddings():
+        got = TextProjection(codec, t).scores(codes)
+        exact = (held @ t).numpy()
+        kth = np.partition(exact, len(exact) - 1000)[len(exact) - 1000]
+        # an answer is right when its exact score is among the best 1000 (voxels sharing one student
+        # voxel share one feature, so ties at the 1000th place are common and either side is right)
+        overlaps.append(float((exact[np.argpartition(-got, 1000)[:1000]] >= kth).mean()))
+    live = LiveSegmenter(student, vocab, cfg)
+    memory = tiled_map(codes, 10_000, cfg.instance_codes).nbytes_per_voxel()
+    figures = {"bytes_per_voxel": memory["map"] * 1.25, "bytes_per_voxel_occupied": memory["map"],
+               "feature_bytes_per_voxel": memory["features"], "bruteforce_feature_bytes_per_voxel": 2 * 512 * 2,
+               "label_agreement": agreement, "label_agreement_200_words": agreement200,
+               "top1000_overlap_min": float(min(overlaps)), "top1000_overlap_mean": float(np.mean(overlaps)),
+               "code_residual_held_out": codec.residual(held)}
+    print(f"\n| held-out room ({len(held)} voxels) | value |\n| --- | --- |")
+    print(f"| labels (scannet20) agreeing with the uncompressed features | {100 * agreement:.2f} % |")
+    print(f"| labels (200 random-CLIP words) agreeing | {100 * agreement200:.2f} % |")
+    print(f"| top-1000 overlap of a query, min / mean over 20 class words | {100 * min(overlaps):.1f} / "
+          f"{100 * np.mean(overlaps):.1f} % |")
+    print(f"| variance the code axes miss on the held-out room | {100 * figures['code_residual_held_out']:.3f} % |")
+    print(f"| bytes per voxel: whole map (x1.25 growth headroom) / feature codes | {figures['bytes_per_voxel']:.0f} / "
+          f"{memory['features']:.0f} (before: fp16 features 1,024 semantic + 1,024 instance) |")
+
+    t = vocab.class_embeddings()[4]
+    sizes = [100_000, 1_000_000] + ([] if args.quick else [4_000_000])
+    print("\n| voxels | query ms (codes) | query ms (brute force, fp16) | relabel 200 words ms (codes) | "
+          "relabel 200 ms (brute force) |\n| --- | --- | --- | --- | --- |")
+    for n in sizes:
+        live.map, live.codec = tiled_map(codes, n), codec
+        q = median_ms(lambda: live.query(t, threshold=-1, max_points=CAP), 7)
+        rel = median_ms(lambda: TextProjection(codec, vocab200.embeddings).best(live.map.codes), 3)
+        brute_q = brute_rel = None
+        if n <= 1_000_000:  # 1 GB of fp16 features at 1M; 4M would need 4 GB and 8 more to convert
+            f16 = np.tile(held.half().numpy(), (-(-n // len(held)), 1))[:n]
+            brute_q = median_ms(functools.partial(bruteforce_query, f16, t), 3)
+            brute_rel = median_ms(functools.partial(bruteforce_relabel, f16, vocab200), 1)
+            del f16
+        tag = {100_000: "100k", 1_000_000: "1m", 4_000_000: "4m"}[n]
+        figures[f"query_ms_median_{tag}"] = q
+        figures[f"relabel_ms_200_{tag}"] = rel
+        if brute_q is not None:
+            figures[f"bruteforce_query_ms_median_{tag}"] = brute_q
+            figures[f"bruteforce_relabel_ms_200_{tag}"] = brute_rel
+        print(f"| {n:,} | {q:.1f} | {_ms(brute_q)} | {rel:.0f} | {_ms(brute_rel)} |", flush=True)
+
+    # instance regrouping on a room-sized live map (the held-out room's voxels, labelled by the student)
+    room_live = LiveSegmenter(student, vocab, cfg)
+    room_live.add_points(room_maps[1].astype(np.float64), 1.0, room_maps[1].mean(0))
+    room_live.update(force=True)
+    regroup = median_ms(room_live._group_instances, 3)
+    figures["regroup_voxels"] = len(room_live.map)
+    figures["regroup_ms_160k"] = regroup
+    print(f"\ninstance regrouping (proposals) on a {len(room_live.map):,}-voxel room map: {regroup:.0f} ms "
+          f"(median of 3; {len(room_live.instances)} instances)")
+
+    if not args.no_replay:
+        minutes = 1.0 if args.quick else args.replay_minutes
+        rep = replay(minutes, args.quick)
+        figures.update({"replay_minutes": minutes, "replay_queue_losses": rep.get("queue_drops"),
+                        "replay_latency_s_median": rep.get("latency_s_median"),
+                        "replay_rgbd_ingest_ms": rep.get("rgbd_ingest_ms"),
+                        "replay_lidar_ingest_ms": rep.get("lidar_ingest_ms"),
+                        "replay_ingested": rep.get("ingested"), "replay_dropped": rep.get("dropped")})
+        print(f"\nreplay ({minutes:g} min, real time): queue losses {rep.get('queue_drops')}, median latency "
+              f"{rep.get('latency_s_median')} s, RGB-D ingest {rep.get('rgbd_ingest_ms')} ms, LiDAR "
+              f"{rep.get('lidar_ingest_ms')} ms")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1))
+        print(f"figures written to {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""Compact per-voxel features: a principal subspace of the student's output space, int8 per axis.
+
+Why this and not a codebook: the student's last layer is linear (a 1x1 head or an MLP's last
+Linear), so its features lie in a subspace of the text space no wider than that layer's input
+(49 dimensions for MinkUNetSmall, 97 for MinkUNet18A). A principal basis fitted on the map's own
+features keeps nearly all of their energy in 48 axes, and one int8 step per axis keeps the labels
+of a 20-class vocabulary on more than 99.9 % of the voxels (measured on held-out rooms, see
+``benchmarks/bench_map.py``); residual codebooks of the same size lost 1-2 % of the labels.
+
+Any text is answered from the codes: a text embedding is projected into the basis once, so a
+query costs one int8 matrix product over the map (``torch._int_mm``, VNNI on x86), not a decode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ovseg3d.errors import UserError
+
+CODE_LIMIT = 127  # int8 codes in [-127, 127]
+_CHUNK = 8192  # rows per matrix product: the (chunk x words) scores stay in cache
+
+
+@dataclass
+class FeatureCodec:
+    """f ~ mean + (codes * step) @ basis; ``basis`` rows orthonormal."""
+
+    mean: torch.Tensor  # (D,)
+    basis: torch.Tensor  # (k, D)
+    step: torch.Tensor  # (k,) quantisation step of each axis
+
+    @property
+    def dim(self) -> int:
+        return int(self.basis.shape[1])
+
+    @property
+    def code_dim(self) -> int:
+        return int(self.basis.shape[0])
+
+    @classmethod
+    def fit(cls, features: torch.Tensor, code_dim: int, sample: int = 50_000, seed: int = 0) -> FeatureCodec:
+        """Principal axes of (a sample of) ``features``; each axis' step covers its largest
+        coordinate with 10 % headroom for features seen later."""
+        x = torch.as_tensor(features).float()
+        if x.ndim != 2 or len(x) == 0:
+            raise UserError("fitting feature codes needs a non-empty (N, D) feature array")
+        if len(x) > sample:
+            x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:sample]]
+        k = min(code_dim, x.shape[1])
+        mean = x.mean(0)
+        centred = x - mean
+        _, _, vh = torch.linalg.svd(centred, full_matrices=True)
+        basis = vh[:k].contiguous()  # full_matrices: k axes even when fewer samples than k
+        reach = (centred @ basis.T).abs().amax(0)
+        step = torch.clamp(1.1 * reach / CODE_LIMIT, min=1e-6)
+        return cls(mean, basis, step)
+
+    def encode(self, features: torch.Tensor) -> np.ndarray:
+        """(N, k) int8 codes of (N, D) features."""
+        x = torch.as_tensor(features).float()
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise UserError(f"features are {tuple(x.shape)}, the codes were fitted on {self.dim}-d features")
+        c = torch.round(((x - self.mean) @ self.basis.T) / self.step)
+        return c.clamp_(-CODE_LIMIT, CODE_LIMIT).to(torch.int8).numpy()
+
+    def coordinates(self, codes: np.ndarray) -> torch.Tensor:
+        """(N, k) float coordinates in the basis (pool these, then ``lift``: cheaper than decoding)."""
+        return torch.from_numpy(np.ascontiguousarray(codes)).float() * self.step
+
+    def lift(self, coordinates: torch.Tensor) -> torch.Tensor:
+        """(N, D) features from basis coordinates (e.g. pooled ones)."""
+        return coordinates.float() @ self.basis + self.mean
+
+    def decode(self, codes: np.ndarray) -> torch.Tensor:
+        return self.lift(self.coordinates(codes))
+
+    def residual(self, features: torch.Tensor) -> float:
+        """Share of the features' variance about the mean that the basis misses (0: none)."""
+        x = torch.as_tensor(features).float() - self.mean
+        total = float((x * x).sum())
+        kept = float(((x @ self.basis.T) ** 2).sum())
+        return max(0.0, 1.0 - kept / total) if total > 0 else 0.0
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"code_mean": self.mean.numpy(), "code_basis": self.basis.numpy(), "code_step": self.step.numpy()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, np.ndarray]) -> FeatureCodec:
+        try:
+            mean, basis, step = (torch.as_tensor(np.asarray(state[k], np.float32))
+                                 for k in ("code_mean", "code_basis", "code_step"))
+        except KeyError as exc:
+            raise UserError(f"the saved map has no feature codes ({exc.args[0]} missing)") from None
+        if mean.ndim != 1 or basis.ndim != 2 or basis.shape[1] != len(mean) or step.shape != (len(basis),):
+            raise UserError("the saved map's feature codes are malformed (basis, mean and step do not fit)")
+        if not (torch.isfinite(mean).all() and torch.isfinite(basis).all() and (step > 0).all()):
+            raise UserError("the saved map's feature codes hold NaN, inf or non-positive steps")
+        return cls(mean, basis, step)
+
+
+def recode(codes: np.ndarray, old: FeatureCodec, new: FeatureCodec, chunk: int = 100_000) -> None:
+    """Re-express ``codes`` (written in place) from ``old``'s axes in ``new``'s: one k x k matrix
+    and a shift, never a decode to the full feature."""
+    turn = (old.basis @ new.basis.T) * old.step[:, None] / new.step[None, :]
+    shift = ((old.mean - new.mean) @ new.basis.T) / new.step
+    for start in range(0, len(codes), chunk):
+        part = codes[start:start + chunk]
+        moved = torch.from_numpy(part).float() @ turn + shift
+        part[:] = moved.round_().clamp_(-CODE_LIMIT, CODE_LIMIT).to(torch.int8).numpy()
+
+
+class TextProjection:
+    """Text embeddings (R, D) projected into a codec's basis: cosine-like scores of every code
+    against every row by one int8 product, ``score = (codes @ weights) * scale + offset``."""
+
+    def __init__(self, codec: FeatureCodec, texts: torch.Tensor):
+        t = torch.nn.functional.normalize(torch.as_tensor(texts).float().reshape(-1, codec.dim), dim=1)
+        w = (codec.basis @ t.T) * codec.step[:, None]  # (k, R)
+        # two int8 digits per weight (w ~ scale * (hi * 128 + lo)): as exact as float32 scores here,
+        # where one digit flipped a few percent of the labels of close vocabularies
+        self.scale = float(w.abs().max()) / (CODE_LIMIT * 128) or 1.0
+        self.rows = t.shape[0]
+        padded = -(-max(self.rows, 1) // 8) * 8  # the int8 product wants a multiple of 8 columns
+        steps = torch.round(w / self.scale)
+        hi = torch.round(steps / 128)
+        self.hi = torch.zeros(codec.code_dim, padded, dtype=torch.int8)
+        self.lo = torch.zeros(codec.code_dim, padded, dtype=torch.int8)
+        self.hi[:, : self.rows] = hi.to(torch.int8)
+        self.lo[:, : self.rows] = (steps - 128 * hi).clamp(-CODE_LIMIT, CODE_LIMIT).to(torch.int8)
+        self.offset = (codec.mean @ t.T).float()  # (R,)
+        self._offset_steps = torch.round(self.offset / self.scale).to(torch.int32)
+        self._int = _int_mm_works(codec.code_dim)
+        self._float_weights = w.float()
+
+    def _raw(self, codes: torch.Tensor) -> torch.Tensor:
+        """(n, R) scores in units of ``scale``: int32 from the int8 products, float where those are
+        unavailable (an old torch, a CPU without them)."""
+        if self._int and len(codes) > 16:
+            raw = torch._int_mm(codes, self.hi) * 128 + torch._int_mm(codes, self.lo)
+            return raw[:, : self.rows] + self._offset_steps
+        return (codes.float() @ self._float_weights) / self.scale + self._offset_steps.float()
+
+    def scores(self, codes: np.ndarray) -> np.ndarray:
+        """(N,) score of every code against the first (only) row."""
+        out = np.empty(len(codes), np.float32)
+        c = torch.from_numpy(np.ascontiguousarray(codes))
+        for i in range(0, len(c), 4 * _CHUNK):
+            out[i:i + 4 * _CHUNK] = self._raw(c[i:i + 4 * _CHUNK])[:, 0].float().numpy()
+        return out * np.float32(self.scale)
+
+    def best(self, codes: np.ndarray, row_class: torch.Tensor | None = None, classes: int = 0
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """(label, score) per code: the best row, or with ``row_class`` the best class (max over its rows)."""
+        labels = np.empty(len(codes), np.int64)
+        scores = np.empty(len(codes), np.float32)
+        c = torch.from_numpy(np.ascontiguousarray(codes))
+        grouped = row_class is not None and classes != self.rows
+        for i in range(0, len(c), _CHUNK):
+            s = self._raw(c[i:i + _CHUNK])
+            if grouped:
+                s = torch.full((len(s), classes), torch.iinfo(torch.int32).min if not s.is_floating_point()
+                               else -torch.inf, dtype=s.dtype).scatter_reduce(
+                    1, row_class.expand(len(s), -1), s, reduce="amax")
+            best, arg = s.max(1)
+            labels[i:i + _CHUNK] = arg.numpy()
+            scores[i:i + _CHUNK] = best.float().numpy()
+        return labels, scores * np.float32(self.scale)
+
+
+_INT_MM: dict[int, bool] = {}
+
+
+def _int_mm_works(k: int) -> bool:
+    """Whether this torch build multiplies int8 matrices on the CPU (private API: checked, not assumed)."""
+    if k not in _INT_MM:
+        try:
+            a = torch.ones(32, k, dtype=torch.int8)
+            _INT_MM[k] = bool((torch._int_mm(a, torch.ones(k, 8, dtype=torch.int8)) == k).all())
+        except (RuntimeError, AttributeError):
+            _INT_MM[k] = False
+    return _INT_MM[k]

@@ -1,0 +1,124 @@
+"""The live map's compact feature store: codes against the uncompressed student features, queries
+and relabelling from the codes, and saved maps read back (or refused) whole."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ovseg3d.errors import UserError
+from ovseg3d.segment.feature_codes import FeatureCodec, TextProjection, recode
+
+
+def _low_rank(n: int, rank: int, dim: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, rank, generator=g) @ torch.randn(rank, dim, generator=g) + torch.randn(dim, generator=g)
+    return torch.nn.functional.normalize(x, dim=1)
+
+
+def test_codes_round_trip_and_score_like_the_features():
+    feats = _low_rank(3000, 12, 64)
+    codec = FeatureCodec.fit(feats, 16)
+    codes = codec.encode(feats)
+    assert codes.dtype == np.int8 and codes.shape == (3000, 16)
+    assert (codec.decode(codes) - feats).norm(dim=1).max() < 0.02  # the 12-d subspace fits in 16 axes
+    assert codec.residual(feats) < 1e-4 and codec.residual(_low_rank(500, 12, 64, seed=1)) > 0.1
+    texts = torch.nn.functional.normalize(torch.randn(7, 64), dim=1)
+    labels, scores = TextProjection(codec, texts).best(codes)
+    exact = feats @ texts.T
+    assert (labels == exact.argmax(1).numpy()).mean() >= 0.99
+    assert np.abs(scores - exact.max(1).values.numpy()).max() < 0.02
+    one = TextProjection(codec, texts[0]).scores(codes)
+    assert np.corrcoef(one, exact[:, 0].numpy())[0, 1] > 0.999
+    again = FeatureCodec.from_state(codec.state())
+    assert (again.encode(feats) == codes).all()
+    with pytest.raises(UserError, match="64-d"):
+        codec.encode(torch.ones(3, 32))
+    with pytest.raises(UserError, match="malformed"):
+        FeatureCodec.from_state({**codec.state(), "code_step": np.ones(3, np.float32)})
+    with pytest.raises(UserError, match="NaN"):
+        FeatureCodec.from_state({**codec.state(), "code_mean": np.full(64, np.nan, np.float32)})
+
+
+def test_codes_follow_new_axes_without_the_features():
+    first, later = _low_rank(2000, 8, 64), _low_rank(2000, 8, 64, seed=3)
+    old = FeatureCodec.fit(first, 24)
+    codes = old.encode(first)
+    new = FeatureCodec.fit(torch.cat([old.decode(codes), later]), 24)  # axes that hold both rooms
+    recode(codes, old, new)
+    assert (new.decode(codes) - first).norm(dim=1).max() < 0.05
+
+
+@pytest.fixture(scope="module")
+def live_pair(node_checkpoint, synth_root, tiny_clip):
+    """A live map of one synthetic scene (the test instrument) built with the tests' trained student,
+    and the uncompressed features of its voxels."""
+    from ovseg3d.data.scannet import ScanNetScene
+    from ovseg3d.labels import load_label_set
+    from ovseg3d.segment.live_map import LiveConfig, LiveSegmenter
+    from ovseg3d.student.checkpoint import load_student
+    from ovseg3d.text.vocabulary import build_vocabulary
+
+    student, _ = load_student(node_checkpoint, "cpu")
+    vocab = build_vocabulary(load_label_set("scannet20"), tiny_clip)
+    live = LiveSegmenter(student, vocab, LiveConfig(voxel_size=0.05, instance_cell=0.1, instance_min_points=20))
+    for f in ScanNetScene(synth_root / "scene0000_00").frames(stride=2):
+        live.add_rgbd(f.depth, f.K, f.pose, stamp=float(f.frame_id), rgb=f.color)
+    live.update(force=True)
+    return live, student.predict(live.map.points)
+
+
+def test_labels_and_queries_from_codes_match_the_uncompressed_features(live_pair):
+    live, feats = live_pair
+    assert live.map.codes.shape[1] == 48 < feats.shape[1] and live.memory()["features"] <= 64
+    live.set_vocabulary(live.vocab)  # relabel every voxel from its codes
+    exact_labels = live.vocab.classify(feats)[0].numpy()
+    assert (live.map.labels == exact_labels).mean() >= 0.99
+    for name in ("chair", "table", "floor"):
+        t = live.vocab.class_embeddings()[live.vocab.names.index(name)]
+        got = live.query(t, threshold=-1, max_points=1000)
+        exact = (feats @ t).numpy()
+        best = set(map(tuple, live.map.points[np.argsort(-exact)[:1000]].round(4).tolist()))
+        overlap = len(best & set(map(tuple, got.points.round(4).tolist()))) / 1000
+        assert overlap >= 0.95, (name, overlap)
+        assert got.instances and got.instances[0][1] >= got.instances[-1][1]
+
+
+def test_saved_map_loads_back_whole_and_foreign_maps_are_refused(live_pair, tmp_path, node_checkpoint):
+    from ovseg3d.segment.live_map import LiveSegmenter
+    from ovseg3d.student.checkpoint import load_student
+    from ovseg3d.student.model import Student, StudentConfig
+
+    live, _ = live_pair
+    _, npz = live.save(tmp_path / "floor")
+    student, _ = load_student(node_checkpoint, "cpu")
+    other = LiveSegmenter(student, live.vocab, live.cfg)
+    assert other.load(npz) == len(live.map)
+    order, other_order = np.argsort(live.map.keys), np.argsort(other.map.keys)
+    assert (live.map.keys[order] == other.map.keys[other_order]).all()
+    for name in ("labels", "instances", "codes"):
+        assert (getattr(live.map, name)[order] == getattr(other.map, name)[other_order]).all(), name
+    assert sorted(i.id for i in other.instances) == sorted(i.id for i in live.instances)
+    assert other.vocab.names == live.vocab.names
+
+    # refusals leave the running map as it was
+    stranger = LiveSegmenter(Student(StudentConfig(arch="MinkUNetSmall", feature_dim=student.cfg.feature_dim,
+                                                   voxel_size=0.1, instance_hidden=64)).eval(), live.vocab, live.cfg)
+    stranger.add_points(np.random.default_rng(0).uniform(0, 1, (500, 3)), 1.0, np.zeros(3))
+    stranger.update()
+    before = (len(stranger.map), stranger.map.labels.copy(), stranger.map.codes.copy())
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(npz.read_bytes()[:5000])
+    foreign = tmp_path / "foreign.npz"
+    np.savez(foreign, points=np.zeros((3, 3)))
+    for path, message in ((npz, "another student"), (truncated, "not a readable map"),
+                          (foreign, "not an ovseg3d map"), (tmp_path / "absent.npz", "no saved map")):
+        with pytest.raises(UserError, match=message):
+            stranger.load(path)
+        assert len(stranger.map) == before[0] and (stranger.map.labels == before[1]).all()
+        assert (stranger.map.codes == before[2]).all()
+    wide = LiveSegmenter(Student(StudentConfig(arch="MinkUNetSmall", feature_dim=32, voxel_size=0.1)).eval(),
+                         type(live.vocab)(["a"], torch.ones(1, 32), torch.arange(1)), live.cfg)
+    with pytest.raises(UserError, match="this student predicts 32-d"):
+        wide.load(npz)
