@@ -101,3 +101,23 @@ def test_instances_group_touching_same_label_cells_with_stable_ids():
     swapped = np.where(groups == 0, 1, np.where(groups == 1, 0, groups))  # same groups, other order
     again, next_id = stable_ids(swapped, ids, next_id)
     assert (again == ids).all() and next_id == 2
+
+
+def test_keyframes_by_motion_turn_or_time():
+    from ovseg3d.segment.keyframes import KeyframeGate
+
+    gate = KeyframeGate(min_translation=0.05, min_rotation_deg=5.0, max_interval=1.0)
+    pose = np.eye(4)
+    assert gate.take(pose, 0.0)  # the first frame
+    assert not gate.take(pose, 0.033)  # still, 30 Hz later
+    moved = pose.copy()
+    moved[0, 3] = 0.06
+    assert gate.take(moved, 0.066)
+    turn = moved.copy()
+    c, s = np.cos(np.radians(6)), np.sin(np.radians(6))
+    turn[:2, :2] = [[c, -s], [s, c]]
+    assert not gate.take(moved, 0.1) and gate.take(turn, 0.133)
+    assert not gate.take(turn, 1.0) and gate.take(turn, 1.2)  # a still camera, once a second
+    assert gate.take(turn, 0.5)  # time went back (a bag restarted): taken, not waited for
+    every = KeyframeGate(min_translation=0.0)
+    assert all(every.take(pose, t) for t in (0.0, 0.01, 0.02))

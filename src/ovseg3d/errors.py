@@ -11,3 +11,8 @@ class Rejected(UserError):
     def __init__(self, kind: str, text: str):
         super().__init__(text)
         self.kind = kind
+
+
+class Skipped(Exception):
+    """An input the node passes over on purpose (e.g. an RGB-D frame that is not a keyframe):
+    counted as skipped under its reason, never warned about."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
+from ovseg3d.geometry.rows import unique_rows
+
 
 def knn(points: np.ndarray, k: int, query: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Distances and indices (M, k) of the k nearest points (a point is its own first neighbour)."""
@@ -46,7 +48,7 @@ def mesh_edges(faces: np.ndarray) -> np.ndarray:
     f = np.asarray(faces, dtype=np.int64)
     e = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
     e.sort(axis=1)
-    return np.unique(e, axis=0)
+    return unique_rows(e)
 
 
 def knn_edges(points: np.ndarray, k: int = 10) -> np.ndarray:
@@ -56,4 +58,4 @@ def knn_edges(points: np.ndarray, k: int = 10) -> np.ndarray:
     e = np.stack([src, idx[:, 1:].reshape(-1)], axis=1)
     e = e[e[:, 0] != e[:, 1]]
     e.sort(axis=1)
-    return np.unique(e, axis=0)
+    return unique_rows(e)

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ovseg3d.geometry.rows import unique_rows
+
 STUDENT_VOXEL_SIZE = 0.02  # metres; MinkUNet students of OpenScene and this project
 
 
@@ -28,7 +30,7 @@ def voxel_cells(points: np.ndarray, voxel_size: float = STUDENT_VOXEL_SIZE) -> n
 def voxelize(points: np.ndarray, voxel_size: float = STUDENT_VOXEL_SIZE) -> Voxelization:
     """Unique occupied cells, each point's cell, and a representative point per cell."""
     cells = voxel_cells(points, voxel_size)
-    coords, first, inverse = np.unique(cells, axis=0, return_index=True, return_inverse=True)
+    coords, first, inverse = unique_rows(cells, return_index=True, return_inverse=True)
     return Voxelization(coords=coords.astype(np.int32), point_to_voxel=inverse.reshape(-1),
                         first_point=first)
 

@@ -35,7 +35,7 @@ from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
-from ovseg3d.errors import Rejected, UserError
+from ovseg3d.errors import Rejected, Skipped, UserError
 from ovseg3d.paths import path_inside
 from ovseg3d.ros import outputs, params
 from ovseg3d.ros.images import camera_matrix, color_image, depth_image, registered_color
@@ -334,6 +334,9 @@ class PerceptionNode(LifecycleNode):
             t0 = time.perf_counter()
             try:
                 self._ingest_rgbd(*payload) if kind == "rgbd" else self._ingest_lidar(payload)
+            except Skipped as exc:
+                self.stats.add("skipped", f"{kind}_{exc}")
+                continue
             except Rejected as exc:
                 self.warn(exc.kind, str(exc))
                 continue
@@ -385,6 +388,9 @@ class PerceptionNode(LifecycleNode):
         self._check_order("rgbd", stamp)
         pose = self._pose(depth_msg.header.frame_id or info.header.frame_id, stamp)
         self._check_generation()
+        if not self.live.is_keyframe(pose, stamp):  # checked like any frame, then passed over on purpose
+            self._order.accept("rgbd", stamp, time.monotonic())
+            raise Skipped("keyframe")
         self.live.add_rgbd(depth, K, pose, stamp, rgb)
         self._order.accept("rgbd", stamp, time.monotonic())
 
@@ -468,7 +474,8 @@ class PerceptionNode(LifecycleNode):
                   "update ms (mean of last 100)": ms("update"),
                   "tf frames": self._tf.frames() if self._tf is not None else 0,
                   **{f"ingested {k}": v for k, v in snap.ingested.items()},
-                  **{f"dropped {k}": v for k, v in snap.rejected.items()}}
+                  **{f"dropped {k}": v for k, v in snap.rejected.items()},
+                  **{f"skipped {k}": v for k, v in snap.skipped.items()}}
         level = DiagnosticStatus.WARN if snap.queue_dropped or sum(snap.rejected.values()) else DiagnosticStatus.OK
         status = DiagnosticStatus(level=level, name=f"{self.get_name()}: perception", hardware_id="ovseg3d",
                                   message="dropping inputs (see counts)" if level else "ok",

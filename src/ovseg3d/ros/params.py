@@ -61,6 +61,11 @@ PARAMS: tuple[Param, ...] = (
     Param("map.extent", 0.0, "evict voxels farther than this (x, y; m) from the robot; 0: no bound", 0.0, 10000.0,
           field="extent"),
     Param("depth.stride", 2, "use every n-th depth pixel per axis", 1, 16, field="depth_stride"),
+    Param("rgbd.keyframe_translation", 0.05, "integrate an RGB-D frame when the camera moved this far (m) since "
+          "the last integrated one; 0: every frame", 0.0, 100.0, field="keyframe_translation"),
+    Param("rgbd.keyframe_rotation", 5.0, "... or turned this much (degrees)", 0.0, 180.0, field="keyframe_rotation"),
+    Param("rgbd.keyframe_interval", 1.0, "... or this long (s) has passed since the last one", 0.0, 3600.0,
+          field="keyframe_interval"),
     Param("depth.min", 0.1, "nearest depth used (m)", 0.0, 10.0, field="min_depth"),
     Param("depth.max", 6.0, "farthest depth used (m)", 0.1, 100.0, field="max_depth"),
     Param("lidar.max_range", 30.0, "farthest LiDAR return used (m)", 0.5, 500.0, field="lidar_max_range"),

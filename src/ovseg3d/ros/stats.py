@@ -24,6 +24,7 @@ class StatsSnapshot:
     received: dict[str, int]  # messages per input topic, as the callbacks saw them
     ingested: dict[str, int]  # inputs put into the map, per kind (rgbd, lidar)
     rejected: dict[str, int]  # inputs dropped, per kind (bad_lidar, tf, queue_full, nonfinite_points ...)
+    skipped: dict[str, int]  # inputs passed over on purpose (rgbd frames that were not keyframes)
     warned: dict[str, int]  # warnings logged per kind (the rest were throttled)
     queued: int  # inputs put on the ingest queue (RGB-D frames once matched, LiDAR sweeps)
     queue_dropped: int  # of those, dropped for newer ones when the queue was full
@@ -37,23 +38,25 @@ class StatsSnapshot:
         return 1000 * float(np.mean(values)) if values else None
 
     def handled(self) -> int:
-        """Queued inputs that reached an end: ingested, rejected after queueing, or dropped from the queue.
+        """Queued inputs that reached an end: ingested, skipped (not a keyframe), rejected after queueing,
+        or dropped from the queue.
         (NaN points inside a kept cloud and queue drops are counted apart.)"""
         rejected = sum(v for k, v in self.rejected.items() if k not in ("nonfinite_points", "queue_full"))
-        return sum(self.ingested.values()) + self.queue_dropped + rejected
+        return sum(self.ingested.values()) + sum(self.skipped.values()) + self.queue_dropped + rejected
 
 
 class NodeStats:
     def __init__(self):
         self._lock = threading.Lock()
-        self._counts: dict[str, Counter] = {name: Counter() for name in ("received", "ingested", "rejected", "warned")}
+        self._counts: dict[str, Counter] = {name: Counter() for name in ("received", "ingested", "rejected", "skipped",
+                                                                        "warned")}
         self._seconds = {kind: deque(maxlen=1000) for kind in TIMED}
         self._published = 0
         self.queue = None  # the ingest queue and the camera sync, while the node is active: they count too
         self.sync = None
 
     def add(self, table: str, key: str, n: int = 1) -> int:
-        """Count ``n`` under ``key`` in ``table`` (received, ingested, rejected, warned); the new count."""
+        """Count ``n`` under ``key`` in ``table`` (received, ingested, rejected, skipped, warned); the new count."""
         with self._lock:
             self._counts[table][key] += n
             return self._counts[table][key]

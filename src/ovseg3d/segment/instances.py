@@ -16,6 +16,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
+from ovseg3d.geometry.rows import unique_rows
+
 
 @dataclass(frozen=True)
 class Instance:
@@ -39,7 +41,7 @@ def connected_label_groups(points: np.ndarray, labels: np.ndarray, cell: float, 
         return out
     idx = np.flatnonzero(use)
     ijk = np.floor(points[idx] / cell).astype(np.int64)
-    cells, cell_of = np.unique(np.column_stack([ijk, labels[idx]]), axis=0, return_inverse=True)
+    cells, cell_of = unique_rows(np.column_stack([ijk, labels[idx]]), return_inverse=True)
     cell_of = cell_of.reshape(-1)
     tree = cKDTree(cells[:, :3].astype(np.float64))
     pairs = tree.query_pairs(r=1.75, output_type="ndarray")  # 26-neighbours (sqrt 3 < 1.75 < 2)
@@ -68,7 +70,7 @@ def stable_ids(groups: np.ndarray, previous: np.ndarray, next_id: int) -> tuple[
     chosen = np.full(n_groups, -1, np.int64)
     both = (groups >= 0) & (previous >= 0)
     if both.any():
-        pairs, counts = _count_pairs(groups[both], previous[both])
+        pairs, counts = unique_rows(np.column_stack([groups[both], previous[both]]), return_counts=True)
         order = np.lexsort((pairs[:, 1], -counts, pairs[:, 0]))  # per group: most points first, then lower id
         taken: set[int] = set()
         for g, prev in pairs[order].tolist():
@@ -82,13 +84,10 @@ def stable_ids(groups: np.ndarray, previous: np.ndarray, next_id: int) -> tuple[
     return ids, next_id + len(fresh)
 
 
-def _count_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct (a, b) rows of two non-negative integer arrays and how often each occurs (one
-    1-d unique on combined keys: many times faster than a unique over rows)."""
-    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
-    width = int(b.max()) + 1
-    keys, counts = np.unique(a * width + b, return_counts=True)
-    return np.column_stack([keys // width, keys % width]), counts
+def majority_label(labels: np.ndarray) -> int:
+    """The most common label >= 0 among an instance's points (-1 when there is none)."""
+    valid = labels[labels >= 0]
+    return int(np.bincount(valid).argmax()) if len(valid) else -1
 
 
 def summarize(points: np.ndarray, ids: np.ndarray, labels: np.ndarray, scores: np.ndarray,
@@ -114,7 +113,7 @@ def summarize(points: np.ndarray, ids: np.ndarray, labels: np.ndarray, scores: n
     valid = lab >= 0
     majority = np.full(m, -1, np.int64)
     if valid.any():  # per id, the most frequent label (lowest label on ties, as bincount.argmax)
-        pair, votes = _count_pairs(inv[valid], lab[valid])
+        pair, votes = unique_rows(np.column_stack([inv[valid], lab[valid]]), return_counts=True)
         best = np.lexsort((pair[:, 1], -votes, pair[:, 0]))
         first = np.unique(pair[best, 0], return_index=True)[1]
         majority[pair[best[first], 0]] = pair[best[first], 1]

@@ -31,6 +31,7 @@ import torch
 
 from ovseg3d.errors import UserError
 from ovseg3d.geometry.camera import backproject_strided
+from ovseg3d.geometry.rows import unique_rows
 from ovseg3d.geometry.superpoints import point_superpoints
 from ovseg3d.geometry.voxel_map import VoxelMap, pack_keys
 from ovseg3d.geometry.voxels import segment_mean, voxelize
@@ -38,6 +39,7 @@ from ovseg3d.labels import STUFF_LABELS, stuff_indices
 from ovseg3d.segment.feature_codes import FeatureCodec, TextProjection, recode
 from ovseg3d.segment.instance_classify import instance_index, name_proposals
 from ovseg3d.segment.instances import Instance, connected_label_groups, stable_ids, summarize
+from ovseg3d.segment.keyframes import KeyframeGate
 from ovseg3d.segment.proposals import merge_superpoints
 from ovseg3d.segment.query import rank_instances
 from ovseg3d.student.model import Student
@@ -52,6 +54,9 @@ class LiveConfig:
     max_voxels: int = 1_000_000  # above this the voxels seen longest ago are evicted
     extent: float = 0.0  # > 0: voxels farther than this (x, y) from the robot are evicted
     depth_stride: int = 2  # use every n-th depth pixel per axis
+    keyframe_translation: float = 0.05  # RGB-D frames are integrated when the camera moved this far (m) ...
+    keyframe_rotation: float = 5.0  # ... or turned this much (degrees) since the last one ...
+    keyframe_interval: float = 1.0  # ... or this long (s) has passed; translation 0: every frame
     min_depth: float = 0.1
     max_depth: float = 6.0
     lidar_max_range: float = 30.0
@@ -74,6 +79,8 @@ class LiveConfig:
         if min(self.depth_stride, self.max_voxels, self.instance_min_points, self.feature_codes,
                self.instance_codes) < 1:
             raise UserError("depth_stride, max_voxels, instance_min_points and the code sizes must be at least 1")
+        if min(self.keyframe_translation, self.keyframe_rotation, self.keyframe_interval) < 0:
+            raise UserError("keyframe translation, rotation and interval must not be negative")
         if not 0 < self.codes_refit < 1:
             raise UserError(f"codes_refit must be in (0, 1), got {self.codes_refit}")
         if not 0 <= self.min_depth < self.max_depth:
@@ -129,6 +136,7 @@ class LiveSegmenter:
         self.code_refits = 0
         self._fingerprint: str | None = None  # the student's digest, made when a map is first saved or loaded
         self.newest_stamp = -np.inf
+        self.keyframes = KeyframeGate()
         self._next_instance = 0
         self.version = 0  # increases with every update or relabel
 
@@ -146,6 +154,14 @@ class LiveSegmenter:
                             f"{self.student.cfg.feature_dim}-d features")
 
     # ------------------------------------------------------------------ ingest
+    def is_keyframe(self, cam_to_world: np.ndarray, stamp: float) -> bool:
+        """Whether an RGB-D frame at this pose should be integrated (``keyframes.KeyframeGate`` with
+        this configuration's thresholds); ask before decoding the images, skip them if not."""
+        gate, cfg = self.keyframes, self.cfg
+        gate.min_translation, gate.min_rotation_deg = cfg.keyframe_translation, cfg.keyframe_rotation
+        gate.max_interval = cfg.keyframe_interval
+        return gate.take(np.asarray(cam_to_world, np.float64), stamp)
+
     def add_rgbd(self, depth: np.ndarray, K: np.ndarray, cam_to_world: np.ndarray, stamp: float,
                  rgb: np.ndarray | None = None) -> int:
         """Back-project a depth image (metres) with its registered colours; returns new voxels."""
@@ -178,9 +194,9 @@ class LiveSegmenter:
         if len(changed) > 0.5 * len(pts):
             return np.arange(len(pts))
         blocks = np.floor(pts / self.cfg.context).astype(np.int64)
-        dirty_blocks = np.unique(blocks[changed], axis=0)
+        dirty_blocks = unique_rows(blocks[changed])
         offsets = np.stack(np.meshgrid(*[np.arange(-1, 2)] * 3, indexing="ij"), -1).reshape(-1, 3)
-        near = np.unique((dirty_blocks[:, None, :] + offsets[None]).reshape(-1, 3), axis=0)
+        near = unique_rows((dirty_blocks[:, None, :] + offsets[None]).reshape(-1, 3))
         return np.flatnonzero(np.isin(pack_keys(blocks), pack_keys(near)))
 
     def update(self, force: bool = False) -> UpdateStats | None:
@@ -329,6 +345,7 @@ class LiveSegmenter:
     def reset(self) -> None:
         with self.lock:
             self.map.reset()
+            self.keyframes.reset()
             self.labelling = Labelling(self.vocab)
             self.newest_stamp = -np.inf
             self.version += 1

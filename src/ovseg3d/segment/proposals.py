@@ -22,6 +22,7 @@ import torch
 from scipy.spatial import cKDTree
 
 from ovseg3d.errors import UserError
+from ovseg3d.geometry.rows import unique_rows
 
 
 @dataclass
@@ -52,7 +53,7 @@ def superpoint_adjacency(points: np.ndarray, superpoints: np.ndarray, k: int = 8
     b = nn.reshape(-1)
     ok = np.isfinite(dist.reshape(-1)) & (b < len(points))
     sa, sb = sp[a[ok]], sp[b[ok]]
-    pairs = np.unique(np.sort(np.stack([sa, sb], 1)[sa != sb], axis=1), axis=0)
+    pairs = unique_rows(np.sort(np.stack([sa, sb], 1)[sa != sb], axis=1))
     return pairs
 
 

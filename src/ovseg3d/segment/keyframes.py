@@ -1,0 +1,39 @@
+"""Which camera frames the map integrates: keyframes, as mapping systems choose them.
+
+A 30 Hz camera on a slow robot sees nearly the same view thirty times a second; integrating every
+frame costs the CPU that inference needs and adds nothing. A frame is taken when the camera has
+moved or turned enough since the last one taken, or when ``max_interval`` has passed (so a still
+robot still sees a person walk by). Frames passed over are counted as skipped, never lost to a
+full queue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class KeyframeGate:
+    min_translation: float = 0.05  # metres since the last keyframe; 0 takes every frame
+    min_rotation_deg: float = 5.0  # degrees of camera rotation since the last keyframe
+    max_interval: float = 1.0  # seconds after which a frame is taken however still the camera is
+    _last: tuple[np.ndarray, float] | None = field(default=None, repr=False)
+
+    def take(self, pose: np.ndarray, stamp: float) -> bool:
+        """Whether the frame at ``pose`` (camera to map, 4x4) and ``stamp`` is a keyframe; if so it
+        becomes the reference for the next ones."""
+        if self.min_translation > 0 and self._last is not None:
+            last, last_stamp = self._last
+            moved = float(np.linalg.norm(pose[:3, 3] - last[:3, 3]))
+            cos = (np.trace(last[:3, :3].T @ pose[:3, :3]) - 1.0) / 2.0
+            turned = float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+            recent = 0 <= stamp - last_stamp < self.max_interval
+            if moved < self.min_translation and turned < self.min_rotation_deg and recent:
+                return False
+        self._last = (np.array(pose, np.float64), float(stamp))
+        return True
+
+    def reset(self) -> None:
+        self._last = None
