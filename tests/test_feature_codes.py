@@ -79,9 +79,13 @@ def test_labels_and_queries_from_codes_match_the_uncompressed_features(live_pair
         t = live.vocab.class_embeddings()[live.vocab.names.index(name)]
         got = live.query(t, threshold=-1, max_points=1000)
         exact = (feats @ t).numpy()
-        best = set(map(tuple, live.map.points[np.argsort(-exact)[:1000]].round(4).tolist()))
-        overlap = len(best & set(map(tuple, got.points.round(4).tolist()))) / 1000
-        assert overlap >= 0.95, (name, overlap)
+        # an answer is right when its exact score is among the best 1000: map voxels inside one
+        # student voxel share its feature, so ties at the 1000th place are common
+        kth = np.sort(exact)[-1000]
+        where = {p: i for i, p in enumerate(map(tuple, live.map.points.round(5).tolist()))}
+        answered = np.array([where[p] for p in map(tuple, got.points.round(5).tolist())])
+        overlap = float((exact[answered] >= kth - 1e-6).mean())
+        assert len(answered) == 1000 and overlap >= 0.95, (name, overlap)
         assert got.instances and got.instances[0][1] >= got.instances[-1][1]
 
 

@@ -68,7 +68,8 @@ class LiveConfig:
     stuff_labels: tuple[str, ...] = STUFF_LABELS  # never instances
     feature_codes: int = 48  # int8 axes per voxel for the semantic feature (at most the feature size)
     instance_codes: int = 16  # int8 axes per voxel for an instance-head feature
-    codes_refit: float = 0.01  # refit the code axes when new features lose more of their variance than this
+    codes_refit: float = 0.01  # refit the code axes when new features lose this much more of their variance
+    #                             than the features they were fitted on (or twice as much)
 
     def validate(self) -> None:
         positive = {"voxel_size": self.voxel_size, "max_depth": self.max_depth, "context": self.context,
@@ -237,7 +238,9 @@ class LiveSegmenter:
         """``codec`` while it still holds ``features``; else axes fitted on them (and on what the
         map already holds, decoded from a sample of its codes)."""
         sample = features[torch.randperm(len(features), generator=torch.Generator().manual_seed(len(features)))[:5000]]
-        if codec is not None and codec.residual(sample) <= self.cfg.codes_refit:
+        # refit when new features lose codes_refit more of their variance, or twice what the fitting
+        # features lost (a 16-axis instance code misses a few percent anyway): each refit rounds again
+        if codec is not None and codec.residual(sample) <= codec.baseline + max(self.cfg.codes_refit, codec.baseline):
             return codec
         if codec is None:
             return FeatureCodec.fit(features, code_dim)
