@@ -24,7 +24,7 @@ CODE_LIMIT = 127  # int8 codes in [-127, 127]
 _CHUNK = 8192  # rows per matrix product: the (chunk x words) scores stay in cache
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: the map's axes are one object, swapped whole
 class FeatureCodec:
     """f ~ mean + (codes * step) @ basis; ``basis`` rows orthonormal."""
 

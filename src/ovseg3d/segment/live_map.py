@@ -220,7 +220,7 @@ class LiveSegmenter:
         with self.lock:
             if self.vocab is not vocab:  # replaced while the student ran: these labels index the old names
                 labels, scores = self.vocab.classify(feats)
-            if (self.codec, self.instance_codec) != codecs:  # a reset or a loaded map meanwhile: its own axes
+            if self.codec is not codecs[0] or self.instance_codec is not codecs[1]:  # a map loaded meanwhile
                 fitted = (self._fit_codec(self.codec, feats, self.map.code_dim),
                           None if inst is None else self._fit_codec(self.instance_codec, inst,
                                                                     self.map.instance_code_dim))
