@@ -35,7 +35,7 @@ import torch
 from ovseg3d.data.scannet import ScanNetScene
 from ovseg3d.data.synth.generate import SYNTH_PRESETS, generate_scene
 from ovseg3d.geometry.camera import backproject_strided
-from ovseg3d.geometry.voxel_map import VoxelMap
+from ovseg3d.geometry.voxel_map import GROWTH, VoxelMap
 from ovseg3d.labels import load_label_set
 from ovseg3d.segment.feature_codes import FeatureCodec, TextProjection
 from ovseg3d.segment.live_map import LiveConfig, LiveSegmenter
@@ -157,7 +157,7 @@ def main() -> None:
         overlaps.append(float((exact[np.argpartition(-got, 1000)[:1000]] >= kth).mean()))
     live = LiveSegmenter(student, vocab, cfg)
     memory = tiled_map(codes, 10_000, cfg.instance_codes).nbytes_per_voxel()
-    figures = {"bytes_per_voxel": memory["map"] * 1.25, "bytes_per_voxel_occupied": memory["map"],
+    figures = {"bytes_per_voxel": memory["map"] * GROWTH, "bytes_per_voxel_occupied": memory["map"],
                "feature_bytes_per_voxel": memory["features"], "bruteforce_feature_bytes_per_voxel": 2 * 512 * 2,
                "label_agreement": agreement, "label_agreement_200_words": agreement200,
                "top1000_overlap_min": float(min(overlaps)), "top1000_overlap_mean": float(np.mean(overlaps)),

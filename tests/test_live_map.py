@@ -121,3 +121,16 @@ def test_keyframes_by_motion_turn_or_time():
     assert gate.take(turn, 0.5)  # time went back (a bag restarted): taken, not waited for
     every = KeyframeGate(min_translation=0.0)
     assert all(every.take(pose, t) for t in (0.0, 0.01, 0.02))
+
+
+def test_query_answers_only_labelled_voxels():
+    live = _live()
+    live.add_points(_box([0, 0, 0]), 1.0, np.zeros(3))
+    live.update()
+    labelled = len(live.map)
+    live.add_points(_box([3, 0, 0], seed=4), 2.0, np.zeros(3))  # mapped, not yet run through the student
+    t = live.codec.decode(live.map.codes[:1])[0]
+    for cap in (0, 10 * len(live.map)):  # "best only" threshold, uncapped and capped above the map's size
+        res = live.query(t, threshold=-1, max_points=cap)
+        assert len(res.points) == labelled and np.isfinite(res.scores).all()
+        assert (np.linalg.norm(res.points - [3, 0, 0], axis=1) > 0.5).all()

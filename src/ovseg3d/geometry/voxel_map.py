@@ -17,6 +17,7 @@ import numpy as np
 
 from ovseg3d.errors import UserError
 
+GROWTH = 1.25  # storage grows by a quarter when full: at most 25 % of it unused
 _BIAS = 1 << 20  # voxel indices in [-2^20, 2^20) per axis: +-21 km at 2 cm
 
 
@@ -75,8 +76,7 @@ class VoxelMap:
 
     def points_at(self, index: np.ndarray) -> np.ndarray:
         """Positions of the voxels at ``index`` only (a query's answer, not the whole map)."""
-        st = self._store
-        return st["xyz"][index].astype(np.float32, copy=True)
+        return self._store["xyz"][index]  # fancy indexing: a copy
 
     @property
     def colors(self) -> np.ndarray:
@@ -131,7 +131,7 @@ class VoxelMap:
         n, k = self._n, len(keys)
         cap = len(self._store["keys"])
         if n + k > cap:
-            grown = self._empty(max(cap + cap // 4, n + k))  # 25 % headroom: memory stays near the map's size
+            grown = self._empty(max(int(cap * GROWTH), n + k))  # memory stays near the map's size
             for name in _FIELDS:
                 grown[name][:n] = self._store[name][:n]
             self._store = grown
@@ -178,15 +178,16 @@ class VoxelMap:
         """Replace the contents with saved per-voxel arrays (one row per voxel, every field but
         ``dirty``): a map read back from disk, all clean."""
         n = len(arrays["keys"])
-        if len(np.unique(arrays["keys"])) != n:
+        order = np.argsort(arrays["keys"], kind="stable")
+        if (np.diff(arrays["keys"][order]) == 0).any():
             raise UserError("the saved map holds the same voxel twice")
         self._store = self._empty(max(n, 1024))
         for name in _FIELDS:
             if name != "dirty":
                 self._store[name][:n] = arrays[name]
         self._n = n
-        self._sorted_idx = np.argsort(self.keys, kind="stable")
-        self._sorted_keys = self.keys[self._sorted_idx]
+        self._sorted_idx = order
+        self._sorted_keys = self.keys[order]
 
     def index_of(self, keys: np.ndarray) -> np.ndarray:
         """Current storage index of each voxel key, -1 where the voxel is gone (evicted or reset)."""

@@ -136,8 +136,7 @@ class TextProjection:
         self.lo = torch.zeros(codec.code_dim, padded, dtype=torch.int8)
         self.hi[:, : self.rows] = hi.to(torch.int8)
         self.lo[:, : self.rows] = (steps - 128 * hi).clamp(-CODE_LIMIT, CODE_LIMIT).to(torch.int8)
-        self.offset = (codec.mean @ t.T).float()  # (R,)
-        self._offset_steps = torch.round(self.offset / self.scale).to(torch.int32)
+        self._offset_steps = torch.round((codec.mean @ t.T) / self.scale).to(torch.int32)  # (R,)
         self._int = _int_mm_works(codec.code_dim)
         self._float_weights = w.float()
 

@@ -41,7 +41,7 @@ from ovseg3d.segment.instance_classify import instance_index, name_proposals
 from ovseg3d.segment.instances import Instance, connected_label_groups, stable_ids, summarize
 from ovseg3d.segment.keyframes import KeyframeGate
 from ovseg3d.segment.proposals import merge_superpoints
-from ovseg3d.segment.query import rank_instances
+from ovseg3d.segment.query import instance_embeddings, rank_instances
 from ovseg3d.student.model import Student
 from ovseg3d.text.vocabulary import Vocabulary
 
@@ -157,7 +157,7 @@ class LiveSegmenter:
     # ------------------------------------------------------------------ ingest
     def is_keyframe(self, cam_to_world: np.ndarray, stamp: float) -> bool:
         """Whether an RGB-D frame at this pose should be integrated (``keyframes.KeyframeGate`` with
-        this configuration's thresholds); ask before decoding the images, skip them if not."""
+        this configuration's thresholds); ask before back-projecting it, skip it if not."""
         gate, cfg = self.keyframes, self.cfg
         gate.min_translation, gate.min_rotation_deg = cfg.keyframe_translation, cfg.keyframe_rotation
         gate.max_interval = cfg.keyframe_interval
@@ -304,7 +304,11 @@ class LiveSegmenter:
             if named is not None:  # proposals carry their own name and score: key them by the group's new id
                 group, first = np.unique(groups, return_index=True)
                 named = {int(ids[f]): named[g] for g, f in zip(group, first) if g >= 0}
-            instances = summarize(snap.points, ids, snap.labels, snap.scores, named, _embeddings(snap, ids))
+            # what a text query ranks instances by: the instance head's mean feature when there is one
+            codes, codec = ((snap.instance_codes, snap.instance_codec) if snap.instance_codes is not None
+                            else (snap.codes, snap.codec))
+            embeddings = instance_embeddings(codec.coordinates(codes), ids, codec.lift)
+            instances = summarize(snap.points, ids, snap.labels, snap.scores, named, embeddings)
             with self.lock:
                 if self.vocab is not vocab:  # replaced meanwhile: its own regrouping follows this one
                     return
@@ -338,8 +342,8 @@ class LiveSegmenter:
             if self.codec is None or not len(m):
                 return QueryResult(np.zeros((0, 3), np.float32), np.zeros(0, np.float32), [], labelling.names)
             scores = TextProjection(self.codec, t).scores(m.codes)
-            scores[m.labels < 0] = -np.inf  # not labelled yet: no feature
-            keep = _best(scores, threshold if threshold > -1 else -np.inf, max_points)
+            scores[m.labels < 0] = -np.inf  # not labelled yet: no feature, never an answer
+            keep = _best(scores, threshold if threshold > -1 else np.finfo(np.float32).min, max_points)
             points = m.points_at(keep)
         ranked = rank_instances(list(labelling.instances), t, threshold)
         return QueryResult(points, scores[keep], ranked[:max_instances] if max_instances else ranked,
@@ -471,19 +475,6 @@ class _Labelled:
         """(n, D) mean feature of each segment: codes pooled in their axes, then lifted."""
         codes, codec = (self.instance_codes, self.instance_codec) if instance else (self.codes, self.codec)
         return codec.lift(segment_mean(codec.coordinates(codes), segments, n)[0])
-
-
-def _embeddings(snap: _Labelled, ids: np.ndarray) -> dict[int, np.ndarray]:
-    """Each instance's unit mean feature (the instance head's when there is one): what a text
-    query ranks it by."""
-    keep = np.flatnonzero(ids >= 0)
-    if not len(keep):
-        return {}
-    uid, inv = np.unique(ids[keep], return_inverse=True)
-    sub = _Labelled(**{**snap.__dict__, "codes": snap.codes[keep],
-                       "instance_codes": None if snap.instance_codes is None else snap.instance_codes[keep]})
-    emb = torch.nn.functional.normalize(sub.pooled(inv.reshape(-1), len(uid), snap.instance_codes is not None), dim=1)
-    return {int(i): e for i, e in zip(uid.tolist(), emb.numpy())}
 
 
 def _proposal_groups(snap: _Labelled, vocab: Vocabulary, cfg: LiveConfig, stuff: set[int]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -15,13 +17,17 @@ def text_scores(features: torch.Tensor, text: torch.Tensor) -> np.ndarray:
     return (torch.nn.functional.normalize(features.float(), dim=1) @ t).numpy()
 
 
-def instance_embeddings(features: torch.Tensor, ids: np.ndarray) -> dict[int, np.ndarray]:
-    """Each instance id's unit mean feature (one pooling over the points, not one pass per id)."""
+def instance_embeddings(features: torch.Tensor, ids: np.ndarray,
+                        lift: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[int, np.ndarray]:
+    """Each instance id's unit mean feature (one pooling over the points, not one pass per id).
+    ``lift`` maps pooled rows to features (the live map pools code coordinates, then lifts)."""
     keep = np.flatnonzero(ids >= 0)
     if not len(keep):
         return {}
     uid, inv = np.unique(ids[keep], return_inverse=True)
     mean = segment_mean(features[torch.from_numpy(keep)].float(), torch.from_numpy(inv.reshape(-1)), len(uid))[0]
+    if lift is not None:
+        mean = lift(mean)
     return {int(i): e for i, e in zip(uid.tolist(), torch.nn.functional.normalize(mean, dim=1).numpy())}
 
 
