@@ -140,7 +140,8 @@ def main() -> None:
         feats.append(student.predict(pts))
         print(f"  {room.name}: {len(pts)} voxels at 2 cm, student {time.perf_counter() - t0:.1f} s", flush=True)
     cfg = LiveConfig()
-    codec = FeatureCodec.fit(feats[0], cfg.feature_codes)
+    inst_width = cfg.instance_codes if student.has_instance_head else 0
+    codec = FeatureCodec.fit(feats[0], cfg.code_bytes - inst_width)
     held = feats[1]
     codes = codec.encode(held)
     exact_labels = vocab.classify(held)[0].numpy()
@@ -156,7 +157,7 @@ def main() -> None:
         # voxel share one feature, so ties at the 1000th place are common and either side is right)
         overlaps.append(float((exact[np.argpartition(-got, 1000)[:1000]] >= kth).mean()))
     live = LiveSegmenter(student, vocab, cfg)
-    memory = tiled_map(codes, 10_000, cfg.instance_codes).nbytes_per_voxel()
+    memory = tiled_map(codes, 10_000, inst_width).nbytes_per_voxel()
     figures = {"bytes_per_voxel": memory["map"] * GROWTH, "bytes_per_voxel_occupied": memory["map"],
                "feature_bytes_per_voxel": memory["features"], "bruteforce_feature_bytes_per_voxel": 2 * 512 * 2,
                "label_agreement": agreement, "label_agreement_200_words": agreement200,

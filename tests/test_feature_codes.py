@@ -50,6 +50,41 @@ def test_codes_follow_new_axes_without_the_features():
     assert (new.decode(codes) - first).norm(dim=1).max() < 0.05
 
 
+def test_codes_hold_the_features_span_and_spend_spare_columns_on_finer_digits():
+    feats = _low_rank(4000, 10, 64, seed=2)  # unit features of a 10-d affine family: 11 axes at most
+    tight = FeatureCodec.fit(feats, 11)
+    roomy = FeatureCodec.fit(feats, 24)
+    assert roomy.axes == tight.axes == 11 and roomy.fine == 11 and tight.fine == 0
+    codes = roomy.encode(feats)
+    assert codes.shape == (4000, 24) and (codes[:, 22:] == 0).all()  # columns past axes + fine stay unused
+    coarse_err = (tight.decode(tight.encode(feats)) - feats).norm(dim=1).max()
+    fine_err = (roomy.decode(codes) - feats).norm(dim=1).max()
+    assert fine_err < coarse_err / 50, (float(fine_err), float(coarse_err))
+    texts = torch.nn.functional.normalize(torch.randn(5, 64), dim=1)
+    exact = (feats @ texts.T).numpy()
+    for one, t in zip(exact.T, texts):
+        got = TextProjection(roomy, t).scores(codes)
+        assert np.abs(got - one).max() < 1e-4  # the fine digits reach the int8 product too
+    with pytest.raises(UserError, match="width"):
+        FeatureCodec.from_state({k: v for k, v in roomy.state().items() if k != "code_width"})
+
+
+def test_a_feature_beyond_an_axis_range_widens_that_axis_instead_of_saturating():
+    feats = _low_rank(2000, 6, 32, seed=4)
+    codec = FeatureCodec.fit(feats, 8)
+    codes = codec.encode(feats)
+    far = codec.mean + 3 * (feats[1:2] - codec.mean)  # in the span, three times further out
+    assert codec.overflows(far) and not codec.overflows(feats)
+    wide = codec.widened(far)
+    assert not wide.overflows(far) and (wide.basis is codec.basis)
+    assert (wide.step >= codec.step).all() and (wide.step > codec.step).any()
+    saturated = (codec.decode(codec.encode(far)) - far).norm()
+    assert (wide.decode(wide.encode(far)) - far).norm() < saturated / 5
+    before = codec.decode(codes)
+    recode(codes, codec, wide)
+    assert (wide.decode(codes) - before).norm(dim=1).max() < float(wide.step.max())
+
+
 @pytest.fixture(scope="module")
 def live_pair(node_checkpoint, synth_root, tiny_clip):
     """A live map of one synthetic scene (the test instrument) built with the tests' trained student,
@@ -71,7 +106,7 @@ def live_pair(node_checkpoint, synth_root, tiny_clip):
 
 def test_labels_and_queries_from_codes_match_the_uncompressed_features(live_pair):
     live, feats = live_pair
-    assert live.map.codes.shape[1] == 48 < feats.shape[1] and live.memory()["features"] <= 64
+    assert live.codec.axes < feats.shape[1] and live.memory()["features"] <= 64
     live.set_vocabulary(live.vocab)  # relabel every voxel from its codes
     exact_labels = live.vocab.classify(feats)[0].numpy()
     assert (live.map.labels == exact_labels).mean() >= 0.99

@@ -3,12 +3,16 @@
 Why this and not a codebook: the student's last layer is linear (a 1x1 head or an MLP's last
 Linear), so its features lie in a subspace of the text space no wider than that layer's input
 (49 dimensions for MinkUNetSmall, 97 for MinkUNet18A). A principal basis fitted on the map's own
-features keeps nearly all of their energy in 48 axes, and one int8 step per axis keeps the labels
-of a 20-class vocabulary on more than 99.9 % of the voxels (measured on held-out rooms, see
-``benchmarks/bench_map.py``); residual codebooks of the same size lost 1-2 % of the labels.
+features holds all of it when the code has room for the subspace's rank; the bytes left over give
+the widest axes a second int8 digit (a finer step), which is what keeps the order of the best
+answers of a query: they are the extremes of the map, and voxels one coarse step apart there tie
+(measured on held-out rooms, see ``benchmarks/bench_map.py``; residual codebooks of the same size
+lost 1-2 % of the labels).
 
 Any text is answered from the codes: a text embedding is projected into the basis once, so a
 query costs one int8 matrix product over the map (``torch._int_mm``, VNNI on x86), not a decode.
+A code column is either an axis' coarse digit or its fine digit; both are one column of that
+product, so the finer digits cost nothing extra at query time.
 """
 
 from __future__ import annotations
@@ -21,16 +25,24 @@ import torch
 from ovseg3d.errors import UserError
 
 CODE_LIMIT = 127  # int8 codes in [-127, 127]
+FINE = 2 * CODE_LIMIT  # a fine digit's step: the coarse step / 254 (the coarse rounding error is half a step)
+HEADROOM = 1.1  # an axis' range covers its fitting features' largest coordinate plus 10 %
+WIDEN = 1.25  # a coordinate beyond the range widens that axis' step to cover it plus 25 %
+RANK_TOL = 1e-9  # principal variances below this share of the largest are float noise, not axes
 _CHUNK = 8192  # rows per matrix product: the (chunk x words) scores stay in cache
 
 
 @dataclass(eq=False)  # compared by identity: the map's axes are one object, swapped whole
 class FeatureCodec:
-    """f ~ mean + (codes * step) @ basis; ``basis`` rows orthonormal."""
+    """f ~ mean + coordinates @ basis, coordinates = coarse * step (+ fine * step / 254 on the first
+    ``fine`` axes). Codes are ``width`` int8 columns: ``axes`` coarse digits, ``fine`` fine digits,
+    then unused zeros (when the features span fewer dimensions than the code has room for)."""
 
     mean: torch.Tensor  # (D,)
-    basis: torch.Tensor  # (k, D)
-    step: torch.Tensor  # (k,) quantisation step of each axis
+    basis: torch.Tensor  # (k, D), rows orthonormal
+    step: torch.Tensor  # (k,) coarse quantisation step of each axis
+    width: int  # int8 columns per code
+    fine: int = 0  # leading axes that carry a second (fine) digit
     baseline: float = 0.0  # share of its own fitting features' variance the axes miss (``residual``)
 
     @property
@@ -38,42 +50,85 @@ class FeatureCodec:
         return int(self.basis.shape[1])
 
     @property
-    def code_dim(self) -> int:
+    def axes(self) -> int:
         return int(self.basis.shape[0])
 
+    @property
+    def code_dim(self) -> int:
+        return self.width
+
     @classmethod
-    def fit(cls, features: torch.Tensor, code_dim: int, sample: int = 50_000, seed: int = 0) -> FeatureCodec:
-        """Principal axes of (a sample of) ``features``; each axis' step covers its largest
-        coordinate with 10 % headroom for features seen later."""
+    def fit(cls, features: torch.Tensor, width: int, sample: int = 50_000, seed: int = 0) -> FeatureCodec:
+        """Principal axes of (a sample of) ``features``, as many as they span and ``width`` holds;
+        leftover columns become fine digits of the widest axes. Steps cover every feature given."""
         x = torch.as_tensor(features).float()
         if x.ndim != 2 or len(x) == 0:
             raise UserError("fitting feature codes needs a non-empty (N, D) feature array")
+        if width < 1:
+            raise UserError(f"feature codes need at least one column, got {width}")
+        part = x
         if len(x) > sample:
-            x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:sample]]
-        k = min(code_dim, x.shape[1])
-        mean = x.mean(0)
-        centred = x - mean
+            part = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:sample]]
+        mean = part.mean(0)
+        centred = part - mean
         # eigenvectors of the (D x D) scatter matrix: k axes even from fewer samples than k, and
         # never an (N x N) factor (an SVD with full matrices of 50k samples needs 10 GB)
-        _, vectors = torch.linalg.eigh(centred.T.double() @ centred.double())
-        basis = vectors.flip(1)[:, :k].T.float().contiguous()
-        reach = (centred @ basis.T).abs().amax(0)
-        step = torch.clamp(1.1 * reach / CODE_LIMIT, min=1e-6)
-        codec = cls(mean, basis, step)
-        codec.baseline = codec.residual(x)
+        values, vectors = torch.linalg.eigh(centred.T.double() @ centred.double())
+        values, vectors = values.flip(0), vectors.flip(1)
+        rank = max(1, int((values > RANK_TOL * max(float(values[0]), 1e-30)).sum()))
+        k = min(width, rank)
+        basis = vectors[:, :k].T.float().contiguous()
+        step = torch.clamp(HEADROOM * _reach(x, mean, basis) / CODE_LIMIT, min=1e-6)
+        # widest range first: the fine digits go where a coarse step costs a score the most
+        order = torch.argsort(step, descending=True)
+        basis, step = basis[order].contiguous(), step[order].contiguous()
+        codec = cls(mean, basis, step, width, fine=min(k, width - k))
+        codec.baseline = codec.residual(part)
         return codec
 
-    def encode(self, features: torch.Tensor) -> np.ndarray:
-        """(N, k) int8 codes of (N, D) features."""
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        """(N, k) exact coordinates of (N, D) features in the basis."""
         x = torch.as_tensor(features).float()
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise UserError(f"features are {tuple(x.shape)}, the codes were fitted on {self.dim}-d features")
-        c = torch.round(((x - self.mean) @ self.basis.T) / self.step)
-        return c.clamp_(-CODE_LIMIT, CODE_LIMIT).to(torch.int8).numpy()
+        return (x - self.mean) @ self.basis.T
+
+    def encode(self, features: torch.Tensor) -> np.ndarray:
+        """(N, width) int8 codes of (N, D) features (coordinates beyond an axis' range saturate:
+        ``widened`` first where that matters)."""
+        return self.encode_coordinates(self.project(features))
+
+    def encode_coordinates(self, y: torch.Tensor) -> np.ndarray:
+        coarse = torch.round(y / self.step).clamp_(-CODE_LIMIT, CODE_LIMIT)
+        out = torch.zeros(len(y), self.width, dtype=torch.int8)
+        out[:, : self.axes] = coarse.to(torch.int8)
+        h = self.fine
+        if h:
+            rest = (y[:, :h] - coarse[:, :h] * self.step[:h]) / (self.step[:h] / FINE)
+            out[:, self.axes:self.axes + h] = rest.round_().clamp_(-CODE_LIMIT, CODE_LIMIT).to(torch.int8)
+        return out.numpy()
+
+    def column_steps(self) -> torch.Tensor:
+        """(width,) the coordinate one unit of each code column adds (0 for unused columns)."""
+        s = torch.zeros(self.width)
+        s[: self.axes] = self.step
+        s[self.axes:self.axes + self.fine] = self.step[: self.fine] / FINE
+        return s
+
+    def column_basis(self) -> torch.Tensor:
+        """(width, D) the basis row each code column moves along (a fine digit: its axis' row)."""
+        b = torch.zeros(self.width, self.dim)
+        b[: self.axes] = self.basis
+        b[self.axes:self.axes + self.fine] = self.basis[: self.fine]
+        return b
 
     def coordinates(self, codes: np.ndarray) -> torch.Tensor:
         """(N, k) float coordinates in the basis (pool these, then ``lift``: cheaper than decoding)."""
-        return torch.from_numpy(np.ascontiguousarray(codes)).float() * self.step
+        c = torch.from_numpy(np.ascontiguousarray(codes)).float()
+        y = c[:, : self.axes] * self.step
+        if self.fine:
+            y[:, : self.fine] += c[:, self.axes:self.axes + self.fine] * (self.step[: self.fine] / FINE)
+        return y
 
     def lift(self, coordinates: torch.Tensor) -> torch.Tensor:
         """(N, D) features from basis coordinates (e.g. pooled ones)."""
@@ -89,33 +144,59 @@ class FeatureCodec:
         kept = float(((x @ self.basis.T) ** 2).sum())
         return max(0.0, 1.0 - kept / total) if total > 0 else 0.0
 
+    def overflows(self, features: torch.Tensor) -> bool:
+        """Whether some coordinate of ``features`` lies beyond its axis' range (it would saturate:
+        the extremes are exactly the best answers of a query)."""
+        return bool((self.project(features).abs().amax(0) > CODE_LIMIT * self.step).any())
+
+    def widened(self, features: torch.Tensor) -> FeatureCodec:
+        """The same axes with the steps of those whose range ``features`` exceed grown to hold them."""
+        reach = self.project(features).abs().amax(0)
+        step = torch.where(reach > CODE_LIMIT * self.step, WIDEN * reach / CODE_LIMIT, self.step)
+        return FeatureCodec(self.mean, self.basis, step, self.width, self.fine, self.baseline)
+
     def state(self) -> dict[str, np.ndarray]:
         return {"code_mean": self.mean.numpy(), "code_basis": self.basis.numpy(), "code_step": self.step.numpy(),
-                "code_baseline": np.float32(self.baseline)}
+                "code_baseline": np.float32(self.baseline), "code_width": np.int32(self.width),
+                "code_fine": np.int32(self.fine)}
 
     @classmethod
     def from_state(cls, state: dict[str, np.ndarray]) -> FeatureCodec:
         try:
             mean, basis, step = (torch.as_tensor(np.asarray(state[k], np.float32))
                                  for k in ("code_mean", "code_basis", "code_step"))
+            width, fine = int(state["code_width"]), int(state["code_fine"])
         except KeyError as exc:
             raise UserError(f"the saved map has no feature codes ({exc.args[0]} missing)") from None
-        if mean.ndim != 1 or basis.ndim != 2 or basis.shape[1] != len(mean) or step.shape != (len(basis),):
-            raise UserError("the saved map's feature codes are malformed (basis, mean and step do not fit)")
+        except (TypeError, ValueError):
+            raise UserError("the saved map's feature codes are malformed (width and fine digits are not numbers)") \
+                from None
+        if (mean.ndim != 1 or basis.ndim != 2 or basis.shape[1] != len(mean) or step.shape != (len(basis),)
+                or not 0 <= fine <= len(basis) or len(basis) + fine > width):
+            raise UserError("the saved map's feature codes are malformed (basis, mean, step and width do not fit)")
         if not (torch.isfinite(mean).all() and torch.isfinite(basis).all() and (step > 0).all()):
             raise UserError("the saved map's feature codes hold NaN, inf or non-positive steps")
-        return cls(mean, basis, step, float(state.get("code_baseline", 0.0)))
+        return cls(mean, basis, step, width, fine, float(state.get("code_baseline", 0.0)))
+
+
+def _reach(x: torch.Tensor, mean: torch.Tensor, basis: torch.Tensor, chunk: int = 65_536) -> torch.Tensor:
+    """(k,) largest |coordinate| of the features ``x`` on each axis."""
+    out = torch.zeros(len(basis))
+    for i in range(0, len(x), chunk):
+        out = torch.maximum(out, ((x[i:i + chunk] - mean) @ basis.T).abs().amax(0))
+    return out
 
 
 def recode(codes: np.ndarray, old: FeatureCodec, new: FeatureCodec, chunk: int = 100_000) -> None:
-    """Re-express ``codes`` (written in place) from ``old``'s axes in ``new``'s: one k x k matrix
-    and a shift, never a decode to the full feature."""
-    turn = (old.basis @ new.basis.T) * old.step[:, None] / new.step[None, :]
-    shift = ((old.mean - new.mean) @ new.basis.T) / new.step
+    """Re-express ``codes`` (written in place) from ``old``'s axes in ``new``'s: coordinates moved by
+    one k x k matrix and a shift, never a decode to the full feature."""
+    if old.width != new.width or old.width != codes.shape[1]:
+        raise UserError(f"codes of {codes.shape[1]} columns cannot move between axes of {old.width} and {new.width}")
+    turn = old.basis @ new.basis.T
+    shift = (old.mean - new.mean) @ new.basis.T
     for start in range(0, len(codes), chunk):
         part = codes[start:start + chunk]
-        moved = torch.from_numpy(part).float() @ turn + shift
-        part[:] = moved.round_().clamp_(-CODE_LIMIT, CODE_LIMIT).to(torch.int8).numpy()
+        part[:] = new.encode_coordinates(old.coordinates(part) @ turn + shift)
 
 
 class TextProjection:
@@ -124,7 +205,7 @@ class TextProjection:
 
     def __init__(self, codec: FeatureCodec, texts: torch.Tensor):
         t = torch.nn.functional.normalize(torch.as_tensor(texts).float().reshape(-1, codec.dim), dim=1)
-        w = (codec.basis @ t.T) * codec.step[:, None]  # (k, R)
+        w = (codec.column_basis() @ t.T) * codec.column_steps()[:, None]  # (width, R)
         # two int8 digits per weight (w ~ scale * (hi * 128 + lo)): as exact as float32 scores here,
         # where one digit flipped a few percent of the labels of close vocabularies
         self.scale = float(w.abs().max()) / (CODE_LIMIT * 128) or 1.0

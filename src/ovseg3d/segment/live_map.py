@@ -66,8 +66,10 @@ class LiveConfig:
     instance_min_points: int = 30  # smaller groups (in map voxels) are not instances
     instance_threshold: float = 0.9  # proposals: cosine above which adjacent superpoints merge
     stuff_labels: tuple[str, ...] = STUFF_LABELS  # never instances
-    feature_codes: int = 48  # int8 axes per voxel for the semantic feature (at most the feature size)
-    instance_codes: int = 16  # int8 axes per voxel for an instance-head feature
+    code_bytes: int = 64  # int8 code columns per voxel, semantic and instance-head features together
+    instance_codes: int = 8  # of those, for an instance-head feature (98 % of its variance for the demo
+    #                          student); the rest holds the semantic span (49-d for MinkUNetSmall) and
+    #                          finer digits of its widest axes
     codes_refit: float = 0.01  # refit the code axes when new features lose this much more of their variance
     #                             than the features they were fitted on (or twice as much)
 
@@ -77,9 +79,10 @@ class LiveConfig:
         for name, value in positive.items():
             if not value > 0:
                 raise UserError(f"{name} must be positive, got {value}")
-        if min(self.depth_stride, self.max_voxels, self.instance_min_points, self.feature_codes,
-               self.instance_codes) < 1:
-            raise UserError("depth_stride, max_voxels, instance_min_points and the code sizes must be at least 1")
+        if min(self.depth_stride, self.max_voxels, self.instance_min_points, self.instance_codes) < 1:
+            raise UserError("depth_stride, max_voxels, instance_min_points and instance_codes must be at least 1")
+        if self.code_bytes <= self.instance_codes:
+            raise UserError(f"code_bytes ({self.code_bytes}) must exceed instance_codes ({self.instance_codes})")
         if min(self.keyframe_translation, self.keyframe_rotation, self.keyframe_interval) < 0:
             raise UserError("keyframe translation, rotation and interval must not be negative")
         if not 0 < self.codes_refit < 1:
@@ -128,10 +131,9 @@ class LiveSegmenter:
         self.labelling = Labelling(vocab)
         self.lock = threading.RLock()
         self._group_lock = threading.Lock()  # one instance regrouping at a time (update worker vs services)
-        dim = student.cfg.feature_dim
+        inst = self.cfg.instance_codes if student.has_instance_head else 0
         self.map = VoxelMap(self.cfg.voxel_size, self.cfg.max_voxels, self.cfg.extent or None,
-                            code_dim=min(self.cfg.feature_codes, dim),
-                            instance_code_dim=min(self.cfg.instance_codes, dim) if student.has_instance_head else 0)
+                            code_dim=self.cfg.code_bytes - inst, instance_code_dim=inst)
         self.codec: FeatureCodec | None = None  # fitted on the first update's features
         self.instance_codec: FeatureCodec | None = None
         self.code_refits = 0
@@ -241,7 +243,9 @@ class LiveSegmenter:
         # refit when new features lose codes_refit more of their variance, or twice what the fitting
         # features lost (a 16-axis instance code misses a few percent anyway): each refit rounds again
         if codec is not None and codec.residual(sample) <= codec.baseline + max(self.cfg.codes_refit, codec.baseline):
-            return codec
+            # same axes; a coordinate beyond an axis' range would saturate, and the extremes are the
+            # best answers of a query: that axis' step grows to hold it
+            return codec.widened(features) if codec.overflows(features) else codec
         if codec is None:
             return FeatureCodec.fit(features, code_dim)
         with self.lock:
