@@ -4,7 +4,8 @@ replaced (fp16 512-d features, copied and converted per query).
 
 Measured: bytes per voxel; labels and query answers from the codes against the uncompressed
 student features on a held-out synthetic room (the test instrument; the codes' axes are fitted on
-another room); text query, 200-word relabel and brute-force times at 100k, 1M and 4M voxels;
+another room); text query, 200-word relabel and brute-force times at 100k, 1M and 4M voxels; a saved
+map's size and save / load times at 1M;
 instance regrouping on a room-sized map; and (unless --no-replay) a real-time replay of a synthetic
 stream into the node process (``bench_node`` without hostile inputs), with queue losses, ingest
 cost and latency. The student is --checkpoint, by default the demo's (``make demo`` writes it);
@@ -93,6 +94,21 @@ def bruteforce_query(feats16: np.ndarray, t: torch.Tensor) -> np.ndarray:
 def bruteforce_relabel(feats16: np.ndarray, vocab: Vocabulary) -> None:
     for start in range(0, len(feats16), 200_000):
         vocab.classify(torch.from_numpy(feats16[start:start + 200_000]).float())
+
+
+def save_and_load(live: LiveSegmenter, codes: np.ndarray, held: torch.Tensor, inst_width: int, tmp: Path) -> dict:
+    """Save a 1M-voxel map (``~/save_map``, autosave) and load it back (``~/load_map``, ``map.load``)."""
+    live.map = tiled_map(codes, 1_000_000, inst_width)
+    # instance codes' axes: any 512-d codec stands in (sizes and times do not depend on their values)
+    live.instance_codec = FeatureCodec.fit(held, inst_width) if inst_width else None
+    t0 = time.perf_counter()
+    ply, npz = live.save(tmp / "map_1m")
+    t1 = time.perf_counter()
+    voxels = live.load(npz)
+    t2 = time.perf_counter()
+    assert voxels == 1_000_000
+    return {"save_s_1m": t1 - t0, "load_s_1m": t2 - t1, "saved_npz_mb_1m": npz.stat().st_size / 1e6,
+            "saved_ply_mb_1m": ply.stat().st_size / 1e6}
 
 
 def _ms(value: float | None) -> str:
@@ -193,6 +209,12 @@ def main() -> None:
             figures[f"bruteforce_query_ms_median_{tag}"] = brute_q
             figures[f"bruteforce_relabel_ms_200_{tag}"] = brute_rel
         print(f"| {n:,} | {q:.1f} | {_ms(brute_q)} | {rel:.0f} | {_ms(brute_rel)} |", flush=True)
+        if n == 1_000_000:
+            persistence = save_and_load(live, codes, held, inst_width, tmp)
+    figures.update(persistence)
+    print(f"\nsaved map at 1M voxels: npz {persistence['saved_npz_mb_1m']:.1f} MB + PLY "
+          f"{persistence['saved_ply_mb_1m']:.1f} MB, save {persistence['save_s_1m']:.2f} s (autosave: in the "
+          f"background), load {persistence['load_s_1m']:.2f} s")
 
     # instance regrouping on a room-sized live map (the held-out room's voxels, labelled by the student)
     room_live = LiveSegmenter(student, vocab, cfg)

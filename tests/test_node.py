@@ -258,7 +258,7 @@ def test_lifecycle_transitions(rclpy_context, node_checkpoint, tiny_clip, tmp_pa
         assert h.node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert h.node.live is not None and not h.node._subs
         assert h.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-        assert len(h.node._subs) == 4 and len(h.node._srvs) == 4 and all(t.is_alive() for t in h.node._threads)
+        assert len(h.node._subs) == 4 and len(h.node._srvs) == 5 and all(t.is_alive() for t in h.node._threads)
         threads = list(h.node._threads)
         assert h.node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
         assert not h.node._subs and not h.node._srvs and not any(t.is_alive() for t in threads)

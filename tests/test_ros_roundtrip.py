@@ -12,7 +12,7 @@ from sensor_msgs.msg import PointCloud2
 
 from ovseg3d.ros.pointcloud2 import array_to_pointcloud2, pointcloud2_to_array, xyz_fields_array
 from ovseg3d_interfaces.msg import InstanceMatch
-from ovseg3d_interfaces.srv import SaveMap, SetVocabulary, TextQuery
+from ovseg3d_interfaces.srv import LoadMap, SaveMap, SetVocabulary, TextQuery
 
 
 def _spin_until(executor, predicate, timeout=10.0):
@@ -59,6 +59,7 @@ def test_text_query_service_round_trip(rclpy_context):
 def test_other_service_types_exist():
     assert SetVocabulary.Request(labels=["chair"], prompt_template="a {}").labels == ["chair"]
     assert SaveMap.Request(path="map1").path == "map1"
+    assert LoadMap.Request(path="map1").path == "map1" and LoadMap.Response(voxels=3).voxels == 3
 
 
 def test_pointcloud2_publish_subscribe_round_trip(rclpy_context):

@@ -26,8 +26,9 @@ def save_map(vmap: VoxelMap, path: Path, extra: dict[str, np.ndarray] | None = N
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     ply, npz = path.with_suffix(".ply"), path.with_suffix(".npz")
-    write_ply(ply, vmap.points, vmap.colors, label=vmap.labels.astype(np.int32), score=vmap.scores,
-              instance=vmap.instances)
+    with atomic_write(ply) as tmp:
+        write_ply(tmp, vmap.points, vmap.colors, label=vmap.labels.astype(np.int32), score=vmap.scores,
+                  instance=vmap.instances)
     with atomic_write(npz) as tmp, open(tmp, "wb") as fh:  # a file object: numpy adds no ".npz" to it
         np.savez_compressed(fh, format=FORMAT, version=VERSION, keys=vmap.keys, points=vmap.points,
                             colors=vmap.colors, count=vmap.count, last_seen=vmap.last_seen, labels=vmap.labels,

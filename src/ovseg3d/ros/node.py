@@ -44,7 +44,9 @@ from ovseg3d.ros.stamps import StreamOrder
 from ovseg3d.ros.stats import NodeStats
 from ovseg3d.ros.sync import ApproximateSync, DropOldestQueue
 from ovseg3d.ros.transforms import TfLookup, check_frame_id, stamp_seconds, to_stamp
-from ovseg3d_interfaces.srv import SaveMap, SetVocabulary, TextQuery
+from ovseg3d_interfaces.srv import LoadMap, SaveMap, SetVocabulary, TextQuery
+
+AUTOSAVE = "autosave"  # map.autosave_period writes save_dir/autosave.{npz,ply}
 
 # Requests a service keeps while the executor is busy (rclpy's default is 10: the 11th of a burst of
 # concurrent queries was silently lost and its client waited forever).
@@ -78,6 +80,8 @@ class PerceptionNode(LifecycleNode):
         self.finished = Future()  # done once the node is finalized (the lifecycle shutdown transition)
         self._published_version = -1
         self._labels_stamp = 0.0
+        self._saved_version = -1  # the map version the last autosave wrote
+        self._autosave_lock = threading.Lock()  # one autosave at a time (the worker and deactivate)
 
     # ------------------------------------------------------------------ helpers
     def p(self, name: str):
@@ -222,11 +226,11 @@ class PerceptionNode(LifecycleNode):
             self.label_set = ctx.labels
             cfg = params.live_config(params.values(self))
             self.live = LiveSegmenter(student, vocab, cfg)
-        except UserError as exc:
-            self.get_logger().error(f"configure failed: {exc}")
-            return TransitionCallbackReturn.FAILURE
+            self._restore_map()
         except Exception as exc:  # rclpy would swallow it silently and report only "failure"
-            self.get_logger().error(f"configure failed: unexpected error: {exc!r}")
+            self.live = None  # half configured: nothing to publish, and nothing an autosave may write over
+            text = str(exc) if isinstance(exc, UserError) else f"unexpected error: {exc!r}"
+            self.get_logger().error(f"configure failed: {text}")
             return TransitionCallbackReturn.FAILURE
         self._pubs = {
             "semantic": self.create_lifecycle_publisher(PointCloud2, "semantic_points", 2),
@@ -267,11 +271,13 @@ class PerceptionNode(LifecycleNode):
         self._srvs = [srv(TextQuery, "~/text_query", self._text_query),
                       srv(SetVocabulary, "~/set_vocabulary", self._set_vocabulary),
                       srv(Trigger, "~/reset_map", self._reset_map),
-                      srv(SaveMap, "~/save_map", self._save_map)]
+                      srv(SaveMap, "~/save_map", self._save_map),
+                      srv(LoadMap, "~/load_map", self._load_map)]
         self._diag_timer = self.create_timer(self.p("diagnostics.period"),
                                              self._guarded(self._publish_diagnostics, "diagnostics"))
         self._threads = [threading.Thread(target=self._ingest_loop, name="ovseg3d-ingest", daemon=True),
-                         threading.Thread(target=self._inference_loop, name="ovseg3d-inference", daemon=True)]
+                         threading.Thread(target=self._inference_loop, name="ovseg3d-inference", daemon=True),
+                         threading.Thread(target=self._autosave_loop, name="ovseg3d-autosave", daemon=True)]
         for t in self._threads:
             t.start()
         return super().on_activate(state)
@@ -281,6 +287,8 @@ class PerceptionNode(LifecycleNode):
         for t in self._threads:
             t.join(timeout=30)
         self._threads = []
+        if self.live is not None and self.p("map.autosave_period") > 0:
+            self._autosave()  # what changed since the last period is not lost to a clean stop
         for s in self._subs:
             self.destroy_subscription(s)
         for s in self._srvs:
@@ -471,7 +479,7 @@ class PerceptionNode(LifecycleNode):
                   "instances": len(self.live.instances), "queue length": snap.queue_length,
                   "queue drops": snap.queue_dropped, "unmatched camera messages": snap.camera_unmatched,
                   "rgbd ingest ms (mean of last 100)": ms("rgbd"), "lidar ingest ms (mean of last 100)": ms("lidar"),
-                  "update ms (mean of last 100)": ms("update"),
+                  "update ms (mean of last 100)": ms("update"), "autosave ms (mean of last 100)": ms("autosave"),
                   "tf frames": self._tf.frames() if self._tf is not None else 0,
                   **{f"ingested {k}": v for k, v in snap.ingested.items()},
                   **{f"dropped {k}": v for k, v in snap.rejected.items()},
@@ -557,3 +565,58 @@ class PerceptionNode(LifecycleNode):
             raise UserError(f"cannot write the map: {exc}") from None
         response.success, response.message = True, f"saved {ply} and {npz}"
         return response
+
+    def _load_map(self, request: LoadMap.Request, response: LoadMap.Response):
+        target = path_inside(Path(self.p("save_dir")), request.path, "path").with_suffix(".npz")
+        voxels = self.live.load(target)  # refused whole (UserError) or swapped in whole
+        response.success, response.voxels = True, voxels
+        response.message = f"loaded {voxels} voxels, {len(self.live.instances)} instances from {target}"
+        return response
+
+    # ------------------------------------------------------------------ persistence
+    def _autosave_target(self) -> Path:
+        return Path(self.p("save_dir")).expanduser().resolve() / AUTOSAVE
+
+    def _restore_map(self) -> None:
+        """``map.load`` on configure: a missing file is a first start (empty map); a file this student
+        cannot read raises, so the configure fails instead of an autosave overwriting that map."""
+        save_dir = Path(self.p("save_dir")).expanduser().resolve()
+        for stale in save_dir.glob(f".{AUTOSAVE}.*.tmp"):  # half-written by a process that was killed
+            stale.unlink(missing_ok=True)
+        if not self.p("map.load"):
+            return
+        target = path_inside(save_dir, self.p("map.load"), "map.load").with_suffix(".npz")
+        if not target.exists():
+            self.get_logger().info(f"map.load: no saved map at {target} yet; starting with an empty map")
+            return
+        voxels = self.live.load(target)
+        self._saved_version = self.live.version  # nothing new to autosave until the map changes
+        self.get_logger().info(f"map.load: restored {voxels} voxels and {len(self.live.instances)} instances "
+                               f"from {target}")
+
+    def _autosave_loop(self) -> None:
+        last = time.monotonic()
+        while not self._stop.is_set():
+            period = self.p("map.autosave_period")  # may be changed while the node runs
+            if self._stop.wait(min(period, 1.0) if period > 0 else 1.0):
+                return
+            if period > 0 and time.monotonic() - last >= period:
+                last = time.monotonic()
+                self._autosave()
+
+    def _autosave(self) -> None:
+        """Save the map to ``save_dir/autosave`` if it changed since the last save. Each file is
+        renamed into place whole, so a crash at any moment leaves the previous save readable."""
+        with self._autosave_lock:
+            live = self.live
+            version = live.version
+            if version == self._saved_version:
+                return
+            t0 = time.perf_counter()
+            try:
+                live.save(self._autosave_target())
+            except Exception as exc:  # a full disk, a removed folder: say so, keep mapping
+                self.warn("autosave", f"autosave to {self._autosave_target()} failed: {exc!r}")
+                return
+            self.stats.time("autosave", time.perf_counter() - t0)
+            self._saved_version = version

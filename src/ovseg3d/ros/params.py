@@ -93,7 +93,12 @@ PARAMS: tuple[Param, ...] = (
     Param("query.max_points", 200_000, "cap on the points a text query returns", 1, 10_000_000),
     Param("query.max_text_length", 200, "longest text query or vocabulary word (characters)", 1, 10_000),
     Param("vocabulary.max_labels", 1000, "largest vocabulary set_vocabulary accepts", 1, 100_000),
-    Param("save_dir", "/tmp/ovseg3d_maps", "save_map writes only inside this folder", read_only=True),
+    Param("save_dir", "/tmp/ovseg3d_maps", "save_map, load_map and autosave read and write only inside this folder",
+          read_only=True),
+    Param("map.load", "", "a saved map (stem under save_dir, as save_map wrote it) restored on configure; a missing "
+          "file starts an empty map, one this student cannot read fails the configure", read_only=True),
+    Param("map.autosave_period", 0.0, "seconds between background saves of the map to save_dir/autosave "
+          "(atomic: a crash keeps the previous save whole); 0: off", 0.0, 86400.0),
     Param("diagnostics.period", 1.0, "seconds between /diagnostics messages", 0.1, 60.0),
     Param("warn_throttle", 5.0, "seconds between repeated warnings of one kind", 0.0, 3600.0),
 )

@@ -282,9 +282,10 @@ class LiveSegmenter:
         with self.lock:
             self.version += 1
 
-    def _group_instances(self) -> None:
+    def _group_instances(self, saved: dict[int, tuple[int, float]] | None = None) -> None:
         """Regroup instances on a copy of the labelled voxels, outside the map lock (ingest goes on),
-        then write the ids back by voxel key."""
+        then write the ids back by voxel key. ``saved``: a loaded map's instances (id -> label,
+        score): its voxels keep the ids they were saved with, no regrouping (minutes at 1M voxels)."""
         with self._group_lock:
             with self.lock:
                 m = self.map
@@ -299,13 +300,16 @@ class LiveSegmenter:
                 vocab, cfg = self.vocab, self.cfg
             stuff = stuff_indices(vocab.names, cfg.stuff_labels)
             named = None
-            if cfg.instance_method == "connected":
+            if saved is not None:
+                ids, named = snap.previous, saved
+            elif cfg.instance_method == "connected":
                 groups = connected_label_groups(snap.points, snap.labels, cfg.instance_cell, cfg.instance_min_points,
                                                 stuff)
             else:
                 groups, named = _proposal_groups(snap, vocab, cfg, stuff)
-            ids, self._next_instance = stable_ids(groups, snap.previous, self._next_instance)
-            if named is not None:  # proposals carry their own name and score: key them by the group's new id
+            if saved is None:
+                ids, self._next_instance = stable_ids(groups, snap.previous, self._next_instance)
+            if named is not None and saved is None:  # proposals carry their own name and score: key them by id
                 group, first = np.unique(groups, return_index=True)
                 named = {int(ids[f]): named[g] for g, f in zip(group, first) if g >= 0}
             # what a text query ranks instances by: the instance head's mean feature when there is one
@@ -368,14 +372,17 @@ class LiveSegmenter:
         from ovseg3d.data.map_files import save_map
 
         with self.lock:
-            snapshot, vocab = self.map.copy(), self.vocab
+            snapshot, vocab, instances = self.map.copy(), self.vocab, self.instances
             codecs = {**({} if self.codec is None else self.codec.state()),
                       **({} if self.instance_codec is None else
                          {f"instance_{k}": v for k, v in self.instance_codec.state().items()})}
         return save_map(snapshot, path, extra={
             "label_names": np.array(vocab.names), "vocab_embeddings": vocab.embeddings.float().numpy(),
             "vocab_row_class": vocab.row_class.numpy(), "student_fingerprint": np.array(self.fingerprint),
-            "feature_dim": np.array(self.student.cfg.feature_dim), **codecs})
+            "feature_dim": np.array(self.student.cfg.feature_dim), **codecs,
+            "instance_ids": np.array([i.id for i in instances], np.int64),
+            "instance_labels": np.array([i.label for i in instances], np.int64),
+            "instance_scores": np.array([i.score for i in instances], np.float32)})
 
     @property
     def fingerprint(self) -> str:
@@ -393,6 +400,7 @@ class LiveSegmenter:
 
         arrays = read_map_file(path)
         codec, instance_codec, vocab = self._check_saved(arrays, Path(path))
+        saved = self._saved_instances(arrays, len(vocab.names), Path(path))
         vmap = map_from_arrays(arrays, self.cfg.max_voxels, self.cfg.extent or None)
         with self._group_lock, self.lock:
             self.map, self.codec, self.instance_codec = vmap, codec, instance_codec
@@ -400,10 +408,21 @@ class LiveSegmenter:
             ids = vmap.instances
             self._next_instance = max(self._next_instance, int(ids.max()) + 1 if len(ids) else 0)
             self.newest_stamp = float(vmap.last_seen.max()) if len(vmap) else -np.inf
-        self._group_instances()  # the saved ids carry over: the same voxels regroup the same way
+        self._group_instances(saved=saved)
         with self.lock:
             self.version += 1
         return len(vmap)
+
+    @staticmethod
+    def _saved_instances(arrays: dict[str, np.ndarray], labels: int, path: Path) -> dict[int, tuple[int, float]]:
+        """The saved instances' names and scores by id (their voxels carry the ids)."""
+        try:
+            ids, names, scores = (arrays[k] for k in ("instance_ids", "instance_labels", "instance_scores"))
+        except KeyError as exc:
+            raise UserError(f"{path} is an incomplete map (no {exc.args[0]})") from None
+        if not len(ids) == len(names) == len(scores) or int(names.max(initial=-1)) >= labels:
+            raise UserError(f"{path} is a damaged map: its instance table does not fit its vocabulary")
+        return {int(i): (int(n), float(s)) for i, n, s in zip(ids, names, scores)}
 
     def _check_saved(self, arrays: dict[str, np.ndarray], path: Path
                      ) -> tuple[FeatureCodec | None, FeatureCodec | None, Vocabulary]:

@@ -1,0 +1,134 @@
+"""Maps that survive a restart: a node process autosaving while a robot streams into it is killed
+with SIGKILL in the middle of writing a save, and a second process started with ``map.load``
+resumes with exactly that save's voxels, labels and instance ids. ``~/load_map`` and ``map.load``
+refuse files this node cannot read with one line and leave the live map (and the saved files) as
+they were."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ovseg3d.data.map_files import read_map_file
+from ovseg3d.ros_tools.node_process import until
+from ovseg3d.ros_tools.robot_stream import RobotStream
+from ovseg3d_interfaces.srv import LoadMap, SaveMap, TextQuery
+
+
+def _by_key(arrays: dict) -> dict:
+    order = np.argsort(arrays["keys"])
+    return {k: arrays[k][order] for k in ("keys", "labels", "instances", "codes", "points")}
+
+
+def _settled(node, save_dir: Path, timeout: float = 60.0) -> dict:
+    """The node's map (through ~/save_map) once the student has labelled every voxel of it."""
+    end = time.monotonic() + timeout
+    while True:
+        assert node.call(SaveMap, "save_map", SaveMap.Request(path="before")).success
+        arrays = _by_key(read_map_file(save_dir / "before.npz"))
+        if (arrays["labels"] >= 0).all() or time.monotonic() > end:
+            return arrays
+        time.sleep(0.5)
+
+
+def _kill_while_saving(robot: RobotStream, save_dir: Path, timeout: float = 60.0) -> bool:
+    """SIGKILL the node the moment a half-written autosave appears beside the last whole one (the
+    robot keeps adding LiDAR returns at new places, so the map keeps changing and being saved)."""
+    node = robot.node
+    pattern = f".autosave.npz.{node.proc.pid}.tmp"
+    rng = np.random.default_rng(0)
+    end = time.monotonic() + timeout
+    next_points = 0.0
+    while time.monotonic() < end:
+        if (save_dir / pattern).exists():
+            node.proc.kill()
+            node.proc.wait(30)
+            return True
+        if time.monotonic() > next_points:
+            robot.lidar(rng.uniform(-3, 3, (40, 3)), frame="fixed_lidar")  # posed by static TF alone
+            next_points = time.monotonic() + 0.3
+        time.sleep(0.0005)
+    return False
+
+
+# the random-weight student labels the robot's wall as anything: every label may be an instance
+INSTANCES = {"instances.method": "connected", "instances.min_points": 5, "instances.stuff_labels": ["ceiling"]}
+
+
+def test_a_node_killed_while_autosaving_restarts_from_its_last_save(start_node, tmp_path):
+    save_dir = tmp_path / "maps"
+    first = start_node(save_dir=str(save_dir), **{"map.autosave_period": 0.2, **INSTANCES})
+    robot = RobotStream(first).start()
+    try:
+        assert robot.probe(), first.log()[-3000:]
+        assert until(lambda: (save_dir / "autosave.npz").exists(), 60), (first.diagnostics, first.log()[-3000:])
+        assert until(lambda: first.counter("instances") > 0, 60), first.diagnostics
+        assert _kill_while_saving(robot, save_dir), ("no autosave was caught in the act", first.diagnostics,
+                                                     os.listdir(save_dir), first.log()[-2000:])
+    finally:
+        robot.stop()
+    assert first.proc.returncode == -9
+    assert list(save_dir.glob(".autosave.npz.*.tmp")), "the kill should have left a half-written save behind"
+    last = read_map_file(save_dir / "autosave.npz")  # the previous save is whole
+    assert (last["labels"] >= 0).any() and (last["instances"] >= 0).any()
+
+    second = start_node(save_dir=str(save_dir), **{"map.load": "autosave", **INSTANCES})
+    assert "restored" in second.log() and not list(save_dir.glob(".autosave.*.tmp"))
+    res = second.call(SaveMap, "save_map", SaveMap.Request(path="restored"))
+    assert res.success, res.message
+    got, want = _by_key(read_map_file(save_dir / "restored.npz")), _by_key(last)
+    for name in ("keys", "labels", "instances", "codes"):
+        assert np.array_equal(got[name], want[name]), name
+    assert np.allclose(got["points"], want["points"])
+    res = second.call(TextQuery, "text_query", TextQuery.Request(text="wall", threshold=-1.0, max_points=10))
+    assert res.success and len(res.instances) > 0, res.message  # answered from the restored codes
+
+
+def test_maps_this_node_cannot_read_are_refused_and_the_live_map_kept(start_node, tmp_path, adv_params):
+    save_dir = tmp_path / "maps"
+    node = start_node(save_dir=str(save_dir), **{"diagnostics.period": 0.2})
+    robot = RobotStream(node).start()
+    try:
+        assert robot.probe(), node.log()[-3000:]
+    finally:
+        robot.stop()
+    assert node.call(SaveMap, "save_map", SaveMap.Request(path="good")).success
+    good = save_dir / "good.npz"
+    data = good.read_bytes()
+    (save_dir / "truncated.npz").write_bytes(data[: len(data) // 2])
+    np.savez(save_dir / "foreign.npz", x=np.arange(3))
+    (save_dir / "text.npz").write_text("%s%n {} not a map\n")
+    arrays = dict(np.load(good))
+    np.savez(save_dir / "other_student.npz", **{**arrays, "student_fingerprint": np.array("0" * 64)})
+    np.savez(save_dir / "other_voxels.npz", **{**arrays, "voxel_size": np.array(0.2)})
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.copy(good, outside / "map.npz")
+    os.symlink(outside, save_dir / "link")
+    before = _settled(node, save_dir)
+    cases = {"truncated": "not a readable map", "foreign": "not an ovseg3d map", "text": "not a readable map",
+             "other_student": "another student", "other_voxels": "voxels", "missing": "no saved map",
+             "../outside/map": "leaves the allowed folder", "link/map": "leads out of the allowed folder",
+             "/etc/passwd": "leaves the allowed folder"}
+    for path, words in cases.items():
+        res = node.call(LoadMap, "load_map", LoadMap.Request(path=path))
+        assert not res.success and words in res.message and "\n" not in res.message, (path, res.message)
+    assert node.call(SaveMap, "save_map", SaveMap.Request(path="after")).success
+    after = _by_key(read_map_file(save_dir / "after.npz"))
+    for name in ("keys", "labels", "instances", "codes"):
+        assert np.array_equal(after[name], before[name]), name
+    assert good.read_bytes() == data  # the files it was offered are left as they were
+    res = node.call(LoadMap, "load_map", LoadMap.Request(path="good"))
+    assert res.success and res.voxels == len(before["keys"]), res.message
+
+    # map.load with a file this student cannot read: the configure fails (an autosave must not
+    # overwrite the map the user asked for), the process says why in one line and exits 1
+    refused = start_node(wait_service=None, save_dir=str(save_dir),
+                         **{"map.load": "other_student", "map.autosave_period": 0.1})
+    assert refused.proc.wait(120) == 1
+    assert "another student" in refused.log() and "Traceback" not in refused.log()
+    assert not (save_dir / "autosave.npz").exists()
