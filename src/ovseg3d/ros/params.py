@@ -69,6 +69,8 @@ PARAMS: tuple[Param, ...] = (
     Param("depth.min", 0.1, "nearest depth used (m)", 0.0, 10.0, field="min_depth"),
     Param("depth.max", 6.0, "farthest depth used (m)", 0.1, 100.0, field="max_depth"),
     Param("lidar.max_range", 30.0, "farthest LiDAR return used (m)", 0.5, 500.0, field="lidar_max_range"),
+    Param("lidar.min_range", 0.1, "nearest LiDAR return used (m): drops the robot's own body and the (0, 0, 0) "
+          "points drivers write for no return", 0.0, 100.0, field="lidar_min_range"),
     Param("sync.slop", 0.05, "largest stamp difference (s) between matched RGB, depth and CameraInfo",
           0.001, 1.0),
     Param("sync.queue_size", 10, "messages kept per camera stream while waiting for a match", 1, 100),

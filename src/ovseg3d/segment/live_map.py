@@ -60,6 +60,7 @@ class LiveConfig:
     min_depth: float = 0.1
     max_depth: float = 6.0
     lidar_max_range: float = 30.0
+    lidar_min_range: float = 0.1  # nearer returns are the robot's own body or a driver's (0, 0, 0) "no return"
     context: float = 1.0  # metres of map around changed voxels the student sees on an update
     instance_method: str = "proposals"  # proposals (superpoints merged by feature) | connected (same-label cells)
     instance_cell: float = 0.05  # grid of the instance grouping, metres
@@ -89,6 +90,8 @@ class LiveConfig:
             raise UserError(f"codes_refit must be in (0, 1), got {self.codes_refit}")
         if not 0 <= self.min_depth < self.max_depth:
             raise UserError("min_depth must be in [0, max_depth)")
+        if not 0 <= self.lidar_min_range < self.lidar_max_range:
+            raise UserError("lidar_min_range must be in [0, lidar_max_range)")
         if self.instance_method not in INSTANCE_METHODS:
             raise UserError(f"instance_method must be one of {', '.join(INSTANCE_METHODS)}, "
                             f"got {self.instance_method!r}")
@@ -182,8 +185,9 @@ class LiveSegmenter:
                    colors: np.ndarray | None = None) -> int:
         """Insert a world-frame scan (e.g. LiDAR) whose sensor sat at ``sensor_origin``."""
         pts = np.asarray(points_world, np.float64).reshape(-1, 3)
-        near = np.linalg.norm(pts - np.asarray(sensor_origin)[:3], axis=1) <= self.cfg.lidar_max_range
-        return self._insert(pts[near], None if colors is None else colors[near], stamp, sensor_origin)
+        dist = np.linalg.norm(pts - np.asarray(sensor_origin)[:3], axis=1)
+        keep = (dist >= self.cfg.lidar_min_range) & (dist <= self.cfg.lidar_max_range)
+        return self._insert(pts[keep], None if colors is None else colors[keep], stamp, sensor_origin)
 
     def _insert(self, pts, colors, stamp, robot) -> int:
         with self.lock:
