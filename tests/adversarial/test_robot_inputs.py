@@ -1,6 +1,6 @@
 """What robots actually publish, sent to a node process: a LiDAR cloud laid out as drivers lay it
 out (organised rows, rows of NaN, the (0, 0, 0) points written for no return, returns from the
-robot's own body, extra fields and padding between them)."""
+robot's own body, extra fields and padding between them), and a depth camera without colour."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header
 
 from ovseg3d.data.map_files import read_map_file
+from ovseg3d.ros.images import array_to_image, camera_info
 from ovseg3d.ros.pointcloud2 import array_to_pointcloud2
-from ovseg3d.ros.transforms import to_stamp
+from ovseg3d.ros.transforms import tf_message, to_stamp
 from ovseg3d.ros_tools.node_process import until
-from ovseg3d.ros_tools.robot_stream import BASE_LIDAR, MAP_BASE, RobotStream
+from ovseg3d.ros_tools.robot_stream import BASE_LIDAR, MAP_BASE, K, RobotStream
 from ovseg3d_interfaces.srv import SaveMap
 
 ROWS, COLUMNS = 16, 128
@@ -59,3 +60,38 @@ def test_a_driver_lidar_cloud_maps_only_its_real_returns(start_node, tmp_path):
     local = (points - sensor[:3, 3]) @ sensor[:3, :3]  # map -> lidar frame
     radius = np.linalg.norm(local[:, :2], axis=1)
     assert len(points) > 100 and np.abs(radius - 4.0).max() < 0.1, np.sort(radius)[:5]  # no body, no zeros
+
+
+def test_depth_and_camera_info_alone_map_and_label(start_node, tmp_path):
+    """camera.color false: no colour subscription at all; a depth camera and its CameraInfo (and
+    TF) are enough for the geometry-only student to map and label."""
+    save_dir = tmp_path / "maps"
+    node = start_node(save_dir=str(save_dir), **{"camera.color": False, "diagnostics.period": 0.2})
+    subscribed = dict(node.client.get_subscriber_names_and_types_by_node(node.name, f"/{node.namespace}"))
+    assert f"/{node.namespace}/depth/image" in subscribed and f"/{node.namespace}/rgb/image" not in subscribed
+    RobotStream(node).publish_static()
+    node.wait_matched(topics=("depth/image", "rgb/camera_info", "/tf"))
+
+    def send() -> None:
+        stamp = time.time()
+        node.publish("/tf", tf_message("map", "base_link", stamp, MAP_BASE))
+        camera = Header(stamp=to_stamp(stamp), frame_id="camera_optical")
+        node.publish("depth/image", array_to_image(np.full((48, 64), 2000, np.uint16), "16UC1", camera))
+        node.publish("rgb/camera_info", camera_info(K, 64, 48, camera))
+
+    assert until(lambda: node.counter("ingested rgbd") >= 2, 60, every=send, period=0.2), node.diagnostics
+    assert until(lambda: node.call(SaveMap, "save_map", SaveMap.Request(path="depth_only")).success and
+                 (read_map_file(save_dir / "depth_only.npz")["labels"] >= 0).all(), 60)
+    saved = read_map_file(save_dir / "depth_only.npz")
+    assert len(saved["points"]) > 100 and node.counter("dropped camera_mismatch") == 0
+
+
+def test_a_colour_student_without_the_colour_stream_is_a_one_line_configure_error(start_node, tmp_path):
+    from ovseg3d.student.checkpoint import save_checkpoint
+    from ovseg3d.student.model import Student, StudentConfig
+
+    student = Student(StudentConfig(arch="MinkUNetSmall", feature_dim=512, voxel_size=0.1, input="color"))
+    ckpt = save_checkpoint(tmp_path / "color.pt", student.eval(), {"note": "random weights, a test's"}, "scannet20")
+    node = start_node(wait_service=None, checkpoint=str(ckpt), **{"camera.color": False})
+    assert node.proc.wait(120) == 1
+    assert "camera.color is false" in node.log() and "Traceback" not in node.log()

@@ -224,6 +224,9 @@ class PerceptionNode(LifecycleNode):
             student, vocab, device = ctx.student, ctx.vocab, ctx.device
             self.templates, self.text_encoder = ctx.templates, ctx.text_encoder
             self.label_set = ctx.labels
+            if student.cfg.input == "color" and not self.p("camera.color"):
+                raise UserError("this student reads colour (input: color) but camera.color is false; "
+                                "subscribe to the colour stream or use a geometry-only student")
             cfg = params.live_config(params.values(self))
             self.live = LiveSegmenter(student, vocab, cfg)
             self._restore_map()
@@ -246,7 +249,9 @@ class PerceptionNode(LifecycleNode):
     def on_activate(self, state) -> TransitionCallbackReturn:
         self._stop.clear()
         self.queue = DropOldestQueue(self.p("queue_size"))
-        self.sync = ApproximateSync(3, self.p("sync.slop"), self.p("sync.queue_size"))
+        # the camera streams matched by stamp: colour is optional (the default student reads geometry)
+        self._camera_topics = (("rgb/image",) if self.p("camera.color") else ()) + ("depth/image", "rgb/camera_info")
+        self.sync = ApproximateSync(len(self._camera_topics), self.p("sync.slop"), self.p("sync.queue_size"))
         self.stats.queue, self.stats.sync = self.queue, self.sync
         self._order.clear()
         self._tf = TfLookup(self, self._admit, lambda exc: self.warn(exc.kind, f"dropped a transform: {exc}"),
@@ -258,10 +263,10 @@ class PerceptionNode(LifecycleNode):
         def sub(cls, topic, callback):
             return self.create_subscription(cls, topic, self._guarded(callback, topic), qos, callback_group=sensors)
 
-        self._subs = [sub(Image, "rgb/image", lambda m: self._on_camera(0, m)),
-                      sub(Image, "depth/image", lambda m: self._on_camera(1, m)),
-                      sub(CameraInfo, "rgb/camera_info", lambda m: self._on_camera(2, m)),
-                      sub(PointCloud2, "lidar/points", self._on_lidar)]
+        kinds = {"rgb/image": Image, "depth/image": Image, "rgb/camera_info": CameraInfo}
+        self._subs = [sub(kinds[topic], topic, functools.partial(self._on_camera, i))
+                      for i, topic in enumerate(self._camera_topics)] + [sub(PointCloud2, "lidar/points",
+                                                                             self._on_lidar)]
         services = ReentrantCallbackGroup()
 
         def srv(cls, name, handler):
@@ -319,7 +324,7 @@ class PerceptionNode(LifecycleNode):
 
     # ------------------------------------------------------------------ inputs (callbacks: enqueue only)
     def _on_camera(self, stream: int, msg) -> None:
-        self.stats.add("received", ("rgb/image", "depth/image", "rgb/camera_info")[stream])
+        self.stats.add("received", self._camera_topics[stream])
         stamp = stamp_seconds(msg.header.stamp)
         self._admit(stamp)
         match = self.sync.add(stream, stamp, msg)
@@ -341,7 +346,8 @@ class PerceptionNode(LifecycleNode):
             kind, payload, self._taken_in = item
             t0 = time.perf_counter()
             try:
-                self._ingest_rgbd(*payload) if kind == "rgbd" else self._ingest_lidar(payload)
+                self._ingest_rgbd(*((None, *payload) if len(payload) == 2 else payload)) if kind == "rgbd" \
+                    else self._ingest_lidar(payload)
             except Skipped as exc:
                 self.stats.add("skipped", f"{kind}_{exc}")
                 continue
@@ -381,16 +387,16 @@ class PerceptionNode(LifecycleNode):
         except LookupError as exc:
             raise Rejected("tf", f"no transform {self.p('map_frame')!r} <- {frame!r} at {stamp:.3f}: {exc}") from None
 
-    def _ingest_rgbd(self, rgb_msg: Image, depth_msg: Image, info: CameraInfo) -> None:
+    def _ingest_rgbd(self, rgb_msg: Image | None, depth_msg: Image, info: CameraInfo) -> None:
         stamp = stamp_seconds(depth_msg.header.stamp)
         depth = depth_image(depth_msg)
         K = camera_matrix(info)
         if (info.width, info.height) != (depth.shape[1], depth.shape[0]):
             raise Rejected("camera_mismatch", f"CameraInfo is {info.width}x{info.height} but the depth image is "
                                               f"{depth.shape[1]}x{depth.shape[0]}; dropped the RGB-D frame")
-        rgb = color_image(rgb_msg)
+        rgb = None if rgb_msg is None else color_image(rgb_msg)
         try:
-            rgb = registered_color(rgb, depth.shape)
+            rgb = None if rgb is None else registered_color(rgb, depth.shape)
         except UserError as exc:
             raise Rejected("camera_mismatch", f"dropped an RGB-D frame: {exc}") from None
         self._check_order("rgbd", stamp)

@@ -60,6 +60,8 @@ PARAMS: tuple[Param, ...] = (
           1000, 50_000_000, read_only=True, field="max_voxels"),
     Param("map.extent", 0.0, "evict voxels farther than this (x, y; m) from the robot; 0: no bound", 0.0, 10000.0,
           field="extent"),
+    Param("camera.color", True, "subscribe to the colour image and match it with depth; false: depth and CameraInfo "
+          "alone map and label (the default student reads geometry only)", read_only=True),
     Param("depth.stride", 2, "use every n-th depth pixel per axis", 1, 16, field="depth_stride"),
     Param("rgbd.keyframe_translation", 0.05, "integrate an RGB-D frame when the camera moved this far (m) since "
           "the last integrated one; 0: every frame", 0.0, 100.0, field="keyframe_translation"),
