@@ -4,6 +4,8 @@ robot's own body, extra fields and padding between them), and a depth camera wit
 
 from __future__ import annotations
 
+import functools
+import struct
 import time
 
 import numpy as np
@@ -11,11 +13,12 @@ from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header
 
 from ovseg3d.data.map_files import read_map_file
-from ovseg3d.ros.images import array_to_image, camera_info
+from ovseg3d.ros.compressed import encode_compressed_color, encode_compressed_depth
+from ovseg3d.ros.images import array_to_image, camera_info, compressed_image
 from ovseg3d.ros.pointcloud2 import array_to_pointcloud2
 from ovseg3d.ros.transforms import tf_message, to_stamp
 from ovseg3d.ros_tools.node_process import until
-from ovseg3d.ros_tools.robot_stream import BASE_LIDAR, MAP_BASE, K, RobotStream
+from ovseg3d.ros_tools.robot_stream import BASE_CAMERA, BASE_LIDAR, MAP_BASE, K, RobotStream
 from ovseg3d_interfaces.srv import SaveMap
 
 ROWS, COLUMNS = 16, 128
@@ -95,3 +98,81 @@ def test_a_colour_student_without_the_colour_stream_is_a_one_line_configure_erro
     node = start_node(wait_service=None, checkpoint=str(ckpt), **{"camera.color": False})
     assert node.proc.wait(120) == 1
     assert "camera.color is false" in node.log() and "Traceback" not in node.log()
+
+
+COMPRESSED = {"rgb.transport": "compressed", "depth.transport": "compressedDepth", "camera.color": True,
+              "rgbd.keyframe_translation": 0.0, "diagnostics.period": 0.2}
+RED = (200, 30, 10)
+
+
+def _send_compressed(node, depth_m: float, depth_codec: tuple[str, str], colour_codec: str) -> None:
+    stamp = time.time()
+    node.publish("/tf", tf_message("map", "base_link", stamp, MAP_BASE))
+    camera = Header(stamp=to_stamp(stamp), frame_id="camera_optical")
+    fmt, data = encode_compressed_depth(np.full((48, 64), depth_m, np.float32), *depth_codec)
+    node.publish("depth/image/compressedDepth", compressed_image(fmt, data, camera))
+    fmt, data = encode_compressed_color(np.full((48, 64, 3), RED, np.uint8), colour_codec)
+    node.publish("rgb/image/compressed", compressed_image(fmt, data, camera))
+    node.publish("rgb/camera_info", camera_info(K, 64, 48, camera))
+
+
+def test_compressed_colour_and_depth_streams_map_as_image_transport_writes_them(start_node, tmp_path):
+    """jpeg and png colour, compressedDepth png and rvl of 16UC1 and 32FC1 (bytes laid out as
+    image_transport_plugins' codec.cpp writes them): each frame lands at its own depth, red."""
+    save_dir = tmp_path / "maps"
+    node = start_node(save_dir=str(save_dir), **COMPRESSED)
+    RobotStream(node).publish_static()
+    node.wait_matched(topics=("depth/image/compressedDepth", "rgb/image/compressed", "rgb/camera_info", "/tf"))
+    variants = [(2.0, ("16UC1", "png"), "jpeg"), (2.5, ("16UC1", "rvl"), "png"), (3.0, ("32FC1", "png"), "jpeg"),
+                (3.5, ("32FC1", "rvl"), "png")]
+    for i, variant in enumerate(variants):
+        send = functools.partial(_send_compressed, node, *variant)
+        assert until(functools.partial(lambda n: node.counter("ingested rgbd") >= n, i + 1), 60, every=send,
+                     period=0.3), (variant, node.diagnostics)
+    assert node.counter("dropped bad_compressed") == 0 and node.counter("dropped bad_rgbd") == 0
+    assert node.call(SaveMap, "save_map", SaveMap.Request(path="compressed")).success
+    saved = read_map_file(save_dir / "compressed.npz")
+    camera = MAP_BASE @ BASE_CAMERA
+    z = ((saved["points"].astype(np.float64) - camera[:3, 3]) @ camera[:3, :3])[:, 2]  # depth along the optical axis
+    for depth_m, depth_codec, _ in variants:
+        assert (np.abs(z - depth_m) < 0.06).sum() > 50, (depth_m, depth_codec, np.unique(z.round(2)))
+    assert np.abs(saved["colors"].astype(float) - RED).max() < 12  # jpeg's rounding, no channel swap
+
+
+def test_bad_compressed_images_are_counted_warned_once_and_change_nothing(start_node, tmp_path):
+    save_dir = tmp_path / "maps"
+    node = start_node(save_dir=str(save_dir), **COMPRESSED)
+    RobotStream(node).publish_static()
+    node.wait_matched(topics=("depth/image/compressedDepth", "rgb/image/compressed", "rgb/camera_info", "/tf"))
+    assert until(lambda: node.counter("ingested rgbd") >= 1, 60,
+                 every=lambda: _send_compressed(node, 2.0, ("16UC1", "png"), "jpeg"), period=0.3)
+    voxels = node.counter("map voxels")
+    good_fmt, good = encode_compressed_depth(np.full((48, 64), 2.0, np.float32), "32FC1", "png")
+    jpeg_fmt, jpeg = encode_compressed_color(np.full((48, 64, 3), RED, np.uint8), "jpeg")
+    lies = struct.pack("<iff", 7, *struct.unpack_from("<ff", good, 4)) + good[12:]
+    zero_quant = struct.pack("<iff", 0, 0.0, 0.0) + good[12:]
+    bad = {  # (depth format, depth bytes, colour format, colour bytes)
+        "corrupt jpeg": (good_fmt, good, jpeg_fmt, jpeg[:20] + b"\x00" * 50 + jpeg[70:]),
+        "truncated png depth": (good_fmt, good[: len(good) // 2], jpeg_fmt, jpeg),
+        "header lies about its format": (good_fmt, lies, jpeg_fmt, jpeg),
+        "zero quantisation": (good_fmt, zero_quant, jpeg_fmt, jpeg),
+        "unknown depth format": ("32FC1; compressedDepth h264", good, jpeg_fmt, jpeg),
+        "unknown colour format": (good_fmt, good, "rgb8; webp compressed bgr8", jpeg),
+        "png bytes called rvl": ("32FC1; compressedDepth rvl", good, jpeg_fmt, jpeg),
+        "%s%n format string": ("%s%n; compressedDepth png", good, jpeg_fmt, jpeg),
+    }
+    def send(dfmt: str, dbytes: bytes, cfmt: str, cbytes: bytes) -> None:
+        stamp = time.time()
+        node.publish("/tf", tf_message("map", "base_link", stamp, MAP_BASE))
+        camera = Header(stamp=to_stamp(stamp), frame_id="camera_optical")
+        node.publish("depth/image/compressedDepth", compressed_image(dfmt, dbytes, camera))
+        node.publish("rgb/image/compressed", compressed_image(cfmt, cbytes, camera))
+        node.publish("rgb/camera_info", camera_info(K, 64, 48, camera))
+
+    for k, (name, message) in enumerate(bad.items()):
+        assert until(functools.partial(lambda n: node.counter("dropped bad_compressed") >= n, k + 1), 30,
+                     every=functools.partial(send, *message), period=0.3), (name, node.diagnostics)
+    assert node.alive() and node.counter("map voxels") == voxels
+    assert node.log().count("[bad_compressed: ") == 1  # throttled: one warning for them all
+    assert until(lambda: node.counter("ingested rgbd") >= 2, 60,  # and good frames still map
+                 every=lambda: _send_compressed(node, 3.0, ("32FC1", "rvl"), "png"), period=0.3)

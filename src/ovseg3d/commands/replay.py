@@ -18,8 +18,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="playback speed: 1 = recorded timing, 2 = twice as fast, 0 = as fast as possible")
     p.add_argument("--out", type=Path, help="report folder (default: replay_<bag name>)")
     p.add_argument("--topic", action="append", default=[], metavar="INPUT=BAG_TOPIC",
-                   help="which bag topic feeds a node input (rgb/image, depth/image, rgb/camera_info, "
-                        "lidar/points); default /<input>")
+                   help="which bag topic feeds a node input (rgb/image, depth/image, rgb/camera_info, lidar/points, "
+                        "rgb/image/compressed, depth/image/compressedDepth: the transport follows); "
+                        "default /<input>")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="node parameter, e.g. map.voxel_size=0.05 (repeatable; see config/ovseg3d.yaml; lists "
                         "comma-separated)")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import array
 
 import numpy as np
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from ovseg3d.errors import UserError
@@ -101,6 +101,13 @@ def registered_color(rgb: np.ndarray, depth_shape: tuple[int, int]) -> np.ndarra
     rows = (np.arange(dh) * h / dh).astype(np.int64)
     cols = (np.arange(dw) * w / dw).astype(np.int64)
     return rgb[rows][:, cols]
+
+
+def compressed_image(fmt: str, data: bytes, header: Header | None = None) -> CompressedImage:
+    """A CompressedImage message of already encoded bytes (``ros.compressed``'s writers)."""
+    buf = array.array("B")
+    buf.frombytes(data)
+    return CompressedImage(header=header or Header(), format=fmt, data=buf)
 
 
 def array_to_image(pixels: np.ndarray, encoding: str, header: Header | None = None) -> Image:

@@ -30,7 +30,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from rclpy.task import Future
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
@@ -38,6 +38,7 @@ from visualization_msgs.msg import MarkerArray
 from ovseg3d.errors import Rejected, Skipped, UserError
 from ovseg3d.paths import path_inside
 from ovseg3d.ros import outputs, params
+from ovseg3d.ros.compressed import compressed_color, compressed_depth
 from ovseg3d.ros.images import camera_matrix, color_image, depth_image, registered_color
 from ovseg3d.ros.pointcloud2 import xyz_from_pointcloud2
 from ovseg3d.ros.stamps import StreamOrder
@@ -47,6 +48,15 @@ from ovseg3d.ros.transforms import TfLookup, check_frame_id, stamp_seconds, to_s
 from ovseg3d_interfaces.srv import LoadMap, SaveMap, SetVocabulary, TextQuery
 
 AUTOSAVE = "autosave"  # map.autosave_period writes save_dir/autosave.{npz,ply}
+TRANSPORTS = {"rgb.transport": ("raw", "compressed"), "depth.transport": ("raw", "compressedDepth")}
+
+
+def _decoded(decode: Callable, msg: CompressedImage):
+    """A compressed image decoded; bad bytes, headers or formats are a counted ``bad_compressed``."""
+    try:
+        return decode(msg.format, msg.data)
+    except UserError as exc:
+        raise Rejected("bad_compressed", f"dropped an RGB-D frame: {exc}") from None
 
 # Requests a service keeps while the executor is busy (rclpy's default is 10: the 11th of a burst of
 # concurrent queries was silently lost and its client waited forever).
@@ -224,6 +234,9 @@ class PerceptionNode(LifecycleNode):
             student, vocab, device = ctx.student, ctx.vocab, ctx.device
             self.templates, self.text_encoder = ctx.templates, ctx.text_encoder
             self.label_set = ctx.labels
+            for name, choices in TRANSPORTS.items():
+                if self.p(name) not in choices:
+                    raise UserError(f"{name} must be one of {', '.join(choices)}, got {self.p(name)!r}")
             if student.cfg.input == "color" and not self.p("camera.color"):
                 raise UserError("this student reads colour (input: color) but camera.color is false; "
                                 "subscribe to the colour stream or use a geometry-only student")
@@ -249,8 +262,7 @@ class PerceptionNode(LifecycleNode):
     def on_activate(self, state) -> TransitionCallbackReturn:
         self._stop.clear()
         self.queue = DropOldestQueue(self.p("queue_size"))
-        # the camera streams matched by stamp: colour is optional (the default student reads geometry)
-        self._camera_topics = (("rgb/image",) if self.p("camera.color") else ()) + ("depth/image", "rgb/camera_info")
+        self._camera_topics = self.camera_topics()
         self.sync = ApproximateSync(len(self._camera_topics), self.p("sync.slop"), self.p("sync.queue_size"))
         self.stats.queue, self.stats.sync = self.queue, self.sync
         self._order.clear()
@@ -263,8 +275,11 @@ class PerceptionNode(LifecycleNode):
         def sub(cls, topic, callback):
             return self.create_subscription(cls, topic, self._guarded(callback, topic), qos, callback_group=sensors)
 
-        kinds = {"rgb/image": Image, "depth/image": Image, "rgb/camera_info": CameraInfo}
-        self._subs = [sub(kinds[topic], topic, functools.partial(self._on_camera, i))
+        def kind(topic: str):
+            return CameraInfo if topic.endswith("camera_info") else Image if topic.endswith("image") \
+                else CompressedImage
+
+        self._subs = [sub(kind(topic), topic, functools.partial(self._on_camera, i))
                       for i, topic in enumerate(self._camera_topics)] + [sub(PointCloud2, "lidar/points",
                                                                              self._on_lidar)]
         services = ReentrantCallbackGroup()
@@ -286,6 +301,15 @@ class PerceptionNode(LifecycleNode):
         for t in self._threads:
             t.start()
         return super().on_activate(state)
+
+    def camera_topics(self) -> tuple[str, ...]:
+        """The camera streams matched by stamp, as the parameters choose them: colour is optional
+        (the default student reads geometry); a compressed stream is image_transport's, on
+        <base topic, remapped>/compressed or /compressedDepth."""
+        streams = [("rgb/image", self.p("rgb.transport"))] if self.p("camera.color") else []
+        streams += [("depth/image", self.p("depth.transport")), ("rgb/camera_info", "raw")]
+        return tuple(topic if transport == "raw" else f"{self.resolve_topic_name(topic)}/{transport}"
+                     for topic, transport in streams)
 
     def _release_active(self) -> None:
         self._stop.set()
@@ -387,14 +411,17 @@ class PerceptionNode(LifecycleNode):
         except LookupError as exc:
             raise Rejected("tf", f"no transform {self.p('map_frame')!r} <- {frame!r} at {stamp:.3f}: {exc}") from None
 
-    def _ingest_rgbd(self, rgb_msg: Image | None, depth_msg: Image, info: CameraInfo) -> None:
+    def _ingest_rgbd(self, rgb_msg: Image | CompressedImage | None, depth_msg: Image | CompressedImage,
+                     info: CameraInfo) -> None:
         stamp = stamp_seconds(depth_msg.header.stamp)
-        depth = depth_image(depth_msg)
+        depth = _decoded(compressed_depth, depth_msg) if isinstance(depth_msg, CompressedImage) \
+            else depth_image(depth_msg)
         K = camera_matrix(info)
         if (info.width, info.height) != (depth.shape[1], depth.shape[0]):
             raise Rejected("camera_mismatch", f"CameraInfo is {info.width}x{info.height} but the depth image is "
                                               f"{depth.shape[1]}x{depth.shape[0]}; dropped the RGB-D frame")
-        rgb = None if rgb_msg is None else color_image(rgb_msg)
+        rgb = None if rgb_msg is None else _decoded(compressed_color, rgb_msg) \
+            if isinstance(rgb_msg, CompressedImage) else color_image(rgb_msg)
         try:
             rgb = None if rgb is None else registered_color(rgb, depth.shape)
         except UserError as exc:

@@ -60,6 +60,10 @@ PARAMS: tuple[Param, ...] = (
           1000, 50_000_000, read_only=True, field="max_voxels"),
     Param("map.extent", 0.0, "evict voxels farther than this (x, y; m) from the robot; 0: no bound", 0.0, 10000.0,
           field="extent"),
+    Param("rgb.transport", "raw", "raw: sensor_msgs/Image on rgb/image; compressed: image_transport's jpeg/png "
+          "CompressedImage on <rgb/image, remapped>/compressed", read_only=True),
+    Param("depth.transport", "raw", "raw: sensor_msgs/Image on depth/image; compressedDepth: image_transport's "
+          "png/rvl CompressedImage on <depth/image, remapped>/compressedDepth", read_only=True),
     Param("camera.color", True, "subscribe to the colour image and match it with depth; false: depth and CameraInfo "
           "alone map and label (the default student reads geometry only)", read_only=True),
     Param("depth.stride", 2, "use every n-th depth pixel per axis", 1, 16, field="depth_stride"),

@@ -52,9 +52,12 @@ class NodeHarness:
 
     def wait_matched(self, timeout: float = 10.0) -> None:
         """Until the node's subscriptions see our publishers (and a little more, as ENVIRONMENT.md advises)."""
+        listened = {self.node.resolve_topic_name(t) for t in self.node.camera_topics()} | {
+            self.node.resolve_topic_name(t) for t in ("lidar/points", "/tf")}
+        pubs = [p for p in self.pubs.values() if p.topic_name in listened]  # e.g. not raw images when compressed
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            if all(p.get_subscription_count() > 0 for p in self.pubs.values()):
+            if all(p.get_subscription_count() > 0 for p in pubs):
                 time.sleep(1.0)
                 return
             time.sleep(0.05)

@@ -27,7 +27,21 @@ from ovseg3d.ros.transforms import stamp_seconds
 from ovseg3d.ros_tools.bag import message_class, read_bag
 from ovseg3d.ros_tools.harness import NodeHarness, wait_for
 
-NODE_INPUTS = ("rgb/image", "depth/image", "rgb/camera_info", "lidar/points")
+NODE_INPUTS = ("rgb/image", "depth/image", "rgb/camera_info", "lidar/points",
+               "rgb/image/compressed", "depth/image/compressedDepth")  # image_transport's names
+
+
+def stream_params(present: set[str]) -> dict:
+    """The node parameters a bag's camera streams need (node inputs it holds, after --topic): the
+    compressed transport where only the compressed stream is there, no colour where none is."""
+    out: dict = {}
+    if "rgb/image/compressed" in present and "rgb/image" not in present:
+        out["rgb.transport"] = "compressed"
+    if "depth/image/compressedDepth" in present and "depth/image" not in present:
+        out["depth.transport"] = "compressedDepth"
+    if not {"rgb/image", "rgb/image/compressed"} & present:
+        out["camera.color"] = False
+    return out
 
 
 @dataclass
@@ -190,7 +204,9 @@ def replay_bag(bag: Path, checkpoint: Path, out: Path, gt: Path | None = None, l
         raise UserError(f"--gt {gt} is not a scene folder")
     if not bag.exists():
         raise UserError(f"bag {bag} does not exist")
-    bag_topics(bag)  # opens, or says why not, before the node starts
+    types = bag_topics(bag)  # opens, or says why not, before the node starts
+    mapped = {name: (cfg or ReplayConfig()).topics.get(name, "/" + name) for name in NODE_INPUTS}
+    streams = stream_params({name for name, topic in mapped.items() if topic in types})
     ckpt = read_checkpoint(checkpoint)
     labels = load_label_set(label_set or ckpt.get("label_set", "scannet20"))
     clip = checkpoint_text_encoder(ckpt, clip_model or DEFAULT_CLIP_MODEL, clip_weights)
@@ -200,7 +216,7 @@ def replay_bag(bag: Path, checkpoint: Path, out: Path, gt: Path | None = None, l
         harness = NodeHarness(context, {"checkpoint": str(checkpoint), "label_set": labels.name,
                                         "clip.model": clip.model, "clip.pretrained": clip.pretrained or "",
                                         "qos_depth": 100,  # a replay comes in bursts; params can override
-                                        **(params or {})}, namespace="")
+                                        **streams, **(params or {})}, namespace="")
         try:
             harness.start()
             return replay(bag, harness, cfg or ReplayConfig(), out, gt, labels)

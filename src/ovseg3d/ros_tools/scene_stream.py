@@ -18,7 +18,8 @@ from std_msgs.msg import Header
 
 from ovseg3d.data.scannet import ScanNetScene
 from ovseg3d.data.synth.writer import read_sweep
-from ovseg3d.ros.images import array_to_image, camera_info
+from ovseg3d.ros.compressed import encode_compressed_color, encode_compressed_depth
+from ovseg3d.ros.images import array_to_image, camera_info, compressed_image
 from ovseg3d.ros.pointcloud2 import array_to_pointcloud2, xyz_fields_array
 from ovseg3d.ros.transforms import tf_message, to_stamp
 
@@ -35,8 +36,10 @@ class StreamMessage:
 
 def scene_stream(scene_dir: Path, start: float = 1000.0, map_frame: str = "map", camera_frame: str = "camera",
                  lidar_frame: str = "lidar", depth_encoding: str = "16UC1", frame_stride: int = 1,
-                 with_lidar: bool = True) -> Iterator[StreamMessage]:
-    """Messages in stamp order (TF first at equal stamps)."""
+                 with_lidar: bool = True, compressed: bool = False) -> Iterator[StreamMessage]:
+    """Messages in stamp order (TF first at equal stamps). ``compressed``: colour and depth as
+    image_transport publishes them (jpeg on rgb/image/compressed, png compressedDepth on
+    depth/image/compressedDepth), as a robot's recorded bag holds them."""
     scene = ScanNetScene(scene_dir)
     meta_path = Path(scene_dir) / "synth.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
@@ -57,8 +60,14 @@ def scene_stream(scene_dir: Path, start: float = 1000.0, map_frame: str = "map",
             yield StreamMessage(stamp, TOPICS["tf"], tf_message(map_frame, camera_frame, stamp, frame.pose))
             depth = (np.round(frame.depth * 1000).astype(np.uint16) if depth_encoding == "16UC1"
                      else frame.depth.astype(np.float32))
-            yield StreamMessage(stamp, TOPICS["rgb"], array_to_image(frame.color, "rgb8", h))
-            yield StreamMessage(stamp, TOPICS["depth"], array_to_image(depth, depth_encoding, h))
+            if compressed:
+                yield StreamMessage(stamp, TOPICS["rgb"] + "/compressed",
+                                    compressed_image(*encode_compressed_color(frame.color, "jpeg"), h))
+                yield StreamMessage(stamp, TOPICS["depth"] + "/compressedDepth", compressed_image(
+                    *encode_compressed_depth(frame.depth, depth_encoding, "png", depth_max=1e4), h))
+            else:
+                yield StreamMessage(stamp, TOPICS["rgb"], array_to_image(frame.color, "rgb8", h))
+                yield StreamMessage(stamp, TOPICS["depth"], array_to_image(depth, depth_encoding, h))
             yield StreamMessage(stamp, TOPICS["info"], camera_info(frame.K, frame.image_size[0], frame.image_size[1],
                                                                    h))
         else:
