@@ -3,6 +3,7 @@
     ros2 launch ovseg3d ovseg3d.launch.py checkpoint:=/path/student.pt \
         rgb_topic:=/camera/color/image_raw depth_topic:=/camera/aligned_depth_to_color/image_raw \
         camera_info_topic:=/camera/color/camera_info lidar_topic:=/velodyne_points [rviz:=true]
+        [rgb_transport:=compressed depth_transport:=compressedDepth]
 """
 
 from launch import LaunchDescription
@@ -23,6 +24,8 @@ ARGUMENTS = {
     "depth_topic": ("depth/image", "depth image topic, 16UC1 mm or 32FC1 m, registered to the colour camera"),
     "camera_info_topic": ("rgb/camera_info", "CameraInfo of the depth/colour camera"),
     "lidar_topic": ("lidar/points", "LiDAR PointCloud2 topic"),
+    "rgb_transport": ("raw", "raw, or compressed: image_transport's jpeg/png on <rgb_topic>/compressed"),
+    "depth_transport": ("raw", "raw, or compressedDepth: image_transport's png/rvl on <depth_topic>/compressedDepth"),
     "rviz": ("false", "true: also start RViz2 with config/ovseg3d.rviz (map, instances, query answer, TF)"),
     "rviz_config": (PathJoinSubstitution([FindPackageShare("ovseg3d"), "config", "ovseg3d.rviz"]),
                     "RViz2 configuration file used with rviz:=true"),
@@ -43,7 +46,8 @@ def generate_launch_description() -> LaunchDescription:
         "remappings": [("rgb/image", cfg["rgb_topic"]), ("depth/image", cfg["depth_topic"]),
                        ("rgb/camera_info", cfg["camera_info_topic"]), ("lidar/points", cfg["lidar_topic"])],
     }
-    checkpoint = [{"checkpoint": cfg["checkpoint"]}]
+    checkpoint = [{"checkpoint": cfg["checkpoint"], "rgb.transport": cfg["rgb_transport"],
+                   "depth.transport": cfg["depth_transport"]}]
     plain = Node(**{**common, "parameters": common["parameters"] + checkpoint},
                  condition=UnlessCondition(cfg["lifecycle"]))
     managed = LifecycleNode(**{**common, "parameters": common["parameters"] + checkpoint + [{"autostart": False}]},

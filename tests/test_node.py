@@ -309,6 +309,6 @@ def test_launch_file_declares_its_arguments():
     args = next(n for n in ast.walk(tree) if isinstance(n, ast.Assign) and n.targets[0].id == "ARGUMENTS")
     names = {k.value for k in args.value.keys}
     assert {"params_file", "namespace", "use_sim_time", "checkpoint", "lifecycle", "rgb_topic", "depth_topic",
-            "camera_info_topic", "lidar_topic", "rviz", "rviz_config"} <= names
+            "camera_info_topic", "lidar_topic", "rviz", "rviz_config", "rgb_transport", "depth_transport"} <= names
     for value in args.value.values:  # every argument has a description
         assert isinstance(value.elts[1], ast.Constant) and len(value.elts[1].value) > 10
