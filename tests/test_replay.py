@@ -3,6 +3,7 @@ the real node with every message accounted for and the labels scored against gro
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from itertools import pairwise
@@ -87,18 +88,23 @@ def test_replay_bad_input(tmp_path, node_checkpoint, args, message):
     assert out.returncode != 0 and message in out.stderr and "Traceback" not in out.stderr, out.stderr[-1500:]
 
 
-def test_a_bag_of_compressed_images_replays_like_the_raw_one(rclpy_context, node_checkpoint, tiny_clip,
-                                                             synth_root, tmp_path):
-    """The same scene recorded as a robot records it (jpeg colour, png compressedDepth, as
-    image_transport writes them) and raw: every message accounted for, the same score."""
+def test_a_robot_bag_replays_like_the_raw_one(rclpy_context, node_checkpoint, tiny_clip, synth_root, tmp_path):
+    """The same scene recorded as a robot records it (`ovseg3d synth --bag --robot`: jpeg colour, png
+    compressedDepth as image_transport writes them, map -> odom -> base_link -> camera_link ->
+    optical frame with the sensors on /tf_static, LiDAR with ring and t) and raw: every message
+    accounted for, the same score."""
+    from ovseg3d.ros_tools.bag import write_scene_bag
     from ovseg3d.ros_tools.replay import stream_params
 
-    scene = synth_root / "scene0000_00"
+    scene = tmp_path / "scene0000_00"
+    shutil.copytree(synth_root / "scene0000_00", scene)
+    cli = str(Path(sys.executable).parent / "ovseg3d")
+    out = subprocess.run([cli, "synth", str(tmp_path / "x"), "--robot"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "give --bag too" in out.stderr and "Traceback" not in out.stderr
     labels = load_label_set("scannet20")
     reports = {}
-    for kind in ("raw", "compressed"):
-        bag = tmp_path / f"bag_{kind}"
-        write_bag(scene_stream(scene, compressed=kind == "compressed"), bag, "mcap")
+    for kind in ("raw", "robot"):
+        bag = write_scene_bag(scene, "mcap", robot=kind == "robot")
         topics, _, _ = read_bag(bag)
         params = stream_params({t.lstrip("/") for t in topics})
         assert params == ({} if kind == "raw" else {"rgb.transport": "compressed",
@@ -112,9 +118,12 @@ def test_a_bag_of_compressed_images_replays_like_the_raw_one(rclpy_context, node
                                    labels)
         finally:
             harness.close()
-    raw, comp = reports["raw"], reports["compressed"]
-    assert comp["settled"] and comp["played"]["rgb/image/compressed"] == comp["played"]["depth/image/compressedDepth"] \
-        == raw["played"]["rgb/image"] == 24
-    assert comp["rgbd_frames_matched"] == raw["rgbd_frames_matched"] and not comp["rejected"], comp
-    assert comp["ingested"] == raw["ingested"]
-    assert abs(comp["eval"]["miou"] - raw["eval"]["miou"]) <= 0.5, (comp["eval"], raw["eval"])
+    raw, robot = reports["raw"], reports["robot"]
+    assert robot["settled"] and robot["played"]["rgb/image/compressed"] == \
+        robot["played"]["depth/image/compressedDepth"] == raw["played"]["rgb/image"] == 24
+    assert robot["played"]["/tf_static"] == 1 and robot["played"]["lidar/points"] == 8
+    assert robot["rgbd_frames_matched"] == raw["rgbd_frames_matched"] and not robot["rejected"], robot
+    handled = (sum(robot["ingested"].values()) + sum(robot["skipped"].values()) + robot["queue_drops"]
+               + sum(robot["rejected"].values()))
+    assert handled == robot["rgbd_frames_matched"] + 8 and robot["ingested"] == raw["ingested"]
+    assert abs(robot["eval"]["miou"] - raw["eval"]["miou"]) <= 0.5, (robot["eval"], raw["eval"])

@@ -27,6 +27,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "folders <scene>/rosbag2_sqlite3 and <scene>/rosbag2_mcap; the scene is the ground truth")
     p.add_argument("--bag-storage", choices=["sqlite3", "mcap", "both"], default="both",
                    help="storage of the bags (default both)")
+    p.add_argument("--robot", action="store_true",
+                   help="with --bag: the bags look like a real robot's (<scene>/rosbag2_robot_<storage>): jpeg colour "
+                        "and png compressedDepth as image_transport publishes them, map -> odom -> base_link -> "
+                        "camera_link -> camera_color_optical_frame with the sensors on /tf_static, LiDAR with "
+                        "ring and t fields; `ovseg3d replay` reads them as they are")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
             if value < 1:
                 raise UserError(f"--{key} must be at least 1, got {value}")
             cfg = dataclasses.replace(cfg, **{key: value})
+    if args.robot and not args.bag:
+        raise UserError("--robot shapes the bags: give --bag too")
     storages = () if not args.bag else ("sqlite3", "mcap") if args.bag_storage == "both" else (args.bag_storage,)
     paths = make_scenes(args.out, args.scenes, args.seed, cfg, args.first_index, args.reconstruct)
     if storages:
@@ -48,5 +55,5 @@ def run(args: argparse.Namespace) -> int:
 
         for path in paths:
             for storage in storages:
-                write_scene_bag(path, storage)
+                write_scene_bag(path, storage, robot=args.robot)
     return 0

@@ -112,11 +112,12 @@ def read_bag(path: Path, topics: Iterable[str] | None = None
     return types, sum(c.msgcount for c in wanted), messages()
 
 
-def write_scene_bag(scene: Path, storage: str = "mcap") -> Path:
-    """The scene's sensor streams (RGB, depth, CameraInfo, LiDAR, TF) as ``<scene>/rosbag2_<storage>``."""
+def write_scene_bag(scene: Path, storage: str = "mcap", robot: bool = False) -> Path:
+    """The scene's sensor streams (RGB, depth, CameraInfo, LiDAR, TF) as ``<scene>/rosbag2_<storage>``;
+    ``robot``: as a robot records them (``scene_stream(robot=True)``), ``<scene>/rosbag2_robot_<storage>``."""
     from ovseg3d.ros_tools.scene_stream import scene_stream
 
-    bag = scene / f"rosbag2_{storage}"
-    counts = write_bag(scene_stream(scene), bag, storage)
+    bag = scene / f"rosbag2_{'robot_' if robot else ''}{storage}"
+    counts = write_bag(scene_stream(scene, robot=robot), bag, storage)
     print(f"wrote {bag} ({sum(counts.values())} messages on {len(counts)} topics)")
     return bag
