@@ -1,6 +1,7 @@
 """What robots actually publish, sent to a node process: a LiDAR cloud laid out as drivers lay it
 out (organised rows, rows of NaN, the (0, 0, 0) points written for no return, returns from the
-robot's own body, extra fields and padding between them), and a depth camera without colour."""
+robot's own body, extra fields and padding between them), a depth camera without colour, compressed
+camera streams, and transforms that come late or never."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from std_msgs.msg import Header
 from ovseg3d.data.map_files import read_map_file
 from ovseg3d.ros.compressed import encode_compressed_color, encode_compressed_depth
 from ovseg3d.ros.images import array_to_image, camera_info, compressed_image
-from ovseg3d.ros.pointcloud2 import array_to_pointcloud2
+from ovseg3d.ros.pointcloud2 import array_to_pointcloud2, xyz_fields_array
 from ovseg3d.ros.transforms import tf_message, to_stamp
 from ovseg3d.ros_tools.node_process import until
 from ovseg3d.ros_tools.robot_stream import BASE_CAMERA, BASE_LIDAR, MAP_BASE, K, RobotStream
@@ -176,3 +177,35 @@ def test_bad_compressed_images_are_counted_warned_once_and_change_nothing(start_
     assert node.log().count("[bad_compressed: ") == 1  # throttled: one warning for them all
     assert until(lambda: node.counter("ingested rgbd") >= 2, 60,  # and good frames still map
                  every=lambda: _send_compressed(node, 3.0, ("32FC1", "rvl"), "png"), period=0.3)
+
+
+def test_transforms_that_come_late_or_never(start_node):
+    """A sensor whose static link has not come (yet) is dropped and counted as tf, the map left as
+    it was; once /tf_static brings the link (after the data began) it maps; a dynamic transform
+    arriving after its data, within tf.timeout, is waited for, not dropped."""
+    node = start_node(**{"tf.timeout": 0.5, "diagnostics.period": 0.2})
+    node.wait_matched(topics=("lidar/points", "/tf", "/tf_static"))
+    ring = np.stack([3 * np.cos(np.linspace(0, 6.28, 200)), 3 * np.sin(np.linspace(0, 6.28, 200)),
+                     np.zeros(200)], 1)
+
+    def cloud(stamp: float) -> PointCloud2:
+        return array_to_pointcloud2(xyz_fields_array(ring), Header(stamp=to_stamp(stamp), frame_id="late_lidar"))
+
+    def send() -> None:
+        stamp = time.time()
+        node.publish("/tf", tf_message("map", "base_link", stamp, MAP_BASE))
+        node.publish("lidar/points", cloud(stamp))
+
+    assert until(lambda: node.counter("dropped tf") >= 2, 30, every=send, period=0.3), node.diagnostics
+    assert node.counter("ingested lidar") == 0 and node.counter("map voxels") == 0
+    node.publish("/tf_static", tf_message("base_link", "late_lidar", 0.0, BASE_LIDAR))
+    assert until(lambda: node.counter("ingested lidar") >= 1, 30, every=send, period=0.3), node.diagnostics
+    assert node.log().count("[tf: ") == 1  # warned once (throttled), counted every time
+    time.sleep(1.0)
+    dropped, ingested = node.counter("dropped tf"), node.counter("ingested lidar")
+    stamp = time.time()
+    node.publish("lidar/points", cloud(stamp))
+    time.sleep(0.2)  # the robot's transform for that instant comes 0.2 s after the cloud
+    node.publish("/tf", tf_message("map", "base_link", stamp, MAP_BASE))
+    assert until(lambda: node.counter("ingested lidar") > ingested, 30), node.diagnostics
+    assert node.counter("dropped tf") == dropped
