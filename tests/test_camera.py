@@ -90,3 +90,16 @@ def test_strided_backprojection_matches_the_full_resolution_pixels():
     z = depth[pix[:, 0], pix[:, 1]]
     assert ((z >= 1.0) & (z <= 3.0)).all()
     assert len(pts) == int(((depth[::3, ::3] >= 1.0) & (depth[::3, ::3] <= 3.0)).sum())
+
+
+def test_colors_from_a_camera_of_its_own():
+    from ovseg3d.geometry.camera import GREY, colors_from_camera
+
+    rgb = np.zeros((4, 6, 3), np.uint8)
+    rgb[:, :3], rgb[:, 3:] = (255, 0, 0), (0, 0, 255)
+    K = np.array([[2.0, 0, 2.5], [0, 2.0, 1.5], [0, 0, 1]])
+    pose = np.eye(4)
+    pose[:3, 3] = [10.0, 0, 0]  # the camera sits at x = 10 looking down +z
+    pts = np.array([[9.5, 0, 1.0], [10.5, 0, 1.0], [10.0, 0, -1.0], [30.0, 0, 1.0]])
+    got = colors_from_camera(pts, rgb, K, pose)
+    assert got.tolist() == [[255, 0, 0], [0, 0, 255], [GREY] * 3, [GREY] * 3]  # left, right, behind, outside

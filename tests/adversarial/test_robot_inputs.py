@@ -209,3 +209,43 @@ def test_transforms_that_come_late_or_never(start_node):
     node.publish("/tf", tf_message("map", "base_link", stamp, MAP_BASE))
     assert until(lambda: node.counter("ingested lidar") > ingested, 30), node.diagnostics
     assert node.counter("dropped tf") == dropped
+
+
+def test_depth_not_registered_to_the_colour_camera_gets_its_colour_through_tf(start_node, tmp_path):
+    """A depth camera 30 cm beside the colour camera (far enough that taking the depth's own pixels
+    would colour a 15-pixel strip wrongly), with its own CameraInfo and resolution: each point takes
+    the colour of the colour-camera pixel it projects to (left half red, right half blue)."""
+    save_dir = tmp_path / "maps"
+    node = start_node(save_dir=str(save_dir), **{"depth.registered": False, "rgbd.keyframe_translation": 0.0,
+                                                  "diagnostics.period": 0.2})
+    beside = BASE_CAMERA.copy()
+    beside[:3, 3] += BASE_CAMERA[:3, :3] @ np.array([0.3, 0.0, 0.0])  # to the optical frame's right
+    robot = RobotStream(node)
+    robot.publish_static()
+    node.publish("/tf_static", tf_message("base_link", "depth_optical", 0.0, beside))
+    node.wait_matched(topics=("depth/image", "depth/camera_info", "rgb/image", "rgb/camera_info", "/tf"))
+    colour = np.zeros((96, 128, 3), np.uint8)
+    colour[:, :64] = (255, 0, 0)
+    colour[:, 64:] = (0, 0, 255)
+    K_colour = np.array([[100.0, 0, 64.0], [0, 100.0, 48.0], [0, 0, 1]])
+
+    def send() -> None:
+        stamp = time.time()
+        node.publish("/tf", tf_message("map", "base_link", stamp, MAP_BASE))
+        depth_header = Header(stamp=to_stamp(stamp), frame_id="depth_optical")
+        colour_header = Header(stamp=to_stamp(stamp), frame_id="camera_optical")
+        node.publish("depth/image", array_to_image(np.full((48, 64), 2000, np.uint16), "16UC1", depth_header))
+        node.publish("depth/camera_info", camera_info(K, 64, 48, depth_header))
+        node.publish("rgb/image", array_to_image(colour, "rgb8", colour_header))
+        node.publish("rgb/camera_info", camera_info(K_colour, 128, 96, colour_header))
+
+    assert until(lambda: node.counter("ingested rgbd") >= 3, 60, every=send, period=0.3), node.diagnostics
+    assert node.call(SaveMap, "save_map", SaveMap.Request(path="unregistered")).success
+    saved = read_map_file(save_dir / "unregistered.npz")
+    cam = MAP_BASE @ BASE_CAMERA
+    local = (saved["points"].astype(np.float64) - cam[:3, 3]) @ cam[:3, :3]
+    u = K_colour[0, 0] * local[:, 0] / local[:, 2] + K_colour[0, 2]
+    clear = (np.abs(u - 64) > 3) & (u >= 0) & (u < 128)  # seen, away from the border (voxels average it)
+    want = np.where(u[clear, None] < 64, (255, 0, 0), (0, 0, 255))
+    got = saved["colors"][clear].astype(float)
+    assert len(got) > 100 and (np.abs(got - want).max(1) < 30).mean() > 0.95, np.unique(got.round(), axis=0)[:5]

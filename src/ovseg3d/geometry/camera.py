@@ -112,3 +112,25 @@ def visible_points(points: np.ndarray, cam_to_world: np.ndarray, K: np.ndarray, 
             ok = np.isfinite(d) & (d > 0) & (np.abs(d - z) <= occlusion_ratio * d)
         idx, u, v, z = idx[ok], u[ok], v[ok], z[ok]
     return Visibility(index=idx, v=v, u=u, z=z)
+
+
+GREY = 128  # the colour of a point no camera saw (as the map gives LiDAR points)
+
+
+def colors_from_camera(points_world: np.ndarray, rgb: np.ndarray, K: np.ndarray, cam_to_world: np.ndarray
+                       ) -> np.ndarray:
+    """(N, 3) uint8 colours of world points seen by a camera (image ``rgb``, intrinsics ``K``, pose
+    ``cam_to_world``): the nearest pixel each projects to; points behind it or outside its image are grey.
+    For depth not registered to the colour camera (no occlusion test: the cameras sit close together)."""
+    pts = np.asarray(points_world, np.float64).reshape(-1, 3)
+    world_to_cam = np.linalg.inv(cam_to_world)
+    p = pts @ world_to_cam[:3, :3].T + world_to_cam[:3, 3]
+    out = np.full((len(p), 3), GREY, np.uint8)
+    front = np.flatnonzero(p[:, 2] > 1e-6)
+    uvw = p[front] @ np.asarray(K, np.float64).T
+    u = np.round(uvw[:, 0] / uvw[:, 2]).astype(np.int64)
+    v = np.round(uvw[:, 1] / uvw[:, 2]).astype(np.int64)
+    h, w = rgb.shape[:2]
+    inside = (u >= 0) & (u < w) & (v >= 0) & (v < h)
+    out[front[inside]] = rgb[v[inside], u[inside], :3]
+    return out

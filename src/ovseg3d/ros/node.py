@@ -263,6 +263,7 @@ class PerceptionNode(LifecycleNode):
         self._stop.clear()
         self.queue = DropOldestQueue(self.p("queue_size"))
         self._camera_topics = self.camera_topics()
+        self._camera_roles = tuple(role for role, _, _ in self.camera_streams())
         self.sync = ApproximateSync(len(self._camera_topics), self.p("sync.slop"), self.p("sync.queue_size"))
         self.stats.queue, self.stats.sync = self.queue, self.sync
         self._order.clear()
@@ -302,14 +303,22 @@ class PerceptionNode(LifecycleNode):
             t.start()
         return super().on_activate(state)
 
+    def camera_streams(self) -> list[tuple[str, str, str]]:
+        """(role, topic, transport) of the camera streams matched by stamp, as the parameters choose
+        them: colour is optional (the default student reads geometry); depth not registered to the
+        colour camera brings its own CameraInfo; a compressed stream is image_transport's."""
+        color, registered = self.p("camera.color"), self.p("depth.registered")
+        streams = [("rgb", "rgb/image", self.p("rgb.transport"))] if color else []
+        streams.append(("depth", "depth/image", self.p("depth.transport")))
+        streams.append(("info", "rgb/camera_info" if registered else "depth/camera_info", "raw"))
+        if color and not registered:
+            streams.append(("rgb_info", "rgb/camera_info", "raw"))
+        return streams
+
     def camera_topics(self) -> tuple[str, ...]:
-        """The camera streams matched by stamp, as the parameters choose them: colour is optional
-        (the default student reads geometry); a compressed stream is image_transport's, on
-        <base topic, remapped>/compressed or /compressedDepth."""
-        streams = [("rgb/image", self.p("rgb.transport"))] if self.p("camera.color") else []
-        streams += [("depth/image", self.p("depth.transport")), ("rgb/camera_info", "raw")]
+        """The subscribed names of ``camera_streams`` (compressed: <base topic, remapped>/<transport>)."""
         return tuple(topic if transport == "raw" else f"{self.resolve_topic_name(topic)}/{transport}"
-                     for topic, transport in streams)
+                     for _, topic, transport in self.camera_streams())
 
     def _release_active(self) -> None:
         self._stop.set()
@@ -370,7 +379,7 @@ class PerceptionNode(LifecycleNode):
             kind, payload, self._taken_in = item
             t0 = time.perf_counter()
             try:
-                self._ingest_rgbd(*((None, *payload) if len(payload) == 2 else payload)) if kind == "rgbd" \
+                self._ingest_rgbd(dict(zip(self._camera_roles, payload))) if kind == "rgbd" \
                     else self._ingest_lidar(payload)
             except Skipped as exc:
                 self.stats.add("skipped", f"{kind}_{exc}")
@@ -411,8 +420,10 @@ class PerceptionNode(LifecycleNode):
         except LookupError as exc:
             raise Rejected("tf", f"no transform {self.p('map_frame')!r} <- {frame!r} at {stamp:.3f}: {exc}") from None
 
-    def _ingest_rgbd(self, rgb_msg: Image | CompressedImage | None, depth_msg: Image | CompressedImage,
-                     info: CameraInfo) -> None:
+    def _ingest_rgbd(self, frame: dict) -> None:
+        """One matched camera frame: ``depth`` and its ``info``; ``rgb`` when colour is on, with
+        ``rgb_info`` when the depth is not registered to it (colour then comes through TF)."""
+        depth_msg, info, rgb_msg = frame["depth"], frame["info"], frame.get("rgb")
         stamp = stamp_seconds(depth_msg.header.stamp)
         depth = _decoded(compressed_depth, depth_msg) if isinstance(depth_msg, CompressedImage) \
             else depth_image(depth_msg)
@@ -422,17 +433,28 @@ class PerceptionNode(LifecycleNode):
                                               f"{depth.shape[1]}x{depth.shape[0]}; dropped the RGB-D frame")
         rgb = None if rgb_msg is None else _decoded(compressed_color, rgb_msg) \
             if isinstance(rgb_msg, CompressedImage) else color_image(rgb_msg)
-        try:
-            rgb = None if rgb is None else registered_color(rgb, depth.shape)
-        except UserError as exc:
-            raise Rejected("camera_mismatch", f"dropped an RGB-D frame: {exc}") from None
+        color_camera = None
+        if rgb is not None and "rgb_info" in frame:  # not registered: the colour camera's own intrinsics
+            rgb_info = frame["rgb_info"]
+            if (rgb_info.width, rgb_info.height) != (rgb.shape[1], rgb.shape[0]):
+                raise Rejected("camera_mismatch", f"colour CameraInfo is {rgb_info.width}x{rgb_info.height} but the "
+                                                  f"colour image is {rgb.shape[1]}x{rgb.shape[0]}; dropped the frame")
+            color_camera = camera_matrix(rgb_info)
+        elif rgb is not None:
+            try:
+                rgb = registered_color(rgb, depth.shape)
+            except UserError as exc:
+                raise Rejected("camera_mismatch", f"dropped an RGB-D frame: {exc}") from None
         self._check_order("rgbd", stamp)
         pose = self._pose(depth_msg.header.frame_id or info.header.frame_id, stamp)
+        if color_camera is not None:  # where the colour camera was when it took its image
+            color_camera = (color_camera, self._pose(rgb_msg.header.frame_id or frame["rgb_info"].header.frame_id,
+                                                     stamp_seconds(rgb_msg.header.stamp)))
         self._check_generation()
         if not self.live.is_keyframe(pose, stamp):  # checked like any frame, then passed over on purpose
             self._order.accept("rgbd", stamp, time.monotonic())
             raise Skipped("keyframe")
-        self.live.add_rgbd(depth, K, pose, stamp, rgb)
+        self.live.add_rgbd(depth, K, pose, stamp, rgb, color_camera)
         self._order.accept("rgbd", stamp, time.monotonic())
 
     def _ingest_lidar(self, msg: PointCloud2) -> None:

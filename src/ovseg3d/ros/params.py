@@ -64,6 +64,9 @@ PARAMS: tuple[Param, ...] = (
           "CompressedImage on <rgb/image, remapped>/compressed", read_only=True),
     Param("depth.transport", "raw", "raw: sensor_msgs/Image on depth/image; compressedDepth: image_transport's "
           "png/rvl CompressedImage on <depth/image, remapped>/compressedDepth", read_only=True),
+    Param("depth.registered", True, "true: depth is registered to the colour camera and rgb/camera_info describes "
+          "both; false: depth has its own CameraInfo on depth/camera_info and colour is attached by projecting "
+          "each point into the colour camera, posed through TF", read_only=True),
     Param("camera.color", True, "subscribe to the colour image and match it with depth; false: depth and CameraInfo "
           "alone map and label (the default student reads geometry only)", read_only=True),
     Param("depth.stride", 2, "use every n-th depth pixel per axis", 1, 16, field="depth_stride"),

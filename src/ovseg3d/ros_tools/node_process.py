@@ -32,6 +32,7 @@ from ovseg3d.ros_tools.harness import wait_for
 
 TOPIC_TYPES = {"rgb/image": Image, "depth/image": Image, "rgb/camera_info": CameraInfo, "lidar/points": PointCloud2,
                "rgb/image/compressed": CompressedImage, "depth/image/compressedDepth": CompressedImage,
+               "depth/camera_info": CameraInfo,
                "/tf": TFMessage, "/tf_static": TFMessage}
 
 

@@ -28,12 +28,14 @@ from ovseg3d.ros_tools.bag import message_class, read_bag
 from ovseg3d.ros_tools.harness import NodeHarness, wait_for
 
 NODE_INPUTS = ("rgb/image", "depth/image", "rgb/camera_info", "lidar/points",
-               "rgb/image/compressed", "depth/image/compressedDepth")  # image_transport's names
+               "rgb/image/compressed", "depth/image/compressedDepth",  # image_transport's names
+               "depth/camera_info")  # depth not registered to the colour camera
 
 
 def stream_params(present: set[str]) -> dict:
     """The node parameters a bag's camera streams need (node inputs it holds, after --topic): the
-    compressed transport where only the compressed stream is there, no colour where none is."""
+    compressed transport where only the compressed stream is there, no colour where none is, depth
+    not registered to the colour camera where it has a CameraInfo of its own."""
     out: dict = {}
     if "rgb/image/compressed" in present and "rgb/image" not in present:
         out["rgb.transport"] = "compressed"
@@ -41,6 +43,8 @@ def stream_params(present: set[str]) -> dict:
         out["depth.transport"] = "compressedDepth"
     if not {"rgb/image", "rgb/image/compressed"} & present:
         out["camera.color"] = False
+    if "depth/camera_info" in present:
+        out["depth.registered"] = False
     return out
 
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ovseg3d.errors import UserError
-from ovseg3d.geometry.camera import backproject_strided
+from ovseg3d.geometry.camera import backproject_strided, colors_from_camera
 from ovseg3d.geometry.rows import unique_rows
 from ovseg3d.geometry.superpoints import point_superpoints
 from ovseg3d.geometry.voxel_map import VoxelMap, pack_keys
@@ -169,16 +169,23 @@ class LiveSegmenter:
         return gate.take(np.asarray(cam_to_world, np.float64), stamp)
 
     def add_rgbd(self, depth: np.ndarray, K: np.ndarray, cam_to_world: np.ndarray, stamp: float,
-                 rgb: np.ndarray | None = None) -> int:
-        """Back-project a depth image (metres) with its registered colours; returns new voxels."""
+                 rgb: np.ndarray | None = None, color_camera: tuple[np.ndarray, np.ndarray] | None = None) -> int:
+        """Back-project a depth image (metres) with its colours; returns new voxels. The colour image
+        is registered to the depth (same pixels), or with ``color_camera`` (its K and camera-to-world
+        pose) a camera of its own that the points are projected into."""
         depth = np.asarray(depth)
         if depth.ndim != 2:
             raise UserError(f"depth must be a 2D image, got shape {depth.shape}")
-        if rgb is not None and rgb.shape[:2] != depth.shape:
+        if rgb is not None and color_camera is None and rgb.shape[:2] != depth.shape:
             raise UserError(f"colour image {rgb.shape[:2]} does not match depth {depth.shape}")
         pts, pix = backproject_strided(depth, K, cam_to_world, self.cfg.depth_stride, self.cfg.min_depth,
                                        self.cfg.max_depth)
-        colors = None if rgb is None else rgb[pix[:, 0], pix[:, 1]]
+        if rgb is None:
+            colors = None
+        elif color_camera is None:
+            colors = rgb[pix[:, 0], pix[:, 1]]
+        else:
+            colors = colors_from_camera(pts, rgb, *color_camera)
         return self._insert(pts, colors, stamp, cam_to_world[:3, 3])
 
     def add_points(self, points_world: np.ndarray, stamp: float, sensor_origin: np.ndarray,
