@@ -69,6 +69,16 @@ def test_codes_hold_the_features_span_and_spend_spare_columns_on_finer_digits():
         FeatureCodec.from_state({k: v for k, v in roomy.state().items() if k != "code_width"})
 
 
+def test_isometric_coordinates_keep_the_features_inner_products():
+    feats = _low_rank(800, 9, 64, seed=5)
+    codec = FeatureCodec.fit(feats, 16)
+    coords = codec.coordinates(codec.encode(feats))
+    lifted, iso = codec.lift(coords), codec.isometric(coords)
+    assert iso.shape == (800, codec.axes + 1)
+    assert (lifted @ lifted.T - iso @ iso.T).abs().max() < 1e-5  # cosines of 64-d features from 10 numbers
+    assert (codec.from_isometric(iso) - lifted).abs().max() < 1e-5
+
+
 def test_a_feature_beyond_an_axis_range_widens_that_axis_instead_of_saturating():
     feats = _low_rank(2000, 6, 32, seed=4)
     codec = FeatureCodec.fit(feats, 8)

@@ -137,6 +137,26 @@ class FeatureCodec:
     def decode(self, codes: np.ndarray) -> torch.Tensor:
         return self.lift(self.coordinates(codes))
 
+    def _mean_split(self) -> tuple[torch.Tensor, float, torch.Tensor]:
+        """The mean as (its coordinates in the axes, the length and unit direction of the rest)."""
+        inside = self.basis @ self.mean
+        rest = self.mean - inside @ self.basis
+        length = float(rest.norm())
+        return inside, length, (rest / length if length > 1e-12 else torch.zeros_like(rest))
+
+    def isometric(self, coordinates: torch.Tensor) -> torch.Tensor:
+        """(N, k + 1) the lifted features in an orthonormal basis of (axes, the mean's remainder):
+        the same norms and inner products as the D-d features, from k + 1 numbers."""
+        inside, length, _ = self._mean_split()
+        c = coordinates.float()
+        return torch.cat([c + inside, torch.full((len(c), 1), length)], 1)
+
+    def from_isometric(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, D) features of ``isometric`` coordinates (e.g. means taken there)."""
+        _, _, direction = self._mean_split()
+        k = self.axes
+        return x[:, :k].float() @ self.basis + x[:, k:k + 1].float() * direction
+
     def residual(self, features: torch.Tensor) -> float:
         """Share of the features' variance about the mean that the basis misses (0: none)."""
         x = torch.as_tensor(features).float() - self.mean

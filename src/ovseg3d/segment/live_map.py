@@ -37,7 +37,7 @@ from ovseg3d.geometry.voxel_map import VoxelMap, pack_keys
 from ovseg3d.geometry.voxels import segment_mean, voxelize
 from ovseg3d.labels import STUFF_LABELS, stuff_indices
 from ovseg3d.segment.feature_codes import FeatureCodec, TextProjection, recode
-from ovseg3d.segment.instance_classify import instance_index, name_proposals
+from ovseg3d.segment.instance_classify import instance_index, name_instances
 from ovseg3d.segment.instances import Instance, connected_label_groups, stable_ids, summarize
 from ovseg3d.segment.keyframes import KeyframeGate
 from ovseg3d.segment.proposals import merge_superpoints
@@ -506,9 +506,10 @@ class _Labelled:
     instance_codec: FeatureCodec | None
 
     def pooled(self, segments: np.ndarray, n: int, instance: bool = False) -> torch.Tensor:
-        """(n, D) mean feature of each segment: codes pooled in their axes, then lifted."""
+        """(n, k) mean code coordinates of each segment (``lift`` them for features: linear, so the
+        mean of the lifted features is the lifted mean)."""
         codes, codec = (self.instance_codes, self.instance_codec) if instance else (self.codes, self.codec)
-        return codec.lift(segment_mean(codec.coordinates(codes), segments, n)[0])
+        return segment_mean(codec.coordinates(codes), segments, n)[0]
 
 
 def _proposal_groups(snap: _Labelled, vocab: Vocabulary, cfg: LiveConfig, stuff: set[int]
@@ -528,12 +529,18 @@ def _proposal_groups(snap: _Labelled, vocab: Vocabulary, cfg: LiveConfig, stuff:
     cols, _ = segment_mean(snap.colors, cell_of, n)
     pts, weight = pts.double().numpy(), weight.numpy()
     sp = point_superpoints(pts, colors=cols.numpy().astype(np.uint8))
-    proposals = merge_superpoints(pts, snap.pooled(cell_of, n), sp, cfg.instance_threshold,
-                                  min_points=1, adjacency_dist=2.0 * cfg.instance_cell)
-    proposals = [p for p in proposals if weight[p.mask].sum() >= cfg.instance_min_points]
+    # merged on the cells' code coordinates in an isometric basis (the cosines of the 512-d
+    # features from ~50 numbers a cell), small groups dropped by their map voxels before any mask
+    proposals = merge_superpoints(pts, snap.codec.isometric(snap.pooled(cell_of, n)), sp, cfg.instance_threshold,
+                                  min_points=1, adjacency_dist=2.0 * cfg.instance_cell, weights=weight,
+                                  min_weight=cfg.instance_min_points)
     if not proposals:
         return groups, []
-    inst = None if snap.instance_codes is None else snap.pooled(cell_of, n, instance=True)
-    preds = name_proposals(proposals, vocab, stuff, inst)
+    if snap.instance_codes is not None:  # FOLK: the mean instance-head feature of its cells
+        inst = snap.pooled(cell_of, n, instance=True)
+        naming = snap.instance_codec.lift(torch.stack([inst[torch.from_numpy(p.mask)].mean(0) for p in proposals]))
+    else:
+        naming = snap.codec.from_isometric(torch.stack([p.feature for p in proposals]))
+    preds = name_instances(torch.nn.functional.normalize(naming, dim=1), proposals, vocab, stuff)
     preds.sort(key=lambda q: -weight[q.mask].sum())
     return instance_index(preds, n).astype(np.int64)[cell_of], [(q.label, q.score) for q in preds]

@@ -58,16 +58,20 @@ def superpoint_adjacency(points: np.ndarray, superpoints: np.ndarray, k: int = 8
 
 
 def merge_superpoints(points: np.ndarray, features: torch.Tensor, superpoints: np.ndarray,
-                      threshold: float = 0.9, min_points: int = 50, adjacency_dist: float = 0.1
-                      ) -> list[Proposal]:
+                      threshold: float = 0.9, min_points: int = 50, adjacency_dist: float = 0.1,
+                      weights: np.ndarray | None = None, min_weight: float = 0.0) -> list[Proposal]:
     """Proposals: adjacent superpoints merged while their mean features' cosine exceeds
-    ``threshold``; groups under ``min_points`` points are dropped."""
+    ``threshold``; groups under ``min_points`` points, or under ``min_weight`` of ``weights`` (one
+    per point, e.g. the map voxels a grid cell holds), are dropped before any mask is made.
+    Cosines are only inner products of unit vectors, so ``features`` may be any isometric image
+    of the real ones (e.g. a few code coordinates instead of 512-d features)."""
     if not -1.0 <= threshold <= 1.0:  # also refuses NaN
         raise UserError(f"the instance threshold is a cosine in [-1, 1], got {threshold}")
     if min_points < 1:
         raise UserError(f"the instance min points must be at least 1, got {min_points}")
     feats = torch.nn.functional.normalize(features.float(), dim=1)
     ids, sp = np.unique(superpoints, return_inverse=True)
+    sp = sp.reshape(-1)
     s = len(ids)
     sums = torch.zeros(s, feats.shape[1]).index_add_(0, torch.from_numpy(sp), feats)
     parent = np.arange(s)
@@ -78,16 +82,20 @@ def merge_superpoints(points: np.ndarray, features: torch.Tensor, superpoints: n
             x = parent[x]
         return x
 
+    pairs = superpoint_adjacency(points, superpoints, max_dist=adjacency_dist)
     neighbours: dict[int, set[int]] = {i: set() for i in range(s)}
-    for a, b in superpoint_adjacency(points, superpoints, max_dist=adjacency_dist):
-        neighbours[int(a)].add(int(b))
-        neighbours[int(b)].add(int(a))
+    for a, b in pairs.tolist():
+        neighbours[a].add(b)
+        neighbours[b].add(a)
 
-    def sim(a: int, b: int) -> float:
-        return float(torch.nn.functional.cosine_similarity(sums[a], sums[b], dim=0))
+    def unit(rows) -> torch.Tensor:
+        return torch.nn.functional.normalize(sums[rows], dim=-1)
 
+    # every adjacent pair's cosine in one product, then one per merge for the merged group's neighbours
+    first = (unit(torch.from_numpy(pairs[:, 0])) * unit(torch.from_numpy(pairs[:, 1]))).sum(1).tolist() \
+        if len(pairs) else []
     version = np.zeros(s, np.int64)  # bumped on every merge: heap entries of older versions are stale
-    heap = [(-sim(a, b), a, b, 0, 0) for a in range(s) for b in neighbours[a] if a < b]
+    heap = [(-c, int(a), int(b), 0, 0) for c, (a, b) in zip(first, pairs.tolist())]
     heapq.heapify(heap)
     while heap:
         neg, a, b, va, vb = heapq.heappop(heap)
@@ -102,19 +110,24 @@ def merge_superpoints(points: np.ndarray, features: torch.Tensor, superpoints: n
         for n in neighbours[a]:
             neighbours[n] = {find(m) for m in neighbours[n]} - {n}
             neighbours[n].add(a)
-            heapq.heappush(heap, (-sim(a, n), a, n, version[a], version[n]) if a < n
-                           else (-sim(n, a), n, a, version[n], version[a]))
+        around = sorted(neighbours[a])
+        if around:
+            cos = (unit(torch.tensor(around)) @ unit(a)).tolist()
+            for n, c in zip(around, cos):
+                heapq.heappush(heap, (-c, a, n, version[a], version[n]) if a < n
+                               else (-c, n, a, version[n], version[a]))
     roots = np.array([find(i) for i in range(s)])
     group = roots[sp]
-    out = []
-    for r in np.unique(roots):
-        mask = group == r
-        n = int(mask.sum())
-        if n < min_points:
-            continue
-        mean = torch.nn.functional.normalize(sums[r], dim=0)
-        compact = float((feats[torch.from_numpy(mask)] @ mean).mean())
-        out.append(Proposal(mask=mask, confidence=compact * (1 - np.exp(-n / (4 * min_points))), feature=mean))
+    size = np.bincount(group, minlength=s)
+    keep = size >= min_points
+    if weights is not None:
+        keep &= np.bincount(group, np.asarray(weights, np.float64), minlength=s) >= min_weight
+    kept = np.flatnonzero(keep)
+    # compactness = mean cosine of the members to the unit mean = |sum of unit members| / members
+    compact = (sums[torch.from_numpy(kept)].norm(dim=1).numpy() / np.maximum(size[kept], 1)) if len(kept) else []
+    out = [Proposal(mask=group == r, confidence=float(c) * (1 - np.exp(-n / (4 * min_points))),
+                    feature=torch.nn.functional.normalize(sums[r], dim=0))
+           for r, c, n in zip(kept.tolist(), compact, size[kept].tolist())]
     return sorted(out, key=lambda p: -int(p.mask.sum()))
 
 
