@@ -187,6 +187,8 @@ def main() -> None:
         "rgbd_ingest_ms": d.get("rgbd ingest ms (mean of last 100)"),
         "lidar_ingest_ms": d.get("lidar ingest ms (mean of last 100)"),
         "update_ms": d.get("update ms (mean of last 100)"),
+        "data_arrival_lag_ms": d.get("data arrival lag ms (mean of last 100)"),
+        "tf_arrival_lag_ms": d.get("tf arrival lag ms (mean of last 100)"),
         "latency_s_median": float(np.median(latencies)) if latencies else None,
         "latency_s_p90": float(np.percentile(latencies, 90)) if latencies else None,
         "map_voxels_final": node.counter("map voxels"), "evicted": node.counter("evicted voxels"),

@@ -25,14 +25,18 @@ def _by_key(arrays: dict) -> dict:
 
 
 def _settled(node, save_dir: Path, timeout: float = 60.0) -> dict:
-    """The node's map (through ~/save_map) once the student has labelled every voxel of it."""
+    """The node's map (through ~/save_map) once the student has labelled every voxel of it and two
+    saves a second apart agree (the last updates after the robot stopped have run)."""
     end = time.monotonic() + timeout
+    last = None
     while True:
         assert node.call(SaveMap, "save_map", SaveMap.Request(path="before")).success
         arrays = _by_key(read_map_file(save_dir / "before.npz"))
-        if (arrays["labels"] >= 0).all() or time.monotonic() > end:
+        same = last is not None and all(np.array_equal(arrays[k], last[k]) for k in arrays)
+        if ((arrays["labels"] >= 0).all() and same) or time.monotonic() > end:
             return arrays
-        time.sleep(0.5)
+        last = arrays
+        time.sleep(1.0)
 
 
 def _kill_while_saving(robot: RobotStream, save_dir: Path, timeout: float = 60.0) -> bool:

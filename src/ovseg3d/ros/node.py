@@ -155,13 +155,17 @@ class PerceptionNode(LifecycleNode):
                             "a simulator reset?)")
         return now
 
-    def _admit(self, stamp: float) -> None:
+    def _admit(self, stamp: float, lag: str = "data_lag") -> None:
         """The time policy for a stamp entering the node (data, dynamic TF): refused if zero or
         negative (unstamped: it cannot be posed in time; TF would answer with the latest pose) or too
-        far ahead of the clock. (A clock at zero has not started: sim time before the first /clock.)"""
+        far ahead of the clock. (A clock at zero has not started: sim time before the first /clock.)
+        How long after its stamp it arrived is timed under ``lag`` (/diagnostics: a TF that comes
+        later than the data it poses is why lookups time out)."""
         if not stamp > 0:
             raise Rejected("bad_stamp", f"stamp {stamp:.3f} is not a time (zero or negative: unstamped?)")
         now = self._now()
+        if now > 0:
+            self.stats.time(lag, max(0.0, now - stamp))
         if now > 0 and stamp > now + self.p("time.max_future"):
             raise Rejected("future_stamp", f"stamp {stamp:.3f} is {stamp - now:.3f} s ahead of the node's clock "
                                            f"(time.max_future = {self.p('time.max_future')} s)")
@@ -267,7 +271,8 @@ class PerceptionNode(LifecycleNode):
         self.sync = ApproximateSync(len(self._camera_topics), self.p("sync.slop"), self.p("sync.queue_size"))
         self.stats.queue, self.stats.sync = self.queue, self.sync
         self._order.clear()
-        self._tf = TfLookup(self, self._admit, lambda exc: self.warn(exc.kind, f"dropped a transform: {exc}"),
+        self._tf = TfLookup(self, functools.partial(self._admit, lag="tf_lag"),
+                            lambda exc: self.warn(exc.kind, f"dropped a transform: {exc}"),
                             max_frames=self.p("tf.max_frames"))
         sensors = MutuallyExclusiveCallbackGroup()
         qos = QoSProfile(depth=self.p("qos_depth"), reliability=qos_profile_sensor_data.reliability,
@@ -535,6 +540,8 @@ class PerceptionNode(LifecycleNode):
                   "queue drops": snap.queue_dropped, "unmatched camera messages": snap.camera_unmatched,
                   "rgbd ingest ms (mean of last 100)": ms("rgbd"), "lidar ingest ms (mean of last 100)": ms("lidar"),
                   "update ms (mean of last 100)": ms("update"), "autosave ms (mean of last 100)": ms("autosave"),
+                  "data arrival lag ms (mean of last 100)": ms("data_lag"),
+                  "tf arrival lag ms (mean of last 100)": ms("tf_lag"),
                   "tf frames": self._tf.frames() if self._tf is not None else 0,
                   **{f"ingested {k}": v for k, v in snap.ingested.items()},
                   **{f"dropped {k}": v for k, v in snap.rejected.items()},

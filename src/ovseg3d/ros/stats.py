@@ -16,7 +16,7 @@ import numpy as np
 
 # what is timed: ingest per input kind, the student's update, a text query inside the map (query_map)
 # and the whole ~/text_query service call (query: text encoder, map, answer cloud)
-TIMED = ("rgbd", "lidar", "update", "query_map", "query", "autosave")
+TIMED = ("rgbd", "lidar", "update", "query_map", "query", "autosave", "data_lag", "tf_lag")
 
 
 @dataclass(frozen=True)

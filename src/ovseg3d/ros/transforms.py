@@ -317,7 +317,12 @@ class TfLookup:
         static_qos = QoSProfile(depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL,
                                 reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
         group = MutuallyExclusiveCallbackGroup()  # TF never waits behind parameter or lifecycle services
-        self._subs = [node.create_subscription(TFMessage, "/tf", lambda m: self._on_tf(m, False), 100,
+        # best effort for /tf (it matches reliable publishers too): over Fast DDS's LARGE_DATA transport,
+        # reliable /tf reached a busy node 0.56 s after its stamps on average, later than the data it
+        # poses, so lookups timed out (186 of 353 inputs dropped in bench_node --quick); best effort:
+        # 14 ms, none dropped. A lost sample is bridged by its neighbours (lookups interpolate).
+        dynamic_qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST)
+        self._subs = [node.create_subscription(TFMessage, "/tf", lambda m: self._on_tf(m, False), dynamic_qos,
                                                callback_group=group),
                       node.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True), static_qos,
                                                callback_group=group)]
