@@ -645,6 +645,9 @@ class PerceptionNode(LifecycleNode):
         save_dir = Path(self.p("save_dir")).expanduser().resolve()
         for stale in save_dir.glob(f".{AUTOSAVE}.*.tmp"):  # half-written by a process that was killed
             stale.unlink(missing_ok=True)
+        # autosave only what changed after this: a node started without map.load must not replace
+        # the last autosave (a map from before a reboot) with its empty map
+        self._saved_version = self.live.version
         if not self.p("map.load"):
             return
         target = path_inside(save_dir, self.p("map.load"), "map.load").with_suffix(".npz")
