@@ -167,12 +167,16 @@ class FeatureCodec:
     def overflows(self, features: torch.Tensor) -> bool:
         """Whether some coordinate of ``features`` lies beyond its axis' range (it would saturate:
         the extremes are exactly the best answers of a query)."""
-        return bool((self.project(features).abs().amax(0) > CODE_LIMIT * self.step).any())
+        return self.widened(features) is not self
 
     def widened(self, features: torch.Tensor) -> FeatureCodec:
-        """The same axes with the steps of those whose range ``features`` exceed grown to hold them."""
+        """The same axes with the steps of those whose range ``features`` exceed grown to hold them;
+        this codec itself when none is exceeded (one projection of the features either way)."""
         reach = self.project(features).abs().amax(0)
-        step = torch.where(reach > CODE_LIMIT * self.step, WIDEN * reach / CODE_LIMIT, self.step)
+        over = reach > CODE_LIMIT * self.step
+        if not bool(over.any()):
+            return self
+        step = torch.where(over, WIDEN * reach / CODE_LIMIT, self.step)
         return FeatureCodec(self.mean, self.basis, step, self.width, self.fine, self.baseline)
 
     def state(self) -> dict[str, np.ndarray]:

@@ -252,11 +252,11 @@ class LiveSegmenter:
         map already holds, decoded from a sample of its codes)."""
         sample = features[torch.randperm(len(features), generator=torch.Generator().manual_seed(len(features)))[:5000]]
         # refit when new features lose codes_refit more of their variance, or twice what the fitting
-        # features lost (a 16-axis instance code misses a few percent anyway): each refit rounds again
+        # features lost (an 8-axis instance code misses a few percent anyway): each refit rounds again
         if codec is not None and codec.residual(sample) <= codec.baseline + max(self.cfg.codes_refit, codec.baseline):
             # same axes; a coordinate beyond an axis' range would saturate, and the extremes are the
-            # best answers of a query: that axis' step grows to hold it
-            return codec.widened(features) if codec.overflows(features) else codec
+            # best answers of a query: that axis' step grows to hold it (the codec itself if none does)
+            return codec.widened(features)
         if codec is None:
             return FeatureCodec.fit(features, code_dim)
         with self.lock:
@@ -310,19 +310,19 @@ class LiveSegmenter:
                                  codec=self.codec, instance_codec=self.instance_codec)
                 vocab, cfg = self.vocab, self.cfg
             stuff = stuff_indices(vocab.names, cfg.stuff_labels)
-            named = None
             if saved is not None:
                 ids, named = snap.previous, saved
-            elif cfg.instance_method == "connected":
-                groups = connected_label_groups(snap.points, snap.labels, cfg.instance_cell, cfg.instance_min_points,
-                                                stuff)
             else:
-                groups, named = _proposal_groups(snap, vocab, cfg, stuff)
-            if saved is None:
+                named = None
+                if cfg.instance_method == "connected":
+                    groups = connected_label_groups(snap.points, snap.labels, cfg.instance_cell,
+                                                    cfg.instance_min_points, stuff)
+                else:
+                    groups, named = _proposal_groups(snap, vocab, cfg, stuff)
                 ids, self._next_instance = stable_ids(groups, snap.previous, self._next_instance)
-            if named is not None and saved is None:  # proposals carry their own name and score: key them by id
-                group, first = np.unique(groups, return_index=True)
-                named = {int(ids[f]): named[g] for g, f in zip(group, first) if g >= 0}
+                if named is not None:  # proposals carry their own name and score: key them by the new id
+                    group, first = np.unique(groups, return_index=True)
+                    named = {int(ids[f]): named[g] for g, f in zip(group, first) if g >= 0}
             # what a text query ranks instances by: the instance head's mean feature when there is one
             codes, codec = ((snap.instance_codes, snap.instance_codec) if snap.instance_codes is not None
                             else (snap.codes, snap.codec))
