@@ -125,5 +125,6 @@ def test_a_robot_bag_replays_like_the_raw_one(rclpy_context, node_checkpoint, ti
     assert robot["rgbd_frames_matched"] == raw["rgbd_frames_matched"] and not robot["rejected"], robot
     handled = (sum(robot["ingested"].values()) + sum(robot["skipped"].values()) + robot["queue_drops"]
                + sum(robot["rejected"].values()))
-    assert handled == robot["rgbd_frames_matched"] + 8 and robot["ingested"] == raw["ingested"]
+    assert handled == robot["rgbd_frames_matched"] + 8 and robot["ingested"] == raw["ingested"], \
+        ({k: raw[k] for k in ("rejected", "skipped", "queue_drops", "received_by_node")}, robot["rejected"])
     assert abs(robot["eval"]["miou"] - raw["eval"]["miou"]) <= 0.5, (robot["eval"], raw["eval"])

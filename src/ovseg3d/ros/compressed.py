@@ -125,10 +125,9 @@ def decode_rvl(payload: bytes) -> np.ndarray:
     # is a few bytes; the walk below refuses a stream that does not add up to the pixels)
     if not pixels or pixels > MAX_PIXELS:
         raise UserError(f"RVL depth header claims {cols}x{rows} pixels for {len(stream)} bytes of stream")
-    usable = len(stream) // 4 * 4
-    nib = _nibbles(np.frombuffer(stream[:usable], "<u4")) if usable else np.zeros(0, np.uint8)
     if len(stream) % 4:  # the encoder writes whole words; a ragged tail is a damaged message
         raise UserError(f"RVL depth stream of {len(stream)} bytes is not whole 32-bit words")
+    nib = _nibbles(np.frombuffer(stream, "<u4"))
     last = np.flatnonzero((nib & 0x8) == 0)  # each number ends at a nibble without "more"
     if not len(last):
         raise UserError("RVL depth stream holds no complete number")

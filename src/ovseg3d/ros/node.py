@@ -266,8 +266,9 @@ class PerceptionNode(LifecycleNode):
     def on_activate(self, state) -> TransitionCallbackReturn:
         self._stop.clear()
         self.queue = DropOldestQueue(self.p("queue_size"))
-        self._camera_topics = self.camera_topics()
-        self._camera_roles = tuple(role for role, _, _ in self.camera_streams())
+        streams = self.camera_streams()
+        self._camera_roles = tuple(role for role, _, _ in streams)
+        self._camera_topics = self.camera_topics(streams)
         self.sync = ApproximateSync(len(self._camera_topics), self.p("sync.slop"), self.p("sync.queue_size"))
         self.stats.queue, self.stats.sync = self.queue, self.sync
         self._order.clear()
@@ -281,13 +282,12 @@ class PerceptionNode(LifecycleNode):
         def sub(cls, topic, callback):
             return self.create_subscription(cls, topic, self._guarded(callback, topic), qos, callback_group=sensors)
 
-        def kind(topic: str):
-            return CameraInfo if topic.endswith("camera_info") else Image if topic.endswith("image") \
-                else CompressedImage
+        def message_class(role: str, transport: str):
+            return CameraInfo if role.endswith("info") else Image if transport == "raw" else CompressedImage
 
-        self._subs = [sub(kind(topic), topic, functools.partial(self._on_camera, i))
-                      for i, topic in enumerate(self._camera_topics)] + [sub(PointCloud2, "lidar/points",
-                                                                             self._on_lidar)]
+        self._subs = [sub(message_class(role, transport), topic, functools.partial(self._on_camera, i))
+                      for i, ((role, _, transport), topic) in enumerate(zip(streams, self._camera_topics))]
+        self._subs.append(sub(PointCloud2, "lidar/points", self._on_lidar))
         services = ReentrantCallbackGroup()
 
         def srv(cls, name, handler):
@@ -320,10 +320,10 @@ class PerceptionNode(LifecycleNode):
             streams.append(("rgb_info", "rgb/camera_info", "raw"))
         return streams
 
-    def camera_topics(self) -> tuple[str, ...]:
+    def camera_topics(self, streams: list[tuple[str, str, str]] | None = None) -> tuple[str, ...]:
         """The subscribed names of ``camera_streams`` (compressed: <base topic, remapped>/<transport>)."""
         return tuple(topic if transport == "raw" else f"{self.resolve_topic_name(topic)}/{transport}"
-                     for _, topic, transport in self.camera_streams())
+                     for _, topic, transport in (streams or self.camera_streams()))
 
     def _release_active(self) -> None:
         self._stop.set()
@@ -636,13 +636,16 @@ class PerceptionNode(LifecycleNode):
         return response
 
     # ------------------------------------------------------------------ persistence
+    def _save_dir(self) -> Path:
+        return Path(self.p("save_dir")).expanduser().resolve()
+
     def _autosave_target(self) -> Path:
-        return Path(self.p("save_dir")).expanduser().resolve() / AUTOSAVE
+        return self._save_dir() / AUTOSAVE
 
     def _restore_map(self) -> None:
         """``map.load`` on configure: a missing file is a first start (empty map); a file this student
         cannot read raises, so the configure fails instead of an autosave overwriting that map."""
-        save_dir = Path(self.p("save_dir")).expanduser().resolve()
+        save_dir = self._save_dir()
         for stale in save_dir.glob(f".{AUTOSAVE}.*.tmp"):  # half-written by a process that was killed
             stale.unlink(missing_ok=True)
         # autosave only what changed after this: a node started without map.load must not replace

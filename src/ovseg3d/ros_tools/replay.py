@@ -53,6 +53,10 @@ class ReplayConfig:
     rate: float = 1.0  # 1: recorded timing; 2: twice as fast; 0: as fast as possible
     topics: dict[str, str] = field(default_factory=dict)  # node input -> bag topic (default /<input>)
     settle_timeout: float = 300.0  # seconds to wait for the node to finish after the bag ends
+
+    def bag_topics(self) -> dict[str, str]:
+        """Node input -> the bag topic that feeds it."""
+        return {name: self.topics.get(name, "/" + name) for name in NODE_INPUTS}
     gt_radius: float = 0.1
 
 
@@ -73,7 +77,7 @@ def _settled(node, quiet_since: float) -> bool:
 
 def replay(bag: Path, harness: NodeHarness, cfg: ReplayConfig, out: Path, gt: Path | None = None,
            label_set=None) -> dict:
-    topics = {name: cfg.topics.get(name, "/" + name) for name in NODE_INPUTS}
+    topics = cfg.bag_topics()
     types, total, messages = read_bag(bag)
     missing = [t for t in topics.values() if t not in types]
     if len(missing) == len(topics):
@@ -209,8 +213,8 @@ def replay_bag(bag: Path, checkpoint: Path, out: Path, gt: Path | None = None, l
     if not bag.exists():
         raise UserError(f"bag {bag} does not exist")
     types = bag_topics(bag)  # opens, or says why not, before the node starts
-    mapped = {name: (cfg or ReplayConfig()).topics.get(name, "/" + name) for name in NODE_INPUTS}
-    streams = stream_params({name for name, topic in mapped.items() if topic in types})
+    cfg = cfg or ReplayConfig()
+    streams = stream_params({name for name, topic in cfg.bag_topics().items() if topic in types})
     ckpt = read_checkpoint(checkpoint)
     labels = load_label_set(label_set or ckpt.get("label_set", "scannet20"))
     clip = checkpoint_text_encoder(ckpt, clip_model or DEFAULT_CLIP_MODEL, clip_weights)
@@ -223,7 +227,7 @@ def replay_bag(bag: Path, checkpoint: Path, out: Path, gt: Path | None = None, l
                                         **streams, **(params or {})}, namespace="")
         try:
             harness.start()
-            return replay(bag, harness, cfg or ReplayConfig(), out, gt, labels)
+            return replay(bag, harness, cfg, out, gt, labels)
         finally:
             harness.close()
     finally:

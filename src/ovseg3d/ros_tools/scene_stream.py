@@ -62,14 +62,14 @@ def scene_stream(scene_dir: Path, start: float = 1000.0, map_frame: str = "map",
                 continue
             h = Header(stamp=to_stamp(stamp), frame_id=camera_frame)
             yield StreamMessage(stamp, TOPICS["tf"], tf_message(map_frame, camera_frame, stamp, frame.pose))
-            depth = (np.round(frame.depth * 1000).astype(np.uint16) if depth_encoding == "16UC1"
-                     else frame.depth.astype(np.float32))
             if compressed:
                 yield StreamMessage(stamp, TOPICS["rgb"] + "/compressed",
                                     compressed_image(*encode_compressed_color(frame.color, "jpeg"), h))
                 yield StreamMessage(stamp, TOPICS["depth"] + "/compressedDepth", compressed_image(
                     *encode_compressed_depth(frame.depth, depth_encoding, "png", depth_max=1e4), h))
             else:
+                depth = (np.round(frame.depth * 1000).astype(np.uint16) if depth_encoding == "16UC1"
+                         else frame.depth.astype(np.float32))
                 yield StreamMessage(stamp, TOPICS["rgb"], array_to_image(frame.color, "rgb8", h))
                 yield StreamMessage(stamp, TOPICS["depth"], array_to_image(depth, depth_encoding, h))
             yield StreamMessage(stamp, TOPICS["info"], camera_info(frame.K, frame.image_size[0], frame.image_size[1],

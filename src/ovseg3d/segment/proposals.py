@@ -95,7 +95,7 @@ def merge_superpoints(points: np.ndarray, features: torch.Tensor, superpoints: n
     first = (unit(torch.from_numpy(pairs[:, 0])) * unit(torch.from_numpy(pairs[:, 1]))).sum(1).tolist() \
         if len(pairs) else []
     version = np.zeros(s, np.int64)  # bumped on every merge: heap entries of older versions are stale
-    heap = [(-c, int(a), int(b), 0, 0) for c, (a, b) in zip(first, pairs.tolist())]
+    heap = [(-c, a, b, 0, 0) for c, (a, b) in zip(first, pairs.tolist())]
     heapq.heapify(heap)
     while heap:
         neg, a, b, va, vb = heapq.heappop(heap)
