@@ -25,12 +25,18 @@ def test_codes_round_trip_and_score_like_the_features():
     assert (codec.decode(codes) - feats).norm(dim=1).max() < 0.02  # the 12-d subspace fits in 16 axes
     assert codec.residual(feats) < 1e-4 and codec.residual(_low_rank(500, 12, 64, seed=1)) > 0.1
     texts = torch.nn.functional.normalize(torch.randn(7, 64), dim=1)
-    labels, scores = TextProjection(codec, texts).best(codes)
     exact = feats @ texts.T
-    assert (labels == exact.argmax(1).numpy()).mean() >= 0.99
-    assert np.abs(scores - exact.max(1).values.numpy()).max() < 0.02
-    one = TextProjection(codec, texts[0]).scores(codes)
-    assert np.corrcoef(one, exact[:, 0].numpy())[0, 1] > 0.999
+    answers = {}
+    for method in ("float", "int8"):  # the product this CPU runs faster, and the other one
+        labels, scores = TextProjection(codec, texts, method).best(codes)
+        assert (labels == exact.argmax(1).numpy()).mean() >= 0.99
+        assert np.abs(scores - exact.max(1).values.numpy()).max() < 0.02
+        one = TextProjection(codec, texts[0], method).scores(codes)
+        assert np.corrcoef(one, exact[:, 0].numpy())[0, 1] > 0.999
+        few = TextProjection(codec, texts, method).best(codes[:5])  # fewer rows than an int8 product takes
+        assert (few[0] == labels[:5]).all() and np.allclose(few[1], scores[:5], atol=1e-4)
+        answers[method] = scores
+    assert np.abs(answers["float"] - answers["int8"]).max() < 1e-3  # two int8 weight digits: float-exact
     again = FeatureCodec.from_state(codec.state())
     assert (again.encode(feats) == codes).all()
     with pytest.raises(UserError, match="64-d"):
