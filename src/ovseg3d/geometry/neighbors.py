@@ -1,6 +1,8 @@
-"""K nearest neighbours and normals (scipy's cKDTree, open3d's PCA normals)."""
+"""K nearest neighbours (scipy's cKDTree), point and mesh normals, graph edges."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -16,19 +18,6 @@ def knn(points: np.ndarray, k: int, query: np.ndarray | None = None) -> tuple[np
     if k == 1:
         dist, idx = dist[:, None], idx[:, None]
     return dist, idx
-
-
-def estimate_normals(points: np.ndarray, k: int = 16, orient_towards: np.ndarray | None = None) -> np.ndarray:
-    """Unit normals by PCA over k neighbours; oriented towards a viewpoint when one is given."""
-    import open3d as o3d
-
-    pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.asarray(points, dtype=np.float64)))
-    pcd.estimate_normals(o3d.geometry.KDTreeSearchParamKNN(knn=k))
-    normals = np.asarray(pcd.normals)
-    if orient_towards is not None:
-        flip = np.einsum("ij,ij->i", normals, np.asarray(orient_towards) - points) < 0
-        normals[flip] *= -1
-    return normals
 
 
 def mesh_vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -51,11 +40,34 @@ def mesh_edges(faces: np.ndarray) -> np.ndarray:
     return unique_rows(e)
 
 
-def knn_edges(points: np.ndarray, k: int = 10) -> np.ndarray:
-    """Unique undirected edges of the k-nearest-neighbour graph."""
-    _, idx = knn(points, k + 1)
-    src = np.repeat(np.arange(len(points)), idx.shape[1] - 1)
-    e = np.stack([src, idx[:, 1:].reshape(-1)], axis=1)
-    e = e[e[:, 0] != e[:, 1]]
-    e.sort(axis=1)
-    return unique_rows(e)
+@dataclass
+class Neighbourhood:
+    """One k-NN query of a cloud that normals, graph edges, point spacing and superpoint adjacency
+    all read (each used to build its own tree: four queries of one cloud per instance regrouping)."""
+
+    dist: np.ndarray  # (N, k) ascending; a point is its own first neighbour
+    idx: np.ndarray  # (N, k)
+
+    @classmethod
+    def of(cls, points: np.ndarray, k: int) -> Neighbourhood:
+        return cls(*knn(points, k))
+
+    @property
+    def k(self) -> int:
+        return int(self.idx.shape[1])
+
+    def edges(self, k: int) -> np.ndarray:
+        """Unique undirected edges of the ``k``-nearest-neighbour graph."""
+        idx = self.idx[:, : k + 1]
+        src = np.repeat(np.arange(len(idx)), idx.shape[1] - 1)
+        e = np.stack([src, idx[:, 1:].reshape(-1)], axis=1)
+        e = e[e[:, 0] != e[:, 1]]
+        e.sort(axis=1)
+        return unique_rows(e)
+
+    def normals(self, points: np.ndarray, k: int) -> np.ndarray:
+        """Unit normals by PCA over the ``k`` nearest points (itself included): open3d's
+        ``estimate_normals`` to 1e-15, without its own k-NN search; their sign is arbitrary."""
+        nb = np.asarray(points, np.float64)[self.idx[:, :k]]
+        nb -= nb.mean(1, keepdims=True)
+        return np.linalg.eigh(np.einsum("nki,nkj->nij", nb, nb))[1][:, :, 0]  # least-variance axis

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ovseg3d.geometry.neighbors import estimate_normals, knn, knn_edges, mesh_edges, mesh_vertex_normals
+from ovseg3d.geometry.neighbors import Neighbourhood, mesh_edges, mesh_vertex_normals
 
 SCANNET_K_THRESH = 0.01  # ScanNet's `_vh_clean_2.0.010000.segs.json`
 SCANNET_MIN_VERTS = 20
@@ -95,19 +95,23 @@ def mesh_superpoints(vertices: np.ndarray, faces: np.ndarray, k_thresh: float = 
 
 def point_superpoints(points: np.ndarray, normals: np.ndarray | None = None, colors: np.ndarray | None = None,
                       k: int = 10, k_thresh: float = SCANNET_K_THRESH, min_verts: int = SCANNET_MIN_VERTS,
-                      color_weight: float = 1.0, max_edge_factor: float = 2.5, normal_k: int = 16) -> np.ndarray:
+                      color_weight: float = 1.0, max_edge_factor: float = 2.5, normal_k: int = 16,
+                      neighbours: Neighbourhood | None = None) -> np.ndarray:
     """Superpoints of a bare point cloud over its k-NN graph (PCA normals unless given).
 
     ``colors`` (N, 3, uint8 or [0, 1]) add a colour term to the edge weights; k-NN edges longer
     than ``max_edge_factor`` x the median nearest-neighbour spacing are dropped so that separate
-    surfaces are not bridged across gaps.
+    surfaces are not bridged across gaps. ``neighbours``: the cloud's k-NN query when the caller
+    has one (at least ``max(k + 1, normal_k)`` of them), one query for everything otherwise.
     """
     points = np.asarray(points, dtype=np.float64)
+    if neighbours is None or neighbours.k < min(len(points), max(k + 1, normal_k, 2)):
+        neighbours = Neighbourhood.of(points, max(k + 1, normal_k, 2))
     if normals is None:
-        normals = estimate_normals(points, k=normal_k)
-    edges = knn_edges(points, k)
+        normals = neighbours.normals(points, normal_k)
+    edges = neighbours.edges(k)
     length = np.linalg.norm(points[edges[:, 0]] - points[edges[:, 1]], axis=1)
-    spacing = np.median(knn(points, 2)[0][:, 1]) if len(points) > 1 else 0.0
+    spacing = np.median(neighbours.dist[:, 1]) if len(points) > 1 else 0.0
     edges = edges[length <= max_edge_factor * spacing + 1e-9]
     if colors is not None:
         colors = np.asarray(colors, dtype=np.float64)

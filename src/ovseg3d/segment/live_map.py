@@ -31,6 +31,7 @@ import torch
 
 from ovseg3d.errors import UserError
 from ovseg3d.geometry.camera import backproject_strided, colors_from_camera
+from ovseg3d.geometry.neighbors import Neighbourhood
 from ovseg3d.geometry.rows import unique_rows
 from ovseg3d.geometry.superpoints import point_superpoints
 from ovseg3d.geometry.voxel_map import VoxelMap, pack_keys
@@ -528,12 +529,13 @@ def _proposal_groups(snap: _Labelled, vocab: Vocabulary, cfg: LiveConfig, stuff:
     pts, weight = segment_mean(snap.points, cell_of, n)
     cols, _ = segment_mean(snap.colors, cell_of, n)
     pts, weight = pts.double().numpy(), weight.numpy()
-    sp = point_superpoints(pts, colors=cols.numpy().astype(np.uint8))
+    near = Neighbourhood.of(pts, 16)  # one k-NN query: normals, superpoint graph and adjacency
+    sp = point_superpoints(pts, colors=cols.numpy().astype(np.uint8), neighbours=near)
     # merged on the cells' code coordinates in an isometric basis (the cosines of the 512-d
     # features from ~50 numbers a cell), small groups dropped by their map voxels before any mask
     proposals = merge_superpoints(pts, snap.codec.isometric(snap.pooled(cell_of, n)), sp, cfg.instance_threshold,
                                   min_points=1, adjacency_dist=2.0 * cfg.instance_cell, weights=weight,
-                                  min_weight=cfg.instance_min_points)
+                                  min_weight=cfg.instance_min_points, neighbours=near)
     if not proposals:
         return groups, []
     if snap.instance_codes is not None:  # FOLK: the mean instance-head feature of its cells

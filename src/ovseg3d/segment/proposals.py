@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.spatial import cKDTree
 
 from ovseg3d.errors import UserError
+from ovseg3d.geometry.neighbors import Neighbourhood
 from ovseg3d.geometry.rows import unique_rows
 
 
@@ -43,15 +43,18 @@ class InstancePrediction:
     score: float
 
 
-def superpoint_adjacency(points: np.ndarray, superpoints: np.ndarray, k: int = 8, max_dist: float = 0.1
-                         ) -> np.ndarray:
+def superpoint_adjacency(points: np.ndarray, superpoints: np.ndarray, k: int = 8, max_dist: float = 0.1,
+                         neighbours: Neighbourhood | None = None) -> np.ndarray:
     """(E, 2) pairs of superpoint indices (0..S-1 in ``np.unique`` order) whose points are k-NN
-    neighbours within ``max_dist``."""
+    neighbours within ``max_dist`` (``neighbours``: the points' k-NN query, when there is one)."""
     _, sp = np.unique(superpoints, return_inverse=True)
-    dist, nn = cKDTree(points).query(points, k=k + 1, distance_upper_bound=max_dist)
-    a = np.repeat(np.arange(len(points)), k + 1)
+    sp = sp.reshape(-1)
+    if neighbours is None or neighbours.k < min(len(points), k + 1):
+        neighbours = Neighbourhood.of(points, k + 1)
+    dist, nn = neighbours.dist[:, : k + 1], neighbours.idx[:, : k + 1]
+    a = np.repeat(np.arange(len(points)), nn.shape[1])
     b = nn.reshape(-1)
-    ok = np.isfinite(dist.reshape(-1)) & (b < len(points))
+    ok = dist.reshape(-1) < max_dist
     sa, sb = sp[a[ok]], sp[b[ok]]
     pairs = unique_rows(np.sort(np.stack([sa, sb], 1)[sa != sb], axis=1))
     return pairs
@@ -59,7 +62,8 @@ def superpoint_adjacency(points: np.ndarray, superpoints: np.ndarray, k: int = 8
 
 def merge_superpoints(points: np.ndarray, features: torch.Tensor, superpoints: np.ndarray,
                       threshold: float = 0.9, min_points: int = 50, adjacency_dist: float = 0.1,
-                      weights: np.ndarray | None = None, min_weight: float = 0.0) -> list[Proposal]:
+                      weights: np.ndarray | None = None, min_weight: float = 0.0,
+                      neighbours: Neighbourhood | None = None) -> list[Proposal]:
     """Proposals: adjacent superpoints merged while their mean features' cosine exceeds
     ``threshold``; groups under ``min_points`` points, or under ``min_weight`` of ``weights`` (one
     per point, e.g. the map voxels a grid cell holds), are dropped before any mask is made.
@@ -82,11 +86,11 @@ def merge_superpoints(points: np.ndarray, features: torch.Tensor, superpoints: n
             x = parent[x]
         return x
 
-    pairs = superpoint_adjacency(points, superpoints, max_dist=adjacency_dist)
-    neighbours: dict[int, set[int]] = {i: set() for i in range(s)}
+    pairs = superpoint_adjacency(points, superpoints, max_dist=adjacency_dist, neighbours=neighbours)
+    adjacent: dict[int, set[int]] = {i: set() for i in range(s)}
     for a, b in pairs.tolist():
-        neighbours[a].add(b)
-        neighbours[b].add(a)
+        adjacent[a].add(b)
+        adjacent[b].add(a)
 
     def unit(rows) -> torch.Tensor:
         return torch.nn.functional.normalize(sums[rows], dim=-1)
@@ -106,11 +110,11 @@ def merge_superpoints(points: np.ndarray, features: torch.Tensor, superpoints: n
         parent[b] = a
         sums[a] += sums[b]
         version[a] += 1
-        neighbours[a] = {find(n) for n in neighbours[a] | neighbours[b]} - {a}
-        for n in neighbours[a]:
-            neighbours[n] = {find(m) for m in neighbours[n]} - {n}
-            neighbours[n].add(a)
-        around = sorted(neighbours[a])
+        adjacent[a] = {find(n) for n in adjacent[a] | adjacent[b]} - {a}
+        for n in adjacent[a]:
+            adjacent[n] = {find(m) for m in adjacent[n]} - {n}
+            adjacent[n].add(a)
+        around = sorted(adjacent[a])
         if around:
             cos = (unit(torch.tensor(around)) @ unit(a)).tolist()
             for n, c in zip(around, cos):
