@@ -123,6 +123,16 @@ def test_keyframes_by_motion_turn_or_time():
     assert all(every.take(pose, t) for t in (0.0, 0.01, 0.02))
 
 
+def test_a_frame_is_a_keyframe_only_once_it_is_in_the_map():
+    """The node asks before decoding a frame's images; one that then fails (a corrupt image) must
+    not become the reference that makes the next good frames at that pose be skipped."""
+    live = _live()
+    pose, K = np.eye(4), np.array([[50.0, 0, 32], [0, 50.0, 24], [0, 0, 1]])
+    assert live.is_keyframe(pose, 0.0) and live.is_keyframe(pose, 0.03)  # asked, never integrated
+    live.add_rgbd(np.full((48, 64), 1.5), K, pose, 0.03)
+    assert len(live.map) > 0 and not live.is_keyframe(pose, 0.06)  # integrated: the next still frame is not
+
+
 def test_query_answers_only_labelled_voxels():
     live = _live()
     live.add_points(_box([0, 0, 0]), 1.0, np.zeros(3))

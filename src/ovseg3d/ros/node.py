@@ -427,9 +427,17 @@ class PerceptionNode(LifecycleNode):
 
     def _ingest_rgbd(self, frame: dict) -> None:
         """One matched camera frame: ``depth`` and its ``info``; ``rgb`` when colour is on, with
-        ``rgb_info`` when the depth is not registered to it (colour then comes through TF)."""
+        ``rgb_info`` when the depth is not registered to it (colour then comes through TF). Its
+        pose is looked up first: a frame the keyframe gate passes over is never decoded (at 30 Hz
+        most are, and a compressed frame's decode costs more than its integration)."""
         depth_msg, info, rgb_msg = frame["depth"], frame["info"], frame.get("rgb")
         stamp = stamp_seconds(depth_msg.header.stamp)
+        self._check_order("rgbd", stamp)
+        pose = self._pose(depth_msg.header.frame_id or info.header.frame_id, stamp)
+        self._check_generation()
+        if not self.live.is_keyframe(pose, stamp):  # checked like any frame, then passed over on purpose
+            self._order.accept("rgbd", stamp, time.monotonic())
+            raise Skipped("keyframe")
         depth = _decoded(compressed_depth, depth_msg) if isinstance(depth_msg, CompressedImage) \
             else depth_image(depth_msg)
         K = camera_matrix(info)
@@ -444,21 +452,14 @@ class PerceptionNode(LifecycleNode):
             if (rgb_info.width, rgb_info.height) != (rgb.shape[1], rgb.shape[0]):
                 raise Rejected("camera_mismatch", f"colour CameraInfo is {rgb_info.width}x{rgb_info.height} but the "
                                                   f"colour image is {rgb.shape[1]}x{rgb.shape[0]}; dropped the frame")
-            color_camera = camera_matrix(rgb_info)
+            # where the colour camera was when it took its image
+            color_camera = (camera_matrix(rgb_info), self._pose(rgb_msg.header.frame_id or rgb_info.header.frame_id,
+                                                                stamp_seconds(rgb_msg.header.stamp)))
         elif rgb is not None:
             try:
                 rgb = registered_color(rgb, depth.shape)
             except UserError as exc:
                 raise Rejected("camera_mismatch", f"dropped an RGB-D frame: {exc}") from None
-        self._check_order("rgbd", stamp)
-        pose = self._pose(depth_msg.header.frame_id or info.header.frame_id, stamp)
-        if color_camera is not None:  # where the colour camera was when it took its image
-            color_camera = (color_camera, self._pose(rgb_msg.header.frame_id or frame["rgb_info"].header.frame_id,
-                                                     stamp_seconds(rgb_msg.header.stamp)))
-        self._check_generation()
-        if not self.live.is_keyframe(pose, stamp):  # checked like any frame, then passed over on purpose
-            self._order.accept("rgbd", stamp, time.monotonic())
-            raise Skipped("keyframe")
         self.live.add_rgbd(depth, K, pose, stamp, rgb, color_camera)
         self._order.accept("rgbd", stamp, time.monotonic())
 

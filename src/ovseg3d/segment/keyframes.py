@@ -21,9 +21,9 @@ class KeyframeGate:
     max_interval: float = 1.0  # seconds after which a frame is taken however still the camera is
     _last: tuple[np.ndarray, float] | None = field(default=None, repr=False)
 
-    def take(self, pose: np.ndarray, stamp: float) -> bool:
-        """Whether the frame at ``pose`` (camera to map, 4x4) and ``stamp`` is a keyframe; if so it
-        becomes the reference for the next ones."""
+    def wants(self, pose: np.ndarray, stamp: float) -> bool:
+        """Whether the frame at ``pose`` (camera to map, 4x4) and ``stamp`` would be a keyframe (asked
+        before its images are decoded; ``taken`` once it is in the map)."""
         if self.min_translation > 0 and self._last is not None:
             last, last_stamp = self._last
             moved = float(np.linalg.norm(pose[:3, 3] - last[:3, 3]))
@@ -32,7 +32,17 @@ class KeyframeGate:
             recent = 0 <= stamp - last_stamp < self.max_interval
             if moved < self.min_translation and turned < self.min_rotation_deg and recent:
                 return False
+        return True
+
+    def taken(self, pose: np.ndarray, stamp: float) -> None:
+        """The frame at ``pose`` went into the map: the reference for the next ones."""
         self._last = (np.array(pose, np.float64), float(stamp))
+
+    def take(self, pose: np.ndarray, stamp: float) -> bool:
+        """``wants`` and, if so, ``taken`` at once."""
+        if not self.wants(pose, stamp):
+            return False
+        self.taken(pose, stamp)
         return True
 
     def reset(self) -> None:

@@ -163,11 +163,12 @@ class LiveSegmenter:
     # ------------------------------------------------------------------ ingest
     def is_keyframe(self, cam_to_world: np.ndarray, stamp: float) -> bool:
         """Whether an RGB-D frame at this pose should be integrated (``keyframes.KeyframeGate`` with
-        this configuration's thresholds); ask before back-projecting it, skip it if not."""
+        this configuration's thresholds); ask before decoding its images, skip it if not. The
+        frame becomes the gate's reference once ``add_rgbd`` has put it in the map."""
         gate, cfg = self.keyframes, self.cfg
         gate.min_translation, gate.min_rotation_deg = cfg.keyframe_translation, cfg.keyframe_rotation
         gate.max_interval = cfg.keyframe_interval
-        return gate.take(np.asarray(cam_to_world, np.float64), stamp)
+        return gate.wants(np.asarray(cam_to_world, np.float64), stamp)
 
     def add_rgbd(self, depth: np.ndarray, K: np.ndarray, cam_to_world: np.ndarray, stamp: float,
                  rgb: np.ndarray | None = None, color_camera: tuple[np.ndarray, np.ndarray] | None = None) -> int:
@@ -187,7 +188,9 @@ class LiveSegmenter:
             colors = rgb[pix[:, 0], pix[:, 1]]
         else:
             colors = colors_from_camera(pts, rgb, *color_camera)
-        return self._insert(pts, colors, stamp, cam_to_world[:3, 3])
+        new = self._insert(pts, colors, stamp, cam_to_world[:3, 3])
+        self.keyframes.taken(np.asarray(cam_to_world, np.float64), stamp)
+        return new
 
     def add_points(self, points_world: np.ndarray, stamp: float, sensor_origin: np.ndarray,
                    colors: np.ndarray | None = None) -> int:
