@@ -50,6 +50,16 @@ def test_eviction_by_extent_and_by_size():
     for t in range(5):
         m.insert([[t, 0, 0]], stamp=float(t))
     assert len(m) == 3 and sorted(m.points[:, 0].round().tolist()) == [2.0, 3.0, 4.0]  # oldest evicted
+    m = VoxelMap(voxel_size=0.1, max_voxels=100)
+    for t in range(101):
+        m.insert([[t, 0, 0]], stamp=float(t))
+    # over the bound: cut to 95 of it at once (the next inserts sort nothing), the oldest first
+    assert len(m) == 95 and m.points[:, 0].round().min() == 6.0 and m.evicted == 6
+    m = VoxelMap(voxel_size=0.1, extent=2.0)
+    m.insert([[1.9, 0, 0], [0, -1.9, 5], [2.1, 0, 0]], robot=np.zeros(3))
+    assert len(m) == 2  # x-y distance only: 5 m up is inside
+    m.insert([[-0.5, 0, 0]], robot=np.array([-0.5, 0.0, 0.0]))  # the robot moved 0.5 m back along x
+    assert sorted(m.points[:, :2].astype(float).round(1).tolist()) == [[-0.5, 0.0], [0.0, -1.9]]  # (1.9, 0): 2.4 m away
 
 
 def test_save_writes_ply_and_arrays(tmp_path):

@@ -8,7 +8,7 @@ inference can update only what changed.
 
 Bounds, and what is evicted: with ``extent`` set, voxels farther than ``extent`` metres (in x, y)
 from the robot are dropped on every insert; above ``max_voxels``, the voxels seen longest ago are
-dropped first (ties: farthest from the robot first).
+dropped first (ties: farthest from the robot first), down to 95 % of it at once.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import numpy as np
 from ovseg3d.errors import UserError
 
 GROWTH = 1.25  # storage grows by a quarter when full: at most 25 % of it unused
+LOW_WATER = 0.95  # a map over max_voxels is cut to this share of it (the oldest voxels go first)
 _BIAS = 1 << 20  # voxel indices in [-2^20, 2^20) per axis: +-21 km at 2 cm
 
 
@@ -151,18 +152,31 @@ class VoxelMap:
         self._sorted_idx = np.insert(self._sorted_idx, sorted_pos, np.arange(n, n + k))
         self._n = n + k
 
+    def _far2(self, robot: np.ndarray) -> np.ndarray:
+        """(N,) squared x-y distance of every voxel from the robot, in float32 on the stored
+        positions (no copy of the map: this runs on every insert)."""
+        xy = self._store["xyz"][: self._n]
+        dx = xy[:, 0] - np.float32(robot[0])
+        dy = xy[:, 1] - np.float32(robot[1])
+        dx *= dx
+        dy *= dy
+        dx += dy
+        return dx
+
     def _bound(self, robot: np.ndarray | None) -> None:
         before = len(self)
+        robot = None if robot is None else np.asarray(robot, float)
         if self.extent is not None and robot is not None and len(self):
-            d = np.linalg.norm(self.points[:, :2] - np.asarray(robot, float)[:2], axis=1)
-            if (d > self.extent).any():
-                self._take(d <= self.extent)
+            inside = self._far2(robot) <= np.float32(self.extent) ** 2
+            if not inside.all():
+                self._take(inside)
         if len(self) > self.max_voxels:
-            far = (np.linalg.norm(self.points[:, :2] - np.asarray(robot, float)[:2], axis=1) if robot is not None
-                   else np.zeros(len(self)))
+            # down to LOW_WATER of the bound at once: one sort of the map per few percent of it
+            # inserted, not one per insert once the map is full
+            far = self._far2(robot) if robot is not None else np.zeros(len(self), np.float32)
             order = np.lexsort((far, -self.last_seen))  # newest first, then nearest
             keep = np.zeros(len(self), bool)
-            keep[order[: self.max_voxels]] = True
+            keep[order[: max(1, int(self.max_voxels * LOW_WATER))]] = True
             self._take(keep)
         self.evicted += before - len(self)
 
