@@ -223,10 +223,10 @@ class PerceptionNode(LifecycleNode):
 
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state) -> TransitionCallbackReturn:
-        from ovseg3d.pipelines.context import load_context
-        from ovseg3d.segment.live_map import LiveSegmenter
+        try:  # the imports too: an error there would otherwise fail the transition without a word
+            from ovseg3d.pipelines.context import load_context
+            from ovseg3d.segment.live_map import LiveSegmenter
 
-        try:
             if not self.p("checkpoint"):
                 raise UserError("parameter 'checkpoint' is empty: give the student checkpoint file")
             ctx = load_context(Path(self.p("checkpoint")), device=self.p("device"),
