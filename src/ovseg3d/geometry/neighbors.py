@@ -59,11 +59,12 @@ class Neighbourhood:
     def edges(self, k: int) -> np.ndarray:
         """Unique undirected edges of the ``k``-nearest-neighbour graph."""
         idx = self.idx[:, : k + 1]
-        src = np.repeat(np.arange(len(idx)), idx.shape[1] - 1)
-        e = np.stack([src, idx[:, 1:].reshape(-1)], axis=1)
-        e = e[e[:, 0] != e[:, 1]]
-        e.sort(axis=1)
-        return unique_rows(e)
+        n = len(idx)
+        a = np.repeat(np.arange(n, dtype=np.int64), idx.shape[1] - 1)
+        b = idx[:, 1:].reshape(-1).astype(np.int64)
+        # (min, max) packed as min * n + max: one sort of integers, in the rows' lexicographic order
+        key = np.unique((np.minimum(a, b) * n + np.maximum(a, b))[a != b])
+        return np.stack([key // n, key % n], axis=1)
 
     def normals(self, points: np.ndarray, k: int) -> np.ndarray:
         """Unit normals by PCA over the ``k`` nearest points (itself included): open3d's
