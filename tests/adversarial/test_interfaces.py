@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 
+from ovseg3d.ros_tools.harness import wait_for
 from ovseg3d.ros_tools.node_process import node_executable
 from ovseg3d_interfaces.srv import TextQuery
 
@@ -33,6 +34,12 @@ def test_parameter_services_get_set_describe_and_refuse(start_node):
     assert together.successful, together.reason
     assert node.get_parameters("depth.min", "depth.max") == [7.0, 9.0]
     assert node.alive()
+
+
+def test_the_student_runs_on_the_cpu_threads_it_is_given(start_node):
+    node = start_node(**{"inference.threads": 1})
+    assert wait_for(lambda: node.counter("student cpu threads") == 1, 30), node.diagnostics
+    assert node.describe_parameters("inference.threads")[0].read_only
 
 
 def test_lifecycle_services_drive_the_node_from_unconfigured_to_finalized(start_node):

@@ -93,6 +93,8 @@ PARAMS: tuple[Param, ...] = (
     Param("time.max_future", 2.0, "stamps (data and TF) more than this (s) ahead of the node's clock are refused",
           0.001, 1e6),
     Param("inference.rate_hz", 1.0, "how often the student updates the changed part of the map", 0.01, 50.0),
+    Param("inference.threads", 0, "CPU threads of the student on the CPU (torch); 0: all but one of torch's, so "
+          "ingest keeps a core", 0, 1024, read_only=True),
     Param("inference.context", 1.0, "metres of map around changed voxels the student sees", 0.1, 20.0, field="context"),
     Param("instances.method", "proposals", "proposals: superpoints merged by student-feature similarity and "
           "adjacency, named from 3D alone (the instance head when the student has one); connected: touching "
