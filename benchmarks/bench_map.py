@@ -119,7 +119,7 @@ def replay(minutes: float, quick: bool) -> dict:
     """bench_node's stream (no hostile inputs) in its own process; its JSON report."""
     out = Path(tempfile.mkdtemp(prefix="ovseg3d_bench_map_")) / "node.json"
     cmd = [sys.executable, str(Path(__file__).with_name("bench_node.py")), "--hostile-every", "0", "--minutes",
-           str(minutes), "--camera-hz", "30", "--arch", "MinkUNetSmall", "--out", str(out)] \
+           str(minutes), "--camera-hz", "30", "--room-seconds", "8", "--arch", "MinkUNetSmall", "--out", str(out)] \
         + (["--quick"] if quick else [])
     print(f"$ {' '.join(cmd[1:])}", flush=True)
     if subprocess.run(cmd, env={**os.environ}).returncode != 0 or not out.exists():
@@ -237,7 +237,8 @@ def main() -> None:
                         "replay_ingested": rep.get("ingested"), "replay_dropped": rep.get("dropped"),
                         "replay_skipped": rep.get("skipped"), "replay_rss_second_over_first":
                             rep.get("rss_second_over_first")})
-        print(f"\nreplay ({minutes:g} min, real time, RGB-D 30 Hz + LiDAR 10 Hz, MinkUNetSmall on the CPU): queue "
+        print(f"\nreplay ({minutes:g} min, real time, RGB-D 30 Hz + LiDAR 10 Hz, a new 8 s room every 12 m (1.5 m/s), "
+              f"MinkUNetSmall on the CPU): queue "
               f"losses {rep.get('queue_drops')}, keyframe skips {rep.get('skipped')}, median latency "
               f"{rep.get('latency_s_median')} s, RGB-D ingest {rep.get('rgbd_ingest_ms')} ms, LiDAR "
               f"{rep.get('lidar_ingest_ms')} ms, memory second half / first {rep.get('rss_second_over_first')}")

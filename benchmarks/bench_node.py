@@ -72,6 +72,9 @@ def main() -> None:
                    help="RGB-D rate of the stream (the LiDAR stays at 10 Hz); 30: a real camera's, the "
                         "synthetic camera then moves 3x as fast through its room (more keyframes, not fewer)")
     p.add_argument("--arch", default="MinkUNet18A", choices=sorted(ARCHS), help="the random-weight student")
+    p.add_argument("--room-seconds", type=float, default=0.0,
+                   help="how long the camera takes through each room (frames and sweeps rendered to fill it at "
+                        "the stream's rates); 0: the preset's frames at --camera-hz")
     p.add_argument("--hostile-every", type=int, default=50, help="one bad input in N messages (0: none)")
     p.add_argument("--sample", type=float, default=10.0, help="seconds between memory samples")
     p.add_argument("--out", type=Path, default=None, help="also write the report here (JSON)")
@@ -79,8 +82,13 @@ def main() -> None:
     minutes = 1.0 if args.quick else args.minutes
     tmp = Path(tempfile.mkdtemp(prefix="ovseg3d_bench_node_"))
     preset = "test" if args.quick else "demo"
-    scene = generate_scene(tmp / "synth", 0, seed=3,
-                           cfg=dataclasses.replace(SYNTH_PRESETS[preset], camera_period_s=1.0 / args.camera_hz))
+    synth = dataclasses.replace(SYNTH_PRESETS[preset], camera_period_s=1.0 / args.camera_hz)
+    if args.room_seconds > 0:  # a robot's pace: many frames a little apart, most of them passed over as keyframes
+        synth = dataclasses.replace(synth, frames=max(2, round(args.room_seconds * args.camera_hz)),
+                                    sweeps=max(1, round(args.room_seconds / synth.lidar_period_s)))
+    print(f"rendering the synthetic room (test instrument): {synth.frames} RGB-D frames, {synth.sweeps} LiDAR sweeps "
+          "...", flush=True)
+    scene = generate_scene(tmp / "synth", 0, seed=3, cfg=synth)
     loop = list(scene_stream(scene, start=0.0))
     period = max(m.stamp for m in loop) + 0.1
     ckpt = save_checkpoint(tmp / "student.pt",
@@ -186,7 +194,8 @@ def main() -> None:
     d = node.diagnostics
     dropped = {k.removeprefix("dropped "): int(v) for k, v in d.items() if k.startswith("dropped ")}
     report = {
-        "stream_minutes": minutes, "camera_hz": args.camera_hz, "arch": args.arch, "messages_sent": sent,
+        "stream_minutes": minutes, "camera_hz": args.camera_hz, "arch": args.arch, "room_seconds": period,
+        "messages_sent": sent,
         "hostile_every": args.hostile_every,
         "hostile_sent": hostile_sent, "service_answers": answers, "node_restarts": restarts,
         "node_alive_at_end": node.alive(),
