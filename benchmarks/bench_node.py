@@ -140,6 +140,7 @@ def main() -> None:
     total = minutes * 60.0
     epoch = time.time()
     start_wall, k, sent, count = time.monotonic(), 0, 0, 0
+    sent_by: dict[str, int] = {}
     print(f"streaming {minutes:g} min of a {preset} scene (RGB-D {args.camera_hz:g} Hz, LiDAR 10 Hz, {args.arch}; "
           f"{len(loop)} messages per {period:.1f} s loop) into "
           f"ovseg3d_node (pid {node.proc.pid}), one bad input in {args.hostile_every or 'none'} ...", flush=True)
@@ -177,6 +178,7 @@ def main() -> None:
             else:
                 sent_wall[round(stamp, 6)] = time.monotonic()
                 sent += 1
+                sent_by[m.topic] = sent_by.get(m.topic, 0) + 1
         k += 1
         for old in [s for s in sent_wall if s < epoch + (k - 3) * period]:  # never answered: forget
             del sent_wall[old]
@@ -195,10 +197,13 @@ def main() -> None:
     dropped = {k.removeprefix("dropped "): int(v) for k, v in d.items() if k.startswith("dropped ")}
     report = {
         "stream_minutes": minutes, "camera_hz": args.camera_hz, "arch": args.arch, "room_seconds": period,
-        "messages_sent": sent,
+        "messages_sent": sent, "sent": sent_by,
         "hostile_every": args.hostile_every,
         "hostile_sent": hostile_sent, "service_answers": answers, "node_restarts": restarts,
         "node_alive_at_end": node.alive(),
+        # what the node's callbacks got of what was sent (the rest was lost before them, in transport)
+        "received": {k.removeprefix("received "): int(v) for k, v in d.items() if k.startswith("received ")},
+        "unmatched_camera_messages": int(d.get("unmatched camera messages", 0)),
         "ingested": {k.removeprefix("ingested "): int(v) for k, v in d.items() if k.startswith("ingested ")},
         "dropped": dropped, "queue_drops": int(d.get("queue drops", 0)),
         "skipped": {k.removeprefix("skipped "): int(v) for k, v in d.items() if k.startswith("skipped ")},

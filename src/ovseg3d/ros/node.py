@@ -577,6 +577,7 @@ class PerceptionNode(LifecycleNode):
                   "tf arrival lag ms (mean of last 100)": ms("tf_lag"),
                   "tf frames": self._tf.frames() if self._tf is not None else 0,
                   "student cpu threads": self._student_threads(),
+                  **{f"received {k}": v for k, v in snap.received.items()},
                   **{f"ingested {k}": v for k, v in snap.ingested.items()},
                   **{f"dropped {k}": v for k, v in snap.rejected.items()},
                   **{f"skipped {k}": v for k, v in snap.skipped.items()}}
