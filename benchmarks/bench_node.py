@@ -38,6 +38,7 @@ import numpy as np
 from sensor_msgs.msg import PointCloud2
 
 from ovseg3d.data.synth.generate import SYNTH_PRESETS, generate_scene
+from ovseg3d.ros.params import parse_assignments
 from ovseg3d.ros.transforms import stamp_seconds, to_stamp
 from ovseg3d.ros_tools.hostile import FORMAT_TEMPLATES, MESSAGES, ODD_TEXTS, UNSAFE_PATHS
 from ovseg3d.ros_tools.node_process import NodeProcess
@@ -76,10 +77,15 @@ def main() -> None:
                    help="how long the camera takes through each room (frames and sweeps rendered to fill it at "
                         "the stream's rates); 0: the preset's frames at --camera-hz")
     p.add_argument("--hostile-every", type=int, default=50, help="one bad input in N messages (0: none)")
+    p.add_argument("--compressed", action="store_true",
+                   help="camera streams as image_transport publishes them (jpeg colour, png compressedDepth)")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="another node parameter, e.g. qos_depth=30 (repeatable)")
     p.add_argument("--sample", type=float, default=10.0, help="seconds between memory samples")
     p.add_argument("--out", type=Path, default=None, help="also write the report here (JSON)")
     args = p.parse_args()
     minutes = 1.0 if args.quick else args.minutes
+    extra = parse_assignments(args.param)  # refused before minutes of rendering, not after
     tmp = Path(tempfile.mkdtemp(prefix="ovseg3d_bench_node_"))
     preset = "test" if args.quick else "demo"
     synth = dataclasses.replace(SYNTH_PRESETS[preset], camera_period_s=1.0 / args.camera_hz)
@@ -89,13 +95,15 @@ def main() -> None:
     print(f"rendering the synthetic room (test instrument): {synth.frames} RGB-D frames, {synth.sweeps} LiDAR sweeps "
           "...", flush=True)
     scene = generate_scene(tmp / "synth", 0, seed=3, cfg=synth)
-    loop = list(scene_stream(scene, start=0.0))
+    loop = list(scene_stream(scene, start=0.0, compressed=args.compressed))
     period = max(m.stamp for m in loop) + 0.1
     ckpt = save_checkpoint(tmp / "student.pt",
                            Student(StudentConfig(arch=args.arch, feature_dim=512, voxel_size=0.05)), {}, "scannet20")
     params = {"checkpoint": str(ckpt), "map.voxel_size": 0.05, "map.extent": args.extent,
               "inference.rate_hz": args.rate, "device": "cpu", "save_dir": str(tmp / "maps"),
-              "diagnostics.period": 1.0}
+              "diagnostics.period": 1.0,
+              **({"rgb.transport": "compressed", "depth.transport": "compressedDepth"} if args.compressed else {}),
+              **extra}
     node = NodeProcess(params, tmp / "node.log").start()
     restarts = 0
     hostile_robot = RobotStream(node)  # only for its helpers: wall-clock stamps, the node's topics
@@ -108,7 +116,9 @@ def main() -> None:
             latencies.append(time.monotonic() - sent_wall.pop(stamp))
 
     node.client.create_subscription(PointCloud2, "semantic_points", on_semantic, 5)
-    node.wait_matched()
+    node.wait_matched(("rgb/image/compressed", "depth/image/compressedDepth", "rgb/camera_info", "lidar/points",
+                       "/tf") if args.compressed else ("rgb/image", "depth/image", "rgb/camera_info", "lidar/points",
+                                                      "/tf"))
     samples: list[tuple[float, float, int, int]] = []
     stop = threading.Event()
     calls: queue.Queue = queue.Queue(maxsize=4)
@@ -197,7 +207,7 @@ def main() -> None:
     dropped = {k.removeprefix("dropped "): int(v) for k, v in d.items() if k.startswith("dropped ")}
     report = {
         "stream_minutes": minutes, "camera_hz": args.camera_hz, "arch": args.arch, "room_seconds": period,
-        "messages_sent": sent, "sent": sent_by,
+        "compressed": args.compressed, "params": extra, "messages_sent": sent, "sent": sent_by,
         "hostile_every": args.hostile_every,
         "hostile_sent": hostile_sent, "service_answers": answers, "node_restarts": restarts,
         "node_alive_at_end": node.alive(),

@@ -121,6 +121,13 @@ def test_keyframes_by_motion_turn_or_time():
     assert gate.take(turn, 0.5)  # time went back (a bag restarted): taken, not waited for
     every = KeyframeGate(min_translation=0.0)
     assert all(every.take(pose, t) for t in (0.0, 0.01, 0.02))
+    capped = KeyframeGate(min_interval=0.1)  # a fast robot: every 30 Hz frame moved more than 5 cm
+    far = [np.eye(4) for _ in range(7)]
+    for i, f in enumerate(far):
+        f[0, 3] = 0.1 * i
+    taken = [capped.take(f, i / 30) for i, f in enumerate(far)]
+    assert taken == [True, False, False, True, False, False, True]  # 10 Hz at most (0.1 s counts)
+    assert capped.take(far[0], 0.05)  # time went back: taken
 
 
 def test_a_frame_is_a_keyframe_only_once_it_is_in_the_map():

@@ -45,11 +45,11 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from ovseg3d.errors import UserError
-    from ovseg3d.ros.params import parse_value
+    from ovseg3d.ros.params import parse_assignments
     from ovseg3d.ros_tools.replay import ReplayConfig, replay_bag
 
     topics = _pairs(args.topic, "--topic")
-    params = {k: parse_value(k, v) for k, v in _pairs(args.param, "--param").items()}
+    params = parse_assignments(args.param)
     if args.rate < 0:
         raise UserError("--rate must be 0 (as fast as possible) or positive")
     out = args.out or Path(f"replay_{args.bag.resolve().name}")

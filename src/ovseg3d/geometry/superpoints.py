@@ -18,7 +18,7 @@ SCANNET_K_THRESH = 0.01  # ScanNet's `_vh_clean_2.0.010000.segs.json`
 SCANNET_MIN_VERTS = 20
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)  # no GIL: the node's callbacks run meanwhile
 def _find(parent, x):
     root = x
     while parent[root] != root:
@@ -30,7 +30,7 @@ def _find(parent, x):
     return root
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)  # no GIL: the node's callbacks run meanwhile
 def _segment(n, edges, weights, k_thresh, min_verts):
     parent = np.arange(n)
     size = np.ones(n, dtype=np.int64)

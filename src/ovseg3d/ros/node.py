@@ -398,7 +398,12 @@ class PerceptionNode(LifecycleNode):
         stamp = stamp_seconds(msg.header.stamp)
         self._admit(stamp)
         match = self.sync.add(stream, stamp, msg)
-        if match is not None and not self.queue.put(("rgbd", match, self._generation)):
+        if match is None:
+            return
+        live = self.live
+        if live is not None and live.keyframe_too_soon(stamp):  # the rate cap needs no pose: never queued
+            self.stats.add("skipped", "rgbd_rate")
+        elif not self.queue.put(("rgbd", match, self._generation)):
             self.warn("queue_full", "ingest queue full: dropped the oldest input (the worker is too slow)")
 
     def _on_lidar(self, msg: PointCloud2) -> None:

@@ -76,6 +76,9 @@ PARAMS: tuple[Param, ...] = (
     Param("rgbd.keyframe_rotation", 5.0, "... or turned this much (degrees)", 0.0, 180.0, field="keyframe_rotation"),
     Param("rgbd.keyframe_interval", 1.0, "... or this long (s) has passed since the last one", 0.0, 3600.0,
           field="keyframe_interval"),
+    Param("rgbd.keyframe_min_interval", 0.1, "... but never sooner than this (s) after the last one (a rate cap: "
+          "0.2 keeps a 2-core CPU up with a 30 Hz camera on a fast robot); 0: no cap", 0.0, 3600.0,
+          field="keyframe_min_interval"),
     Param("depth.min", 0.1, "nearest depth used (m)", 0.0, 10.0, field="min_depth"),
     Param("depth.max", 6.0, "farthest depth used (m)", 0.1, 100.0, field="max_depth"),
     Param("lidar.max_range", 30.0, "farthest LiDAR return used (m)", 0.5, 500.0, field="lidar_max_range"),
@@ -159,6 +162,19 @@ def parse_value(name: str, text: str):
         return type(default)(text)
     except ValueError:
         raise UserError(f"node parameter {name} takes a {type(default).__name__}, not {text!r}") from None
+
+
+def parse_assignments(items: list[str], what: str = "--param") -> dict[str, object]:
+    """``NAME=VALUE`` command-line items (``--param``) as node parameters in their own types."""
+    from ovseg3d.errors import UserError
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise UserError(f"{what} {item!r} is not NAME=VALUE")
+        out[key.strip()] = parse_value(key.strip(), value.strip())
+    return out
 
 
 def declare(node) -> None:

@@ -3,8 +3,9 @@
 A 30 Hz camera on a slow robot sees nearly the same view thirty times a second; integrating every
 frame costs the CPU that inference needs and adds nothing. A frame is taken when the camera has
 moved or turned enough since the last one taken, or when ``max_interval`` has passed (so a still
-robot still sees a person walk by). Frames passed over are counted as skipped, never lost to a
-full queue.
+robot still sees a person walk by), and never sooner than ``min_interval`` after the last one (a
+fast robot would otherwise make every frame a keyframe: 1.5 m/s is 5 cm a frame at 30 Hz). Frames
+passed over are counted as skipped, never lost to a full queue.
 """
 
 from __future__ import annotations
@@ -13,17 +14,22 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+TICK = 1e-3  # stamps this close count as the rate cap's interval (a 10 Hz camera's 0.0999... s)
+
 
 @dataclass
 class KeyframeGate:
     min_translation: float = 0.05  # metres since the last keyframe; 0 takes every frame
     min_rotation_deg: float = 5.0  # degrees of camera rotation since the last keyframe
     max_interval: float = 1.0  # seconds after which a frame is taken however still the camera is
+    min_interval: float = 0.0  # seconds a frame must follow the last keyframe by however it moved (a rate cap)
     _last: tuple[np.ndarray, float] | None = field(default=None, repr=False)
 
     def wants(self, pose: np.ndarray, stamp: float) -> bool:
         """Whether the frame at ``pose`` (camera to map, 4x4) and ``stamp`` would be a keyframe (asked
         before its images are decoded; ``taken`` once it is in the map)."""
+        if self.too_soon(stamp):
+            return False  # however far the camera went
         if self.min_translation > 0 and self._last is not None:
             last, last_stamp = self._last
             moved = float(np.linalg.norm(pose[:3, 3] - last[:3, 3]))
@@ -33,6 +39,12 @@ class KeyframeGate:
             if moved < self.min_translation and turned < self.min_rotation_deg and recent:
                 return False
         return True
+
+    def too_soon(self, stamp: float) -> bool:
+        """Whether a frame at ``stamp`` follows the last keyframe by less than ``min_interval``: known
+        without its pose, so a node can pass it over before queueing it."""
+        last = self._last  # one read: the ingest worker may set it meanwhile
+        return last is not None and 0 <= stamp - last[1] < self.min_interval - TICK
 
     def taken(self, pose: np.ndarray, stamp: float) -> None:
         """The frame at ``pose`` went into the map: the reference for the next ones."""

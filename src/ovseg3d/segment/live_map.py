@@ -58,6 +58,7 @@ class LiveConfig:
     keyframe_translation: float = 0.05  # RGB-D frames are integrated when the camera moved this far (m) ...
     keyframe_rotation: float = 5.0  # ... or turned this much (degrees) since the last one ...
     keyframe_interval: float = 1.0  # ... or this long (s) has passed; translation 0: every frame
+    keyframe_min_interval: float = 0.1  # ... and never sooner than this (s) after the last one (10 Hz at most)
     min_depth: float = 0.1
     max_depth: float = 6.0
     lidar_max_range: float = 30.0
@@ -85,8 +86,9 @@ class LiveConfig:
             raise UserError("depth_stride, max_voxels, instance_min_points and instance_codes must be at least 1")
         if self.code_bytes <= self.instance_codes:
             raise UserError(f"code_bytes ({self.code_bytes}) must exceed instance_codes ({self.instance_codes})")
-        if min(self.keyframe_translation, self.keyframe_rotation, self.keyframe_interval) < 0:
-            raise UserError("keyframe translation, rotation and interval must not be negative")
+        if min(self.keyframe_translation, self.keyframe_rotation, self.keyframe_interval,
+               self.keyframe_min_interval) < 0:
+            raise UserError("keyframe translation, rotation and intervals must not be negative")
         if not 0 < self.codes_refit < 1:
             raise UserError(f"codes_refit must be in (0, 1), got {self.codes_refit}")
         if not 0 <= self.min_depth < self.max_depth:
@@ -161,14 +163,23 @@ class LiveSegmenter:
                             f"{self.student.cfg.feature_dim}-d features")
 
     # ------------------------------------------------------------------ ingest
-    def is_keyframe(self, cam_to_world: np.ndarray, stamp: float) -> bool:
-        """Whether an RGB-D frame at this pose should be integrated (``keyframes.KeyframeGate`` with
-        this configuration's thresholds); ask before decoding its images, skip it if not. The
-        frame becomes the gate's reference once ``add_rgbd`` has put it in the map."""
+    def _gate(self) -> KeyframeGate:
+        """The keyframe gate with this configuration's thresholds (parameters may change them live)."""
         gate, cfg = self.keyframes, self.cfg
         gate.min_translation, gate.min_rotation_deg = cfg.keyframe_translation, cfg.keyframe_rotation
-        gate.max_interval = cfg.keyframe_interval
-        return gate.wants(np.asarray(cam_to_world, np.float64), stamp)
+        gate.max_interval, gate.min_interval = cfg.keyframe_interval, cfg.keyframe_min_interval
+        return gate
+
+    def is_keyframe(self, cam_to_world: np.ndarray, stamp: float) -> bool:
+        """Whether an RGB-D frame at this pose should be integrated (``keyframes.KeyframeGate``); ask
+        before decoding its images, skip it if not. The frame becomes the gate's reference once
+        ``add_rgbd`` has put it in the map."""
+        return self._gate().wants(np.asarray(cam_to_world, np.float64), stamp)
+
+    def keyframe_too_soon(self, stamp: float) -> bool:
+        """Whether an RGB-D frame at ``stamp`` comes too soon after the last keyframe to be one (the
+        rate cap), known before its pose is."""
+        return self._gate().too_soon(stamp)
 
     def add_rgbd(self, depth: np.ndarray, K: np.ndarray, cam_to_world: np.ndarray, stamp: float,
                  rgb: np.ndarray | None = None, color_camera: tuple[np.ndarray, np.ndarray] | None = None) -> int:
