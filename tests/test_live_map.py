@@ -104,7 +104,7 @@ def test_instances_group_touching_same_label_cells_with_stable_ids():
 
 
 def test_keyframes_by_motion_turn_or_time():
-    from ovseg3d.segment.keyframes import KeyframeGate
+    from ovseg3d.segment.keyframes import KeyframeGate, RateCap
 
     gate = KeyframeGate(min_translation=0.05, min_rotation_deg=5.0, max_interval=1.0)
     pose = np.eye(4)
@@ -128,6 +128,9 @@ def test_keyframes_by_motion_turn_or_time():
     taken = [capped.take(f, i / 30) for i, f in enumerate(far)]
     assert taken == [True, False, False, True, False, False, True]  # 10 Hz at most (0.1 s counts)
     assert capped.take(far[0], 0.05)  # time went back: taken
+    cap = RateCap(min_interval=0.1)  # the node's: from the stamps alone, before a frame is queued
+    assert [cap.admit(i / 30) for i in range(7)] == [True, False, False, True, False, False, True]
+    assert cap.admit(0.0) and not cap.admit(0.05)  # a stamp going back is admitted, and counts from there
 
 
 def test_a_frame_is_a_keyframe_only_once_it_is_in_the_map():

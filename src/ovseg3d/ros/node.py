@@ -45,6 +45,7 @@ from ovseg3d.ros.stamps import StreamOrder
 from ovseg3d.ros.stats import NodeStats
 from ovseg3d.ros.sync import ApproximateSync, DropOldestQueue
 from ovseg3d.ros.transforms import TfLookup, check_frame_id, stamp_seconds, to_stamp
+from ovseg3d.segment.keyframes import RateCap
 from ovseg3d_interfaces.srv import LoadMap, SaveMap, SetVocabulary, TextQuery
 
 AUTOSAVE = "autosave"  # map.autosave_period writes save_dir/autosave.{npz,ply}
@@ -79,6 +80,7 @@ class PerceptionNode(LifecycleNode):
         self.label_set = None
         self._last_warn: dict[str, float] = {}
         self._order = StreamOrder()
+        self._rate_cap = RateCap()  # RGB-D frames queued at most every rgbd.keyframe_min_interval
         self._generation = 0  # counts map resets: an input taken before one is not inserted after it
         self._taken_in = 0  # the generation the ingest worker's current input was queued in
         self._clock_seen = -np.inf  # the node's clock when last read, to notice it going back
@@ -400,8 +402,8 @@ class PerceptionNode(LifecycleNode):
         match = self.sync.add(stream, stamp, msg)
         if match is None:
             return
-        live = self.live
-        if live is not None and live.keyframe_too_soon(stamp):  # the rate cap needs no pose: never queued
+        self._rate_cap.min_interval = self.p("rgbd.keyframe_min_interval")
+        if not self._rate_cap.admit(stamp):  # keyframes at most this often: decided here, never queued
             self.stats.add("skipped", "rgbd_rate")
         elif not self.queue.put(("rgbd", match, self._generation)):
             self.warn("queue_full", "ingest queue full: dropped the oldest input (the worker is too slow)")

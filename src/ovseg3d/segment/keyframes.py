@@ -28,7 +28,7 @@ class KeyframeGate:
     def wants(self, pose: np.ndarray, stamp: float) -> bool:
         """Whether the frame at ``pose`` (camera to map, 4x4) and ``stamp`` would be a keyframe (asked
         before its images are decoded; ``taken`` once it is in the map)."""
-        if self.too_soon(stamp):
+        if self._last is not None and too_soon(self._last[1], stamp, self.min_interval):
             return False  # however far the camera went
         if self.min_translation > 0 and self._last is not None:
             last, last_stamp = self._last
@@ -39,12 +39,6 @@ class KeyframeGate:
             if moved < self.min_translation and turned < self.min_rotation_deg and recent:
                 return False
         return True
-
-    def too_soon(self, stamp: float) -> bool:
-        """Whether a frame at ``stamp`` follows the last keyframe by less than ``min_interval``: known
-        without its pose, so a node can pass it over before queueing it."""
-        last = self._last  # one read: the ingest worker may set it meanwhile
-        return last is not None and 0 <= stamp - last[1] < self.min_interval - TICK
 
     def taken(self, pose: np.ndarray, stamp: float) -> None:
         """The frame at ``pose`` went into the map: the reference for the next ones."""
@@ -59,3 +53,25 @@ class KeyframeGate:
 
     def reset(self) -> None:
         self._last = None
+
+
+def too_soon(last: float, stamp: float, min_interval: float) -> bool:
+    """Whether ``stamp`` follows ``last`` by less than ``min_interval`` (a stamp going back is not)."""
+    return 0 <= stamp - last < min_interval - TICK
+
+
+@dataclass
+class RateCap:
+    """At most one frame per ``min_interval`` of stamps, decided from the stamp alone: a node asks it
+    as a frame arrives, before the frame is queued (the gate's motion test needs the frame's pose,
+    which only the ingest worker looks up, and a worker that has fallen behind knows only old
+    keyframes, so it cannot cap what reaches its own queue)."""
+
+    min_interval: float = 0.0
+    _last: float | None = field(default=None, repr=False)
+
+    def admit(self, stamp: float) -> bool:
+        if self._last is not None and too_soon(self._last, stamp, self.min_interval):
+            return False
+        self._last = float(stamp)
+        return True

@@ -176,11 +176,6 @@ class LiveSegmenter:
         ``add_rgbd`` has put it in the map."""
         return self._gate().wants(np.asarray(cam_to_world, np.float64), stamp)
 
-    def keyframe_too_soon(self, stamp: float) -> bool:
-        """Whether an RGB-D frame at ``stamp`` comes too soon after the last keyframe to be one (the
-        rate cap), known before its pose is."""
-        return self._gate().too_soon(stamp)
-
     def add_rgbd(self, depth: np.ndarray, K: np.ndarray, cam_to_world: np.ndarray, stamp: float,
                  rgb: np.ndarray | None = None, color_camera: tuple[np.ndarray, np.ndarray] | None = None) -> int:
         """Back-project a depth image (metres) with its colours; returns new voxels. The colour image
