@@ -10,7 +10,7 @@ answers of a query: they are the extremes of the map, and voxels one coarse step
 lost 1-2 % of the labels).
 
 Any text is answered from the codes: a text embedding is projected into the basis once, so a
-query costs one int8 matrix product over the map (``torch._int_mm``, VNNI on x86), not a decode.
+query costs one matrix product over the map's codes (``TextProjection``), not a decode.
 A code column is either an axis' coarse digit or its fine digit; both are one column of that
 product, so the finer digits cost nothing extra at query time.
 """
@@ -230,8 +230,8 @@ class TextProjection:
 
     Two products compute it: float32 (codes widened a chunk at a time, the offset folded in as one
     more column) and int8 (``torch._int_mm``, weights as two int8 digits). Which is faster depends
-    on the CPU, by more than 10x either way: on an AVX2 EPYC without VNNI the int8 product of 1M
-    codes took 290 ms against 14 ms in float32; with VNNI it was the faster one. So it is measured
+    on the CPU: on an AVX2 EPYC without VNNI the int8 product of 1M codes took 290 ms against 14 ms
+    in float32, while another machine ran the int8 one in about 36 ms a query. So it is measured
     once per code width (``_int8_is_faster``), not assumed; ``method`` forces one (tests)."""
 
     def __init__(self, codec: FeatureCodec, texts: torch.Tensor, method: str | None = None):
