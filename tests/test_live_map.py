@@ -104,7 +104,7 @@ def test_instances_group_touching_same_label_cells_with_stable_ids():
 
 
 def test_keyframes_by_motion_turn_or_time():
-    from ovseg3d.segment.keyframes import KeyframeGate, RateCap
+    from ovseg3d.segment.keyframes import KeyframeGate
 
     gate = KeyframeGate(min_translation=0.05, min_rotation_deg=5.0, max_interval=1.0)
     pose = np.eye(4)
@@ -128,9 +128,6 @@ def test_keyframes_by_motion_turn_or_time():
     taken = [capped.take(f, i / 30) for i, f in enumerate(far)]
     assert taken == [True, False, False, True, False, False, True]  # 10 Hz at most (0.1 s counts)
     assert capped.take(far[0], 0.05)  # time went back: taken
-    cap = RateCap(min_interval=0.1)  # the node's: from the stamps alone, before a frame is queued
-    assert [cap.admit(i / 30) for i in range(7)] == [True, False, False, True, False, False, True]
-    assert cap.admit(0.0) and not cap.admit(0.05)  # a stamp going back is admitted, and counts from there
 
 
 def test_a_frame_is_a_keyframe_only_once_it_is_in_the_map():
@@ -139,8 +136,11 @@ def test_a_frame_is_a_keyframe_only_once_it_is_in_the_map():
     live = _live()
     pose, K = np.eye(4), np.array([[50.0, 0, 32], [0, 50.0, 24], [0, 0, 1]])
     assert live.is_keyframe(pose, 0.0) and live.is_keyframe(pose, 0.03)  # asked, never integrated
+    assert not live.keyframe_too_soon(0.03)  # no keyframe yet
     live.add_rgbd(np.full((48, 64), 1.5), K, pose, 0.03)
     assert len(live.map) > 0 and not live.is_keyframe(pose, 0.06)  # integrated: the next still frame is not
+    # the rate cap (0.1 s), told from the stamp alone: the node asks before looking up a pose
+    assert live.keyframe_too_soon(0.06) and not live.keyframe_too_soon(0.13) and not live.keyframe_too_soon(0.0)
 
 
 def test_query_answers_only_labelled_voxels():

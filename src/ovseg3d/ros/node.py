@@ -45,7 +45,6 @@ from ovseg3d.ros.stamps import StreamOrder
 from ovseg3d.ros.stats import NodeStats
 from ovseg3d.ros.sync import ApproximateSync, DropOldestQueue
 from ovseg3d.ros.transforms import TfLookup, check_frame_id, stamp_seconds, to_stamp
-from ovseg3d.segment.keyframes import RateCap
 from ovseg3d_interfaces.srv import LoadMap, SaveMap, SetVocabulary, TextQuery
 
 AUTOSAVE = "autosave"  # map.autosave_period writes save_dir/autosave.{npz,ply}
@@ -80,7 +79,6 @@ class PerceptionNode(LifecycleNode):
         self.label_set = None
         self._last_warn: dict[str, float] = {}
         self._order = StreamOrder()
-        self._rate_cap = RateCap()  # RGB-D frames queued at most every rgbd.keyframe_min_interval
         self._generation = 0  # counts map resets: an input taken before one is not inserted after it
         self._taken_in = 0  # the generation the ingest worker's current input was queued in
         self._clock_seen = -np.inf  # the node's clock when last read, to notice it going back
@@ -400,12 +398,7 @@ class PerceptionNode(LifecycleNode):
         stamp = stamp_seconds(msg.header.stamp)
         self._admit(stamp)
         match = self.sync.add(stream, stamp, msg)
-        if match is None:
-            return
-        self._rate_cap.min_interval = self.p("rgbd.keyframe_min_interval")
-        if not self._rate_cap.admit(stamp):  # keyframes at most this often: decided here, never queued
-            self.stats.add("skipped", "rgbd_rate")
-        elif not self.queue.put(("rgbd", match, self._generation)):
+        if match is not None and not self.queue.put(("rgbd", match, self._generation)):
             self.warn("queue_full", "ingest queue full: dropped the oldest input (the worker is too slow)")
 
     def _on_lidar(self, msg: PointCloud2) -> None:
@@ -466,25 +459,30 @@ class PerceptionNode(LifecycleNode):
 
     def _ingest_rgbd(self, frame: dict) -> None:
         """One matched camera frame: ``depth`` and its ``info``; ``rgb`` when colour is on, with
-        ``rgb_info`` when the depth is not registered to it (colour then comes through TF). Its
-        pose is looked up first: a frame the keyframe gate passes over is never decoded (at 30 Hz
-        most are, and a compressed frame's decode costs more than its integration)."""
+        ``rgb_info`` when the depth is not registered to it (colour then comes through TF).
+
+        Cheap first, so a 30 Hz camera costs little beyond its keyframes: the raw images' and
+        CameraInfo's checks (a malformed frame is counted as such even when it would not have
+        been a keyframe), the keyframe rate cap (stamp only), the pose and the keyframe gate; only
+        then compressed images are decoded and the frame is back-projected."""
         depth_msg, info, rgb_msg = frame["depth"], frame["info"], frame.get("rgb")
         stamp = stamp_seconds(depth_msg.header.stamp)
+        K = camera_matrix(info)
+        depth = None if isinstance(depth_msg, CompressedImage) else self._sized(depth_image(depth_msg), info)
+        rgb = None if rgb_msg is None or isinstance(rgb_msg, CompressedImage) else color_image(rgb_msg)
         self._check_order("rgbd", stamp)
+        if self.live.keyframe_too_soon(stamp):  # the rate cap: no pose, no decode
+            self._order.accept("rgbd", stamp, time.monotonic())
+            raise Skipped("rate")
         pose = self._pose(depth_msg.header.frame_id or info.header.frame_id, stamp)
         self._check_generation()
         if not self.live.is_keyframe(pose, stamp):  # checked like any frame, then passed over on purpose
             self._order.accept("rgbd", stamp, time.monotonic())
             raise Skipped("keyframe")
-        depth = _decoded(compressed_depth, depth_msg) if isinstance(depth_msg, CompressedImage) \
-            else depth_image(depth_msg)
-        K = camera_matrix(info)
-        if (info.width, info.height) != (depth.shape[1], depth.shape[0]):
-            raise Rejected("camera_mismatch", f"CameraInfo is {info.width}x{info.height} but the depth image is "
-                                              f"{depth.shape[1]}x{depth.shape[0]}; dropped the RGB-D frame")
-        rgb = None if rgb_msg is None else _decoded(compressed_color, rgb_msg) \
-            if isinstance(rgb_msg, CompressedImage) else color_image(rgb_msg)
+        if depth is None:
+            depth = self._sized(_decoded(compressed_depth, depth_msg), info)
+        if rgb is None and rgb_msg is not None:
+            rgb = _decoded(compressed_color, rgb_msg)
         color_camera = None
         if rgb is not None and "rgb_info" in frame:  # not registered: the colour camera's own intrinsics
             rgb_info = frame["rgb_info"]
@@ -501,6 +499,14 @@ class PerceptionNode(LifecycleNode):
                 raise Rejected("camera_mismatch", f"dropped an RGB-D frame: {exc}") from None
         self.live.add_rgbd(depth, K, pose, stamp, rgb, color_camera)
         self._order.accept("rgbd", stamp, time.monotonic())
+
+    @staticmethod
+    def _sized(depth: np.ndarray, info) -> np.ndarray:
+        """The depth image, if its CameraInfo describes an image of its size."""
+        if (info.width, info.height) != (depth.shape[1], depth.shape[0]):
+            raise Rejected("camera_mismatch", f"CameraInfo is {info.width}x{info.height} but the depth image is "
+                                              f"{depth.shape[1]}x{depth.shape[0]}; dropped the RGB-D frame")
+        return depth
 
     def _ingest_lidar(self, msg: PointCloud2) -> None:
         stamp = stamp_seconds(msg.header.stamp)

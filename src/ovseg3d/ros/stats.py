@@ -24,8 +24,8 @@ class StatsSnapshot:
     received: dict[str, int]  # messages per input topic, as the callbacks saw them
     ingested: dict[str, int]  # inputs put into the map, per kind (rgbd, lidar)
     rejected: dict[str, int]  # inputs dropped, per kind (bad_lidar, tf, queue_full, nonfinite_points ...)
-    skipped: dict[str, int]  # inputs passed over on purpose (rgbd_keyframe: not a keyframe, in the worker;
-    # rgbd_rate: too soon after the last keyframe, in the callback, never queued)
+    skipped: dict[str, int]  # inputs passed over on purpose (rgbd_keyframe: not a keyframe; rgbd_rate: too
+    # soon after the last one, told from the stamp before the pose is looked up)
     warned: dict[str, int]  # warnings logged per kind (the rest were throttled)
     queued: int  # inputs put on the ingest queue (RGB-D frames once matched, LiDAR sweeps)
     queue_dropped: int  # of those, dropped for newer ones when the queue was full
@@ -41,11 +41,9 @@ class StatsSnapshot:
     def handled(self) -> int:
         """Queued inputs that reached an end: ingested, skipped (not a keyframe), rejected after queueing,
         or dropped from the queue.
-        (NaN points inside a kept cloud, queue drops and frames the rate cap passed over before
-        queueing, ``rgbd_rate``, are counted apart.)"""
+        (NaN points inside a kept cloud and queue drops are counted apart.)"""
         rejected = sum(v for k, v in self.rejected.items() if k not in ("nonfinite_points", "queue_full"))
-        skipped = sum(v for k, v in self.skipped.items() if k != "rgbd_rate")
-        return sum(self.ingested.values()) + skipped + self.queue_dropped + rejected
+        return sum(self.ingested.values()) + sum(self.skipped.values()) + self.queue_dropped + rejected
 
 
 class NodeStats:

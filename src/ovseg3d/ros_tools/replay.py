@@ -2,8 +2,8 @@
 
 The bag's messages are published raw (as recorded) at the recorded timing scaled by ``rate``; the
 node runs in this process, so every message can be accounted for: played -> received by the node
--> matched into RGB-D frames -> passed over by the keyframe rate cap (``skipped rgbd_rate``, never
-queued) or queued -> ingested, skipped (not a keyframe), rejected (by kind) or dropped. Latency is
+-> matched into RGB-D frames -> queued -> ingested, skipped (not a keyframe, or too soon after one),
+rejected (by kind) or dropped. Latency is
 from the wall time a sensor message was published to the wall time labels including its stamp
 arrived on ``semantic_points``. With ground truth (a scene folder in ScanNet layout) each map
 point takes the label of its nearest ground-truth point within ``gt_radius``.
@@ -135,7 +135,7 @@ def replay(bag: Path, harness: NodeHarness, cfg: ReplayConfig, out: Path, gt: Pa
     report = {
         "bag": str(bag), "rate": cfg.rate, "settled": settled, "seconds": round(play_seconds, 2),
         "played": played, "received_by_node": snap.received,
-        "rgbd_frames_matched": snap.queued + snap.skipped.get("rgbd_rate", 0) - snap.received.get("lidar/points", 0),
+        "rgbd_frames_matched": snap.queued - snap.received.get("lidar/points", 0),
         "camera_messages_unmatched": snap.camera_unmatched,
         "ingested": snap.ingested, "skipped": snap.skipped, "queue_drops": snap.queue_dropped,
         "rejected": {k: v for k, v in snap.rejected.items() if k not in ("nonfinite_points", "queue_full")},

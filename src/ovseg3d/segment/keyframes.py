@@ -40,6 +40,12 @@ class KeyframeGate:
                 return False
         return True
 
+    @property
+    def last_stamp(self) -> float | None:
+        """The stamp of the last keyframe taken (None before the first)."""
+        last = self._last
+        return None if last is None else last[1]
+
     def taken(self, pose: np.ndarray, stamp: float) -> None:
         """The frame at ``pose`` went into the map: the reference for the next ones."""
         self._last = (np.array(pose, np.float64), float(stamp))
@@ -58,20 +64,3 @@ class KeyframeGate:
 def too_soon(last: float, stamp: float, min_interval: float) -> bool:
     """Whether ``stamp`` follows ``last`` by less than ``min_interval`` (a stamp going back is not)."""
     return 0 <= stamp - last < min_interval - TICK
-
-
-@dataclass
-class RateCap:
-    """At most one frame per ``min_interval`` of stamps, decided from the stamp alone: a node asks it
-    as a frame arrives, before the frame is queued (the gate's motion test needs the frame's pose,
-    which only the ingest worker looks up, and a worker that has fallen behind knows only old
-    keyframes, so it cannot cap what reaches its own queue)."""
-
-    min_interval: float = 0.0
-    _last: float | None = field(default=None, repr=False)
-
-    def admit(self, stamp: float) -> bool:
-        if self._last is not None and too_soon(self._last, stamp, self.min_interval):
-            return False
-        self._last = float(stamp)
-        return True

@@ -40,7 +40,7 @@ from ovseg3d.labels import STUFF_LABELS, stuff_indices
 from ovseg3d.segment.feature_codes import FeatureCodec, TextProjection, recode
 from ovseg3d.segment.instance_classify import instance_index, name_instances
 from ovseg3d.segment.instances import Instance, connected_label_groups, stable_ids, summarize
-from ovseg3d.segment.keyframes import KeyframeGate
+from ovseg3d.segment.keyframes import KeyframeGate, too_soon
 from ovseg3d.segment.proposals import merge_superpoints
 from ovseg3d.segment.query import instance_embeddings, rank_instances
 from ovseg3d.student.model import Student
@@ -175,6 +175,12 @@ class LiveSegmenter:
         before decoding its images, skip it if not. The frame becomes the gate's reference once
         ``add_rgbd`` has put it in the map."""
         return self._gate().wants(np.asarray(cam_to_world, np.float64), stamp)
+
+    def keyframe_too_soon(self, stamp: float) -> bool:
+        """Whether an RGB-D frame at ``stamp`` follows the last keyframe by less than the rate cap
+        (``keyframe_min_interval``): known from the stamp alone, before the frame's pose."""
+        last = self.keyframes.last_stamp
+        return last is not None and too_soon(last, stamp, self.cfg.keyframe_min_interval)
 
     def add_rgbd(self, depth: np.ndarray, K: np.ndarray, cam_to_world: np.ndarray, stamp: float,
                  rgb: np.ndarray | None = None, color_camera: tuple[np.ndarray, np.ndarray] | None = None) -> int:
