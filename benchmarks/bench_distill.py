@@ -2,7 +2,7 @@
 without superpoint distillation and geometric pooling, on held-out synthetic scenes.
 
 Run: .venv/bin/python benchmarks/bench_distill.py [--train-scenes 18] [--epochs 40] [--jobs 2]
-     [--input occupancy|color] [--seed 0] [--work DIR]
+     [--input occupancy|color] [--seed 0] [--work DIR] [--teacher simulated|simulated_hard]
 Synthetic world and simulated teacher (test instruments), random CLIP weights; the table
 compares methods on the same held-out scenes in one run. Geometric pooling (GeoPurify) is
 applied where the paper applies it, to the teacher's fused 2D features, and to the student's
@@ -113,10 +113,15 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=2, help="students trained at once (threads split between them)")
     p.add_argument("--affinity-epochs", type=int, default=50, help="GeoPurify's schedule (default 50)")
     p.add_argument("--work", type=Path, default=Path("runs/bench_distill"))
+    p.add_argument("--teacher", choices=["simulated", "simulated_hard"], default="simulated",
+                   help="the simulated 2D teacher (test instrument): simulated errs independently per view; "
+                        "simulated_hard misreads an object the same way in every view, bleeds wider and never "
+                        "labels some objects (features and runs kept apart per teacher; default simulated)")
     args = p.parse_args()
     work = args.work
+    tag = "" if args.teacher == "simulated" else f"_{args.teacher}"
     n = args.train_scenes + args.val_scenes + args.tune_scenes
-    data, feats = work / "scenes", work / "features"
+    data, feats, runs_dir = work / "scenes", work / f"features{tag}", work / f"runs{tag}"
     times = {}
     first_missing = next((i for i in range(n) if not (data / f"scene{i:04d}_00" / "synth.json").exists()), n)
     if first_missing < n:  # each room depends only on (seed, index): later rooms can be added to a finished set
@@ -124,7 +129,7 @@ def main() -> None:
         generate_dataset(data, n - first_missing, 100, SYNTH_PRESETS["test"], first_index=first_missing)
         times["synth"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    extract_scenes(data, feats, ExtractOptions(teachers=["simulated"]))
+    extract_scenes(data, feats, ExtractOptions(teachers=[args.teacher]))
     times["extract"] = time.perf_counter() - t0
     names = [f"scene{i:04d}_00" for i in range(n)]
     train, val = names[: args.train_scenes], names[args.train_scenes: args.train_scenes + args.val_scenes]
@@ -136,23 +141,23 @@ def main() -> None:
     commands = {f"train {run}": ("training/configs/synthetic.yaml", [
                                  f"data.scenes={data}", f"data.targets={feats}", f"data.train=[{','.join(train)}]",
                                  f"data.val=[{','.join(val)}]", f"optim.epochs={args.epochs}", f"optim.lr={args.lr}",
-                                 f"student.voxel_size={args.voxel}", f"student.input={args.input}", f"out={work}/runs",
+                                 f"student.voxel_size={args.voxel}", f"student.input={args.input}", f"out={runs_dir}",
                                  f"name={run}", "val_every=5", f"threads={threads}", f"seed={args.seed}", *extra])
                 for run, extra in runs.items()}
     times.update(train_parallel(commands, args.jobs, threads))
     for run in runs:  # a run folder that already had last.pt resumes: its own log holds the training time
-        times[f"train {run} (epoch times in log.csv)"] = epoch_seconds(work / "runs" / run / "log.csv")
+        times[f"train {run} (epoch times in log.csv)"] = epoch_seconds(runs_dir / run / "log.csv")
     times.update(train_parallel({"train affinity (GeoPurify)": ("training/configs/geopurify_affinity.yaml", [
         f"data.scenes={data}", f"data.train=[{','.join(train)}]",
-        f"affinity.teacher={work}/runs/cosine+superpoint/last.pt",
+        f"affinity.teacher={runs_dir}/cosine+superpoint/last.pt",
         f"student.voxel_size={args.voxel}", f"student.input={args.input}",  # it sees what the students see
-        f"optim.epochs={args.affinity_epochs}", f"out={work}/runs", "name=affinity", f"seed={args.seed}"])},
+        f"optim.epochs={args.affinity_epochs}", f"out={runs_dir}", "name=affinity", f"seed={args.seed}"])},
         1, os.cpu_count() or 1))
-    times["train affinity (epoch times in log.csv)"] = epoch_seconds(work / "runs" / "affinity" / "log.csv")
+    times["train affinity (epoch times in log.csv)"] = epoch_seconds(runs_dir / "affinity" / "log.csv")
     labels = load_label_set("scannet20")
     vocab = build_vocabulary(labels)
-    affinity = load_student(work / "runs" / "affinity" / "last.pt", "cpu")[0]
-    students = {run: load_student(work / "runs" / run / "last.pt", "cpu")[0] for run in runs}
+    affinity = load_student(runs_dir / "affinity" / "last.pt", "cpu")[0]
+    students = {run: load_student(runs_dir / run / "last.pt", "cpu")[0] for run in runs}
     setup = dict(data=data, feats=feats, students=students, affinity=affinity, labels=labels)
 
     t0 = time.perf_counter()
@@ -206,7 +211,7 @@ def main() -> None:
             meters[row].update(vocab.classify(ens)[0].numpy(), x["gt"])
     print(f"\n== distillation ablation on {len(val)} held-out synthetic scenes ({len(train)} training scenes, "
           f"{args.epochs} epochs, {args.voxel * 100:g} cm voxels, input {args.input}, seed {args.seed}; "
-          "simulated teacher; random CLIP) ==")
+          f"teacher {args.teacher} (test instrument); random CLIP) ==")
     scores = {k: m.compute() for k, m in meters.items()}
     print(miou_table(scores, "2D fusion (teacher)"))
     print(f"pooling: paper = GeoPurify's K {paper[0]}, sharpening {paper[1]:g}, {paper[2]} steps; tuned = best mIoU "

@@ -115,3 +115,48 @@ def test_simulated_teacher_fails_as_configured(synth_scene, tiny_clip):
     assert (cells_of(b, door) >= cells_of(a, wall)).all()
     again = perfect(frame)
     assert torch.equal(again.features, a.features)  # deterministic per scene and frame
+
+
+def _words_per_object(segmenter, frames):
+    """{instance id: set of words it was given} over the frames (cells of one object only)."""
+    seen: dict[int, list[set]] = {}
+    for frame in frames:
+        sem, inst, hit = segmenter._cell_labels(frame)
+        words = np.full(sem.shape, "", dtype=object)
+        for seg in segmenter(frame):
+            words[seg.mask] = seg.label
+        for i in np.unique(inst[hit & (sem >= 0)]):
+            seen.setdefault(int(i), []).append(set(words[inst == i].tolist()))
+    return seen
+
+
+def test_hard_simulated_teacher_errs_the_same_way_in_every_view(synth_scene):
+    """``consistent``: an object's misreading (or its never being labelled) is drawn once per object, so
+    fusing views cannot average it away; the default teacher draws it per view."""
+    from ovseg3d.teachers.simulated import SimulatedSegmenter, SimulatedTeacherConfig
+
+    labels = load_label_set("scannet20")
+    frames = list(synth_scene.frames())[:6]
+    kw = dict(confusion={"chair": {"sofa": 0.5}, "table": {"desk": 0.5}}, bleed_prob=0.0, noise=0.0)
+    per_view = SimulatedSegmenter(labels, SimulatedTeacherConfig(**kw))
+    hard = SimulatedSegmenter(labels, SimulatedTeacherConfig(**kw, consistent=True, unseen=0.3))
+    for s in (per_view, hard):
+        s.begin_scene(synth_scene)
+    confusable = {labels.names.index("chair"), labels.names.index("table")}
+    sem = synth_scene.semantic(labels)
+    ids = synth_scene.instance_ids
+
+    def confused_objects(seen):
+        return [i for i, views in seen.items() if len(views) >= 2
+                and int(np.bincount(sem[ids == i][sem[ids == i] >= 0]).argmax()) in confusable]
+
+    soft_seen, hard_seen = _words_per_object(per_view, frames), _words_per_object(hard, frames)
+    # per view: some chair or table is read differently in two views
+    assert any(len({frozenset(v) for v in soft_seen[i]}) > 1 for i in confused_objects(soft_seen))
+    # consistent: every object is read the same way in every view that sees it
+    assert confused_objects(hard_seen)
+    for i, views in hard_seen.items():
+        assert len({frozenset(v) for v in views}) == 1, i
+    never = [i for i, views in hard_seen.items() if views[0] == {""}]
+    assert 0 < len(never) < len(hard_seen)
+    assert "TEST INSTRUMENT" in available_teachers()["simulated_hard"]

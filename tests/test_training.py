@@ -373,3 +373,38 @@ def test_train_cli_bad_config_is_one_line(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "unknown config key 'optim.epoch'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_segment_majority_by_hand():
+    from ovseg3d.geometry.voxels import segment_majority
+
+    values = [5, 5, 2, 7, 7, 3, 3, 9]
+    segments = [0, 0, 0, 1, 1, 1, 1, 3]  # segment 1: a tie (7 twice, 3 twice) -> the smaller; 2: empty
+    assert segment_majority(values, segments, 4).tolist() == [5, 3, -1, 9]
+
+
+def test_voxel_samples_carry_each_voxels_mean_target(synth_root, targets, tmp_path):
+    """``data.voxel_samples``: one point per student voxel, its points' centroid and mean unit teacher feature."""
+    import numpy as np
+
+    from ovseg3d.geometry.voxels import voxelize
+    from ovseg3d_train.data import DistillDataset
+
+    cfg = _cfg(synth_root, targets, tmp_path, "data.voxel_samples=true", "student.voxel_size=0.2",
+               "data.max_points=1000000")
+    per_point = DistillDataset(_cfg(synth_root, targets, tmp_path, "data.max_points=1000000"), ["scene0000_00"])
+    per_voxel = DistillDataset(cfg, ["scene0000_00"])
+    p = per_point.sample(0, 0, augment=False)
+    v = per_voxel.sample(0, 0, augment=False)
+    vox = voxelize(p.points, 0.2)
+    assert len(v.points) == vox.num_voxels < len(p.points)
+    k = int(np.bincount(vox.point_to_voxel).argmax())  # the fullest voxel
+    inside = vox.point_to_voxel == k
+    row = int(np.flatnonzero((np.floor(v.points / 0.2).astype(int) == vox.coords[k]).all(1))[0])
+    assert np.allclose(v.points[row], p.points[inside].mean(0), atol=1e-5)
+    seen = p.mask.numpy() & inside
+    assert bool(v.mask[row]) == bool(seen.any())
+    if seen.any():
+        want = torch.nn.functional.normalize(p.target[torch.from_numpy(seen)], dim=1).mean(0)
+        assert torch.allclose(v.target[row].float(), want, atol=2e-3)
+    assert int(v.superpoints[row]) in set(p.superpoints[torch.from_numpy(inside)].tolist())

@@ -39,6 +39,10 @@ class DataSection:
     val: list[str] = field(default_factory=list)
     chunk: float = 0.0  # metres: train on random square columns of this side (0: whole scenes)
     max_points: int = 300000  # points per training sample at most (random subset beyond)
+    # Train on one point per occupied student voxel (its points' centroid, mean teacher feature, majority
+    # superpoint and instance), computed once per scene: the student's convolutions see the whole
+    # geometry at a voxel's cost, where a random point subset (max_points) leaves voxels out at random.
+    voxel_samples: bool = False
 
 
 @dataclass

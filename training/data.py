@@ -17,6 +17,7 @@ from ovseg3d.data.openscene import fused_path, load_fused_dense
 from ovseg3d.data.scannet import ScanNetScene, list_scenes
 from ovseg3d.errors import UserError
 from ovseg3d.geometry.superpoints import point_superpoints
+from ovseg3d.geometry.voxels import segment_majority, segment_mean, voxel_points
 from ovseg3d.labels import load_label_set
 from ovseg3d.segment.instances import majority_label
 
@@ -112,8 +113,23 @@ class DistillDataset:
                 sp = point_superpoints(scene.points, colors=scene.colors, k_thresh=self.cfg.loss.superpoint_k_thresh,
                                        min_verts=self.cfg.loss.superpoint_min_verts)
             inst = torch.as_tensor(scene.instance_ids) if uses_instances(self.cfg) else None
-            self._cache[name] = (scene.points.astype(np.float32), scene.colors, target, mask, torch.as_tensor(sp), inst)
+            loaded = (scene.points.astype(np.float32), scene.colors, target, mask, torch.as_tensor(sp), inst)
+            self._cache[name] = self._per_voxel(*loaded) if self.cfg.data.voxel_samples else loaded
         return self._cache[name]
+
+    def _per_voxel(self, points, colors, target, mask, sp, inst) -> tuple:
+        """A scene reduced to one point per student voxel (``data.voxel_samples``): its points' centroid
+        and mean colour, the mean unit teacher feature of its points that have one (no target where
+        none has), and the majority superpoint and instance."""
+        centroids, voxel = voxel_points(points, self.cfg.student.voxel_size)
+        n, seen = len(centroids), mask.numpy()
+        unit = torch.nn.functional.normalize(target[mask].float(), dim=1)
+        vox_target, count = segment_mean(unit, torch.from_numpy(voxel[seen]), n)
+        vox_colors, _ = segment_mean(colors.astype(np.float32), voxel, n)
+        vox_sp = torch.from_numpy(segment_majority(sp.numpy(), voxel, n))
+        vox_inst = None if inst is None else torch.from_numpy(segment_majority(inst.numpy(), voxel, n))
+        return (centroids, vox_colors.round().numpy().astype(np.uint8), vox_target.to(target.dtype), count > 0,
+                vox_sp, vox_inst)
 
     def instance_table(self, name: str) -> InstanceTable:
         """The scene's instance-teacher targets with each instance's annotated class."""

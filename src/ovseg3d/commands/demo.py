@@ -33,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scenes", type=int, default=8, help="synthetic scenes; the last one is held out (default 8)")
     p.add_argument("--epochs", type=int, default=30, help="student training epochs (default 30)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic world (default 0)")
+    p.add_argument("--teacher", choices=["simulated", "simulated_hard"], default="simulated",
+                   help="the simulated 2D teacher (test instrument): simulated errs independently in each view, "
+                        "simulated_hard the same way in every view (default simulated)")
     p.add_argument("--query", default="a chair", help='the text query of the demo (default "a chair")')
     p.add_argument("--replay-rate", type=float, default=2.0, help="bag playback speed for the node (default 2)")
 
@@ -72,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
     if args.epochs < 1:
         raise UserError("--epochs must be at least 1")
     out = args.out
-    data, features, runs = out / "data", out / "features", out / "runs"
+    tag = "" if args.teacher == "simulated" else f"_{args.teacher}"  # features and student kept apart per teacher
+    data, features, runs = out / "data", out / f"features{tag}", out / "runs"
     held_out = f"scene{args.scenes - 1:04d}_00"
     print("ovseg3d demo: the 2D teacher is SIMULATED and the CLIP text encoder has RANDOM weights, because no "
           "pretrained vision-language weights can be had offline here; " + SYNTH_NOTE + ". The numbers test the "
@@ -89,16 +93,17 @@ def run(args: argparse.Namespace) -> int:
     bag = data / held_out / "rosbag2_mcap"
     if not bag.exists():
         write_scene_bag(data / held_out, "mcap")
-    _step("2/7 simulated 2D teacher, fused onto the points (OpenScene files), and FOLK's instance teacher",
-          f"ovseg3d extract {data} --teacher simulated --out {features} --instance-teacher", timings, "extract",
-          lambda: extract_scenes(data, features, ExtractOptions(teachers=["simulated"], instance_teacher=True)))
-    ckpt = runs / "demo" / "best.pt"
+    _step(f"2/7 {args.teacher} 2D teacher (test instrument), fused onto the points (OpenScene files), and FOLK's "
+          "instance teacher", f"ovseg3d extract {data} --teacher {args.teacher} --out {features} --instance-teacher",
+          timings, "extract",
+          lambda: extract_scenes(data, features, ExtractOptions(teachers=[args.teacher], instance_teacher=True)))
+    ckpt = runs / f"demo{tag}" / "best.pt"
     import ovseg3d_train
 
     overrides = [f"data.scenes={data}", f"data.targets={features}", f"data.val=[{held_out}]", f"out={runs}",
-                 "name=demo", "student.arch=MinkUNetSmall", "student.voxel_size=0.1", f"optim.epochs={args.epochs}",
-                 "data.max_points=30000", "student.instance_hidden=128", "loss.instance_distill=1.0",
-                 "loss.instance_label_ce=0.2",
+                 f"name=demo{tag}", "student.arch=MinkUNetSmall", "student.voxel_size=0.1",
+                 f"optim.epochs={args.epochs}", "data.max_points=30000", "student.instance_hidden=128",
+                 "loss.instance_distill=1.0", "loss.instance_label_ce=0.2",
                  f"val_every={max(1, args.epochs // 4)}", "optim.lr=0.004"]
     config = Path(ovseg3d_train.__file__).parent / "configs" / "synthetic.yaml"
     _step("3/7 distilling a small 3D student on the CPU", f"ovseg3d-train --config {config} {' '.join(overrides)}",
@@ -108,12 +113,12 @@ def run(args: argparse.Namespace) -> int:
     ctx = load_context(ckpt)
     # instances on the student's proposals: named from 3D alone by its instance head (FOLK) in 3d, by
     # projecting each into its best views and running the teacher on crops (OpenMask3D-like) in 2d
-    projector = build_teachers(["simulated"], ctx.labels.name, ctx.text_encoder, ctx.templates, {})[1][0]
+    projector = build_teachers([args.teacher], ctx.labels.name, ctx.text_encoder, ctx.templates, {})[1][0]
     for mode in ("2d", "3d"):
         pred = out / f"pred_{mode}"
         opts = InferOptions(mode=mode, features=features, instances=True)
         same_as = (f"ovseg3d infer {val} --mode {mode} --out {pred} --features {features} --checkpoint {ckpt} "
-                   "--instances" + (" --teacher simulated" if mode == "2d" else ""))
+                   "--instances" + (f" --teacher {args.teacher}" if mode == "2d" else ""))
         _step(f"4/7 label the held-out scene: {mode}", same_as, timings, f"infer {mode}",
               lambda p=pred, o=opts: infer_scenes(val, p, ctx, o, teacher=projector if o.mode == "2d" else None))
         report = _step(f"4/7 score {mode}", f"ovseg3d eval {pred} --gt {data} --labels scannet20", timings,

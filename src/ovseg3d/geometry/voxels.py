@@ -64,3 +64,26 @@ def segment_mean(values: torch.Tensor | np.ndarray, segments: torch.Tensor | np.
         sums = values.new_zeros(num_segments, values.shape[1]).index_add_(0, segments, values)
     counts = torch.bincount(segments, minlength=num_segments).to(sums.dtype)
     return sums / counts.clamp(min=1)[:, None], counts
+
+
+def segment_majority(values: np.ndarray, segments: np.ndarray, num_segments: int) -> np.ndarray:
+    """(S,) the most common value of the rows in each segment (ties: the smallest value); segments
+    with no row get -1. One sort, no loop over segments."""
+    values, segments = np.asarray(values).reshape(-1), np.asarray(segments).reshape(-1)
+    out = np.full(num_segments, -1, dtype=values.dtype)
+    if len(values) == 0:
+        return out
+    pairs, counts = np.unique(np.stack([segments, values], axis=1), axis=0, return_counts=True)
+    order = np.lexsort((pairs[:, 1], -counts, pairs[:, 0]))  # per segment: most rows first, then smallest value
+    seg_sorted = pairs[order, 0]
+    first = np.ones(len(order), bool)
+    first[1:] = seg_sorted[1:] != seg_sorted[:-1]
+    out[seg_sorted[first]] = pairs[order[first], 1]
+    return out
+
+
+def voxel_points(points: np.ndarray, voxel_size: float) -> tuple[np.ndarray, np.ndarray]:
+    """(V, 3) float32 centroid of each occupied voxel's points, and (N,) each point's voxel."""
+    vox = voxelize(points, voxel_size)
+    centroids, _ = segment_mean(np.asarray(points, np.float32), vox.point_to_voxel, vox.num_voxels)
+    return centroids.numpy(), vox.point_to_voxel

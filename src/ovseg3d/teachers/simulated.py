@@ -4,7 +4,11 @@ No pretrained weights can be had on the project's machines, so this teacher look
 scene's labelled mesh through each camera (ray casting at its coarse patch resolution) and
 fails the way real teachers do: per view it misidentifies whole objects following a per-class
 confusion table, lets labels bleed over object boundaries, sees only one label per patch, and
-adds feature noise. Its labels then go through the same label-teacher path as a real mask +
+adds feature noise. Errors drawn per view mostly average away when views are fused, which real
+teachers' do not: ``simulated_hard`` (``consistent``) misreads an object the same way from every
+view (a chair read as a sofa from all sides), bleeds wider, and never labels some objects at all
+(``unseen``), so fusion cannot remove its mistakes and only a student that generalises across
+objects can. Its labels then go through the same label-teacher path as a real mask +
 label segmenter: they are embedded by the configured CLIP text encoder. It needs ground-truth
 labels, so it runs on labelled scenes only (the synthetic world, or annotated real scans).
 """
@@ -53,6 +57,8 @@ class SimulatedTeacherConfig:
     bleed_prob: float = 0.4  # chance that a boundary patch takes its neighbour's label
     noise: float = 0.3  # norm of the Gaussian noise vector added to each unit feature (relative to 1)
     seed: int = 0
+    consistent: bool = False  # draw each object's misreading once per object, not once per view
+    unseen: float = 0.0  # chance that an object is never labelled (drawn once per object)
 
 
 def parse_confusion(text: str) -> Confusion:
@@ -112,13 +118,17 @@ class SimulatedSegmenter:
         words = np.where(sem >= 0, names[sem], "")
         for i in np.unique(inst[hit & (sem == IGNORE)]):
             words[(inst == i) & (sem == IGNORE)] = self.other_words.get(int(i), "")
-        # whole objects misidentified in this view
+        # whole objects misidentified in this view (consistent: the same way in every view) or not labelled
         for i in np.unique(inst[hit & (sem >= 0)]):
+            obj_rng = np.random.default_rng([self.cfg.seed, self.scene_key, int(i), 1]) if self.cfg.consistent else rng
+            if self.cfg.unseen > 0 and obj_rng.random() < self.cfg.unseen:
+                words[inst == i] = ""
+                continue
             cls = self.labels.names[int(np.bincount(sem[inst == i][sem[inst == i] >= 0]).argmax())]
             row = {k: v for k, v in self.cfg.confusion.get(cls, {}).items() if k in self.labels.names}
-            if row and rng.random() < sum(row.values()):
+            if row and obj_rng.random() < sum(row.values()):
                 others, probs = zip(*row.items())
-                other = rng.choice(others, p=np.asarray(probs) / sum(probs))
+                other = obj_rng.choice(others, p=np.asarray(probs) / sum(probs))
                 words[inst == i] = self.labels.prompts[self.labels.names.index(other)][0]
         words = self._bleed(words, rng)
         return [Segment(mask=words == w, label=str(w)) for w in np.unique(words) if w]
@@ -157,7 +167,8 @@ class SimulatedTeacher(LabelTeacher):
         return fm
 
 
-def _simulated(confusion: Confusion):
+def _simulated(confusion: Confusion, consistent: bool = False, bleed_cells: int = 1, bleed_prob: float = 0.4,
+               unseen: float = 0.0):
     def build(ctx: TeacherContext) -> Teacher:
         if ctx.labels is None:
             raise UserError("the simulated teacher needs a label set (--labels)")
@@ -165,16 +176,32 @@ def _simulated(confusion: Confusion):
         cfg = SimulatedTeacherConfig(
             patch=int(o.get("patch", 16)),
             confusion=parse_confusion(o["confusion"]) if "confusion" in o else dict(confusion),
-            bleed_cells=int(o.get("bleed_cells", 1)), bleed_prob=float(o.get("bleed_prob", 0.4)),
-            noise=float(o.get("noise", 0.3)), seed=int(o.get("seed", 0)))
+            bleed_cells=int(o.get("bleed_cells", bleed_cells)), bleed_prob=float(o.get("bleed_prob", bleed_prob)),
+            noise=float(o.get("noise", 0.3)), seed=int(o.get("seed", 0)),
+            consistent=_flag(o.get("consistent", consistent)), unseen=float(o.get("unseen", unseen)))
         return SimulatedTeacher(ctx.labels, ctx, cfg)
     return build
 
 
-_OPTS = "options: patch, confusion ('a>b:p,...'), bleed_cells, bleed_prob, noise, seed"
+def _flag(value) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("1", "true", "yes"):
+        return True
+    if str(value).lower() in ("0", "false", "no"):
+        return False
+    raise UserError(f"teacher option consistent must be true or false, got {value!r}")
+
+
+_OPTS = "options: patch, confusion ('a>b:p,...'), bleed_cells, bleed_prob, noise, seed, consistent, unseen"
 register("simulated", f"TEST INSTRUMENT: ground truth corrupted like a real segmenter; {_OPTS}")(
     _simulated(TYPICAL_CONFUSIONS))
 _A = "TEST INSTRUMENT: simulated teacher failing on chair, picture, desk, cabinet, curtain"
 _B = "TEST INSTRUMENT: simulated teacher failing on door, toilet, bed, refrigerator, counter"
 register("simulated_a", f"{_A}; {_OPTS}")(_simulated(CONFUSIONS_A))
 register("simulated_b", f"{_B}; {_OPTS}")(_simulated(CONFUSIONS_B))
+register("simulated_hard", "TEST INSTRUMENT: simulated teacher whose mistakes do not average out over views: "
+         "an object misread is misread from every side (confusions at twice the typical rate), labels bleed two "
+         f"patches over borders, 10 % of objects are never labelled; {_OPTS}")(
+    _simulated({c: {o: 2 * p for o, p in row.items()} for c, row in TYPICAL_CONFUSIONS.items()}, consistent=True,
+               bleed_cells=2, bleed_prob=0.6, unseen=0.1))
