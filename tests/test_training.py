@@ -408,3 +408,37 @@ def test_voxel_samples_carry_each_voxels_mean_target(synth_root, targets, tmp_pa
         want = torch.nn.functional.normalize(p.target[torch.from_numpy(seen)], dim=1).mean(0)
         assert torch.allclose(v.target[row].float(), want, atol=2e-3)
     assert int(v.superpoints[row]) in set(p.superpoints[torch.from_numpy(inside)].tolist())
+
+
+def test_unformed_outputs_give_the_formed_losses_and_gradients():
+    """Losses on (inputs, weight, bias) equal those on the formed x @ W + b, values and gradients."""
+    from ovseg3d_train.affine_features import AffineFeatures
+    from ovseg3d_train.losses import instance_distillation
+
+    g = torch.Generator().manual_seed(0)
+    n, c, d = 400, 12, 64
+    x0, w0, b0 = torch.randn(n, c, generator=g), torch.randn(c, d, generator=g) * 0.3, torch.randn(d, generator=g)
+    target = torch.randn(n, d, generator=g)
+    mask = torch.rand(n, generator=g) > 0.2
+    sp = torch.randint(0, 30, (n,), generator=g) * 7  # sparse ids
+    mean = torch.nn.functional.normalize(torch.randn(d, generator=g), dim=0) * 0.8
+    inst = torch.randint(0, 9, (n,), generator=g)
+    ids, text = torch.arange(1, 9), torch.randn(5, d, generator=g)
+    inst_target = torch.nn.functional.normalize(torch.randn(8, d, generator=g), dim=1)
+    usable, labels = torch.tensor([True] * 7 + [False]), torch.tensor([0, 1, 2, 3, 4, -1, 2, 1])
+
+    def run(unformed: bool):
+        x, w, b = (t.clone().requires_grad_(True) for t in (x0, w0, b0))
+        pred = AffineFeatures(x, w, b) if unformed else x @ w + b
+        losses = [cosine_distillation(pred, target, mask, mean), cosine_distillation(pred, target),
+                  superpoint_distillation(pred, target, sp, mask, mean=mean),
+                  superpoint_distillation(pred, target, sp, mask, uncertainty=True),
+                  *instance_distillation(pred, inst, ids, inst_target, usable, labels, text)]
+        sum(losses).backward()
+        return torch.stack([v.detach() for v in losses]), x.grad, w.grad, b.grad
+
+    formed, unformed = run(False), run(True)
+    assert torch.allclose(formed[0], unformed[0], atol=1e-5), (formed[0], unformed[0])
+    for a, b in zip(formed[1:], unformed[1:]):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+    assert (formed[0] > 0).all()

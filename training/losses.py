@@ -29,13 +29,36 @@ import torch.nn.functional as F
 
 from ovseg3d.geometry.voxels import segment_mean
 
+from .affine_features import AffineFeatures, rows_cosine
 
-def center(pred: torch.Tensor, target: torch.Tensor, mean: torch.Tensor | None):
+Features = torch.Tensor | AffineFeatures  # per-point student outputs, formed or as (inputs, weight, bias)
+
+
+def rows_of(pred: Features, index) -> Features:
+    return pred.rows(index) if isinstance(pred, AffineFeatures) else pred[index]
+
+
+def _num_rows(pred: Features) -> int:
+    return len(pred.x) if isinstance(pred, AffineFeatures) else len(pred)
+
+
+def zero_loss(pred: Features) -> torch.Tensor:
+    """A zero loss still attached to the student's graph."""
+    return (pred.x.sum() + pred.weight.sum() if isinstance(pred, AffineFeatures) else pred.sum()) * 0.0
+
+
+def _segment_mean(pred: Features, segments: torch.Tensor, n: int) -> torch.Tensor:
+    return pred.segment_mean(segments, n) if isinstance(pred, AffineFeatures) else segment_mean(pred, segments, n)[0]
+
+
+def center(pred: Features, target: torch.Tensor, mean: torch.Tensor | None):
     """Student and (unit) teacher features with a fixed mean direction removed (``mean=None``: as is)."""
+    dtype = pred.x.dtype if isinstance(pred, AffineFeatures) else pred.dtype
     if mean is None:
-        return pred, target.to(pred.dtype)
-    mean = mean.to(pred.device, pred.dtype)
-    return pred - mean, F.normalize(target.to(pred.dtype), dim=1) - mean
+        return pred, target.to(dtype)
+    mean = mean.to(target.device, dtype)
+    shifted = pred.shifted(mean) if isinstance(pred, AffineFeatures) else pred - mean
+    return shifted, F.normalize(target.to(dtype), dim=1) - mean
 
 
 def _dense_ids(ids: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -44,27 +67,27 @@ def _dense_ids(ids: torch.Tensor) -> tuple[torch.Tensor, int]:
     return seg, len(unique)
 
 
-def cosine_distillation(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
+def cosine_distillation(pred: Features, target: torch.Tensor, mask: torch.Tensor | None = None,
                         mean: torch.Tensor | None = None) -> torch.Tensor:
     if mask is not None:
-        pred, target = pred[mask], target[mask]
-    if len(pred) == 0:
-        return pred.sum() * 0.0
+        pred, target = rows_of(pred, mask), target[mask]
+    if _num_rows(pred) == 0:
+        return zero_loss(pred)
     pred, target = center(pred, target, mean)
-    return (1.0 - F.cosine_similarity(pred, target, dim=1)).mean()
+    return (1.0 - rows_cosine(pred, target)).mean()
 
 
-def superpoint_distillation(pred: torch.Tensor, target: torch.Tensor, superpoints: torch.Tensor,
+def superpoint_distillation(pred: Features, target: torch.Tensor, superpoints: torch.Tensor,
                             mask: torch.Tensor | None = None, uncertainty: bool = False,
                             mean: torch.Tensor | None = None) -> torch.Tensor:
     """1 - cos between superpoint-averaged student and teacher features, over superpoints with targets."""
     if mask is not None:
-        pred, target, superpoints = pred[mask], target[mask], superpoints[mask]
-    if len(pred) == 0:
-        return pred.sum() * 0.0
+        pred, target, superpoints = rows_of(pred, mask), target[mask], superpoints[mask]
+    if _num_rows(pred) == 0:
+        return zero_loss(pred)
     seg, n = _dense_ids(superpoints)
     pred, target = center(pred, target, mean)
-    sp_pred, _ = segment_mean(pred, seg, n)
+    sp_pred = _segment_mean(pred, seg, n)
     sp_target, _ = segment_mean(target, seg, n)
     loss = 1.0 - F.cosine_similarity(sp_pred, sp_target, dim=1)
     if not uncertainty:
@@ -178,26 +201,27 @@ def label_guided_targets(teacher: torch.Tensor, labels: torch.Tensor, text: torc
     return target, consistent | has_label, consistent
 
 
-def instance_distillation(inst_pred: torch.Tensor, point_instance: torch.Tensor, ids: torch.Tensor,
+def instance_distillation(inst_pred: Features, point_instance: torch.Tensor, ids: torch.Tensor,
                           target: torch.Tensor, usable: torch.Tensor, labels: torch.Tensor, text: torch.Tensor,
                           scale: float = 100.0) -> tuple[torch.Tensor, torch.Tensor]:
     """(1 - cos of pooled instance features to their targets, text cross-entropy), both means over
     the instances present in ``point_instance`` (per point an instance id; ids absent from ``ids``
     are ignored). ``ids``/``target``/``usable``/``labels`` describe the M annotated instances."""
-    zero = inst_pred.sum() * 0.0
+    zero = zero_loss(inst_pred)
+    device = zero.device
     size = max(int(ids.max()) if len(ids) else 0, int(point_instance.max())) + 1
-    pos = torch.full((size,), -1, dtype=torch.long, device=inst_pred.device)  # annotated id -> row of ``ids``
-    pos[ids.to(inst_pred.device)] = torch.arange(len(ids), device=inst_pred.device)
+    pos = torch.full((size,), -1, dtype=torch.long, device=device)  # annotated id -> row of ``ids``
+    pos[ids.to(device)] = torch.arange(len(ids), device=device)
     row = pos[point_instance.clamp(min=0)]
     keep = (point_instance > 0) & (row >= 0)
-    keep &= usable.to(inst_pred.device)[row.clamp(min=0)]
+    keep &= usable.to(device)[row.clamp(min=0)]
     if not keep.any():
         return zero, zero
     present, inv = torch.unique(row[keep], return_inverse=True)
-    pooled, _ = segment_mean(inst_pred[keep], inv, len(present))
-    tgt = target.to(inst_pred.device, inst_pred.dtype)[present]
+    pooled = _segment_mean(rows_of(inst_pred, keep), inv, len(present))
+    tgt = target.to(device, pooled.dtype)[present]
     distill = (1.0 - F.cosine_similarity(pooled, tgt, dim=1)).mean()
-    lab = labels.to(inst_pred.device)[present]
+    lab = labels.to(device)[present]
     has = lab >= 0
     if not has.any():
         return distill, zero

@@ -30,10 +30,11 @@ from ovseg3d.student.model import Student
 from ovseg3d.text.clip_model import ClipSpec
 from ovseg3d.text.vocabulary import build_vocabulary
 
+from .affine_features import AffineFeatures
 from .config import TrainConfig, student_config, uses_instances
 from .data import DistillDataset, split_scenes
 from .loss_terms import LOSS_TERMS, LOSSES, on_device
-from .losses import label_guided_targets
+from .losses import label_guided_targets, rows_of, zero_loss
 from .run_folder import RunFolder, world
 
 LOG_FIELDS = ["epoch", "lr", "loss", *(f"loss_{k}" for k in LOSSES), "val_miou", "val_macc", "val_instance_acc",
@@ -92,6 +93,10 @@ class Trainer:
         self._vocab = None
         self._class_iou: np.ndarray | None = None
         self._instance_targets: dict[str, tuple] = {}  # FOLK: per scene (ids, target, usable, labels)
+        # the losses that are on need no formed (N, 512) outputs: train on (inputs, weight, bias), same numbers
+        L = cfg.loss
+        self.unformed = (self.student.adapter is None and L.relation == 0 and L.instance_masks == 0
+                         and L.temporal_ensembling == 0 and L.snapshot_experts == 0)
 
     @property
     def vocab(self):
@@ -245,17 +250,19 @@ class Trainer:
                 field = self.student.make_field([s.points for s in samples], [s.colors for s in samples])
                 inst = None
                 if uses_instances(self.cfg):
-                    pred, inst = self.model(field, True)
+                    pred, inst = self.model(field, True, self.unformed)
                 else:
-                    pred = self.model(field)
+                    pred = self.model(field, False, self.unformed)
+                if self.unformed:
+                    pred, inst = AffineFeatures(*pred), None if inst is None else AffineFeatures(*inst)
                 offsets = np.cumsum([0] + [len(s.points) for s in samples])
                 extras = self._extra_targets(samples, offsets)
                 if inst is not None:
                     for e, lo, hi in zip(extras, offsets[:-1], offsets[1:]):
-                        e["instance"] = inst[lo:hi]
-                total = pred.sum() * 0.0
+                        e["instance"] = rows_of(inst, slice(lo, hi))
+                total = zero_loss(pred)
                 for s, lo, hi, extra in zip(samples, offsets[:-1], offsets[1:], extras):
-                    for name, value in self._losses(pred[lo:hi], s, extra).items():
+                    for name, value in self._losses(rows_of(pred, slice(lo, hi)), s, extra).items():
                         weight = getattr(self.cfg.loss, name)
                         total = total + weight * value / len(samples)
                         sums[name] = sums.get(name, 0.0) + value.item() / len(samples)

@@ -101,14 +101,26 @@ class Student(nn.Module):
                               quantization_mode=ME.SparseTensorQuantizationMode.UNWEIGHTED_AVERAGE,
                               minkowski_algorithm=ME.MinkowskiAlgorithm.SPEED_OPTIMIZED, device=str(self.device))
 
-    def forward(self, field: ME.TensorField, with_instance: bool = False):
+    def forward(self, field: ME.TensorField, with_instance: bool = False, unformed: bool = False):
         """(total points, feature_dim) features, one per input point, in input order.
 
         ``with_instance``: (semantic features, instance-head features) from one backbone pass (a
         flag rather than a second method, so DistributedDataParallel sees the call). An instance's
-        embedding is the mean of its points' instance-head features."""
+        embedding is the mean of its points' instance-head features.
+        ``unformed`` (training; no adapter): each output as (inputs, weight, bias) of its last linear
+        layer, a tuple whose rows ``inputs @ weight + bias`` are the features, for losses that never
+        need them formed (``ovseg3d_train.affine_features``)."""
         if with_instance and self.instance_head is None:
             raise UserError("this student has no instance head (train it with student.instance_hidden > 0)")
+        if unformed:
+            if self.adapter is not None:
+                raise UserError("unformed outputs need the plain head (no adapter)")
+            back = self.net.backbone(field.sparse()).slice(field).F
+            sem = (back, self.net.head.kernel, self.net.head.bias.reshape(-1))
+            if not with_instance:
+                return sem
+            last = self.instance_head[-1]
+            return sem, (self.instance_head[:-1](back), last.weight.T, last.bias)
         if self.adapter is None and not with_instance:
             return self.net(field.sparse()).slice(field).F
         sparse = self.net.backbone(field.sparse())
