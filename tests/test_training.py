@@ -442,3 +442,22 @@ def test_unformed_outputs_give_the_formed_losses_and_gradients():
     for a, b in zip(formed[1:], unformed[1:]):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
     assert (formed[0] > 0).all()
+
+
+def test_right_angle_rotations_keep_an_axis_aligned_room_on_the_grid(synth_root, targets, tmp_path):
+    """``augment.rotate_z_step=90``: every augmented room is the room turned by a multiple of 90 degrees."""
+    import numpy as np
+
+    from ovseg3d_train.data import DistillDataset
+
+    cfg = _cfg(synth_root, targets, tmp_path, "augment.rotate_z_step=90", "augment.flip_x=false",
+               "augment.scale=[1.0,1.0]", "augment.jitter=0", "data.max_points=1000000")
+    data = DistillDataset(cfg, ["scene0000_00"])
+    plain = data.sample(0, 0, augment=False).points.astype(np.float64)
+    centre = plain.mean(0)  # the augmentation turns about the mean, taken in float64
+    centred = plain - centre
+    turns = [np.array([[1, 0], [0, 1]]), np.array([[0, -1], [1, 0]]), np.array([[-1, 0], [0, -1]]),
+             np.array([[0, 1], [-1, 0]])]
+    for epoch in range(6):
+        turned = data.sample(0, epoch).points - centre
+        assert any(np.allclose(turned[:, :2], centred[:, :2] @ r.T, atol=1e-4) for r in turns), epoch

@@ -48,6 +48,9 @@ class DataSection:
 @dataclass
 class AugmentSection:
     rotate_z: bool = True  # random rotation about the vertical axis
+    # degrees; > 0: the rotation is a random multiple of this (90: an axis-aligned room stays on the voxel
+    # grid; any angle turns 1-voxel-thick walls into staircases the student must learn to see through)
+    rotate_z_step: float = 0.0
     scale: list[float] = field(default_factory=lambda: [0.9, 1.1])
     jitter: float = 0.005  # metres, Gaussian
     flip_x: bool = True

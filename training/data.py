@@ -171,6 +171,9 @@ class DistillDataset:
         pts = pts - centre
         if a.rotate_z:
             t = rng.uniform(0, 2 * np.pi)
+            if a.rotate_z_step > 0:
+                step = np.deg2rad(a.rotate_z_step)
+                t = step * np.floor(t / step)
             c, s = np.cos(t), np.sin(t)
             pts = pts @ np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]).T
         if a.flip_x and rng.random() < 0.5:
