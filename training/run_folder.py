@@ -57,6 +57,10 @@ def resolve_device(cfg: TrainConfig) -> torch.device:
     return device
 
 
+class SettingsChanged(UserError):
+    """A run folder's checkpoint was written under other settings than the ones asked for now."""
+
+
 def check_resumable(cfg: TrainConfig, stored: dict, path: Path) -> None:
     """Refuse to resume a checkpoint written under other settings, naming the first keys that differ.
 
@@ -67,7 +71,7 @@ def check_resumable(cfg: TrainConfig, stored: dict, path: Path) -> None:
     differ = [f"{key} {old!r} -> {new!r}" for section in RESUME_SECTIONS
               for key, old, new in _differences(section, stored.get(section), now[section], defaults[section])]
     if differ:
-        raise UserError(f"{path} was trained with other settings ({'; '.join(differ[:3])}); "
+        raise SettingsChanged(f"{path} was trained with other settings ({'; '.join(differ[:3])}); "
                         "use a new run name, or --fresh to start this one again")
 
 
