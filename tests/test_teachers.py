@@ -91,6 +91,14 @@ def test_registry_and_unknown_teacher():
         build_teacher("simulated", TeacherContext())
     with pytest.raises(UserError, match="needs folder="):
         build_teacher("precomputed", TeacherContext())
+    labels = load_label_set("scannet20")
+    for option, message in (("noise=abc", "teacher option noise must be a float, got 'abc'"),
+                            ("patch=1.5", "teacher option patch must be an int"),
+                            ("consistent=maybe", "teacher option consistent must be true or false"),
+                            ("unseen=2", r"teacher option unseen is a probability in \[0, 1\], got 2.0")):
+        key, value = option.split("=")
+        with pytest.raises(UserError, match=message):
+            build_teacher("simulated_hard", TeacherContext(labels=labels, options={key: value}))
 
 
 def test_simulated_teacher_fails_as_configured(synth_scene, tiny_clip):

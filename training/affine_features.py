@@ -29,9 +29,6 @@ class AffineFeatures(NamedTuple):
     weight: torch.Tensor  # (C, D)
     bias: torch.Tensor  # (D,)
 
-    def dense(self) -> torch.Tensor:
-        return self.x @ self.weight + self.bias
-
     def rows(self, index) -> AffineFeatures:
         return AffineFeatures(self.x[index], self.weight, self.bias)
 
@@ -59,10 +56,6 @@ class AffineFeatures(NamedTuple):
         projected = target @ self.weight.T  # (N, C)
         dot = (projected * self.x).sum(1) + target @ self.bias
         return dot / (self.norms(eps) * target.norm(dim=1).clamp(min=eps))
-
-
-def as_dense(features: torch.Tensor | AffineFeatures) -> torch.Tensor:
-    return features.dense() if isinstance(features, AffineFeatures) else features
 
 
 def rows_cosine(pred: torch.Tensor | AffineFeatures, target: torch.Tensor) -> torch.Tensor:

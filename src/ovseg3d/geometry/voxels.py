@@ -73,7 +73,7 @@ def segment_majority(values: np.ndarray, segments: np.ndarray, num_segments: int
     out = np.full(num_segments, -1, dtype=values.dtype)
     if len(values) == 0:
         return out
-    pairs, counts = np.unique(np.stack([segments, values], axis=1), axis=0, return_counts=True)
+    pairs, counts = unique_rows(np.stack([segments, values], axis=1), return_counts=True)
     order = np.lexsort((pairs[:, 1], -counts, pairs[:, 0]))  # per segment: most rows first, then smallest value
     seg_sorted = pairs[order, 0]
     first = np.ones(len(order), bool)

@@ -82,6 +82,8 @@ class SimulatedSegmenter:
         for src, row in cfg.confusion.items():
             if sum(row.values()) > 1 + 1e-9 or any(p < 0 for p in row.values()):
                 raise UserError(f"confusion row of {src!r} has probabilities outside [0, 1] or summing over 1")
+        if not 0 <= cfg.unseen <= 1:
+            raise UserError(f"teacher option unseen is a probability in [0, 1], got {cfg.unseen}")
         self.scene: ScanNetScene | None = None
 
     def begin_scene(self, scene: ScanNetScene) -> None:
@@ -174,23 +176,32 @@ def _simulated(confusion: Confusion, consistent: bool = False, bleed_cells: int 
             raise UserError("the simulated teacher needs a label set (--labels)")
         o = ctx.options
         cfg = SimulatedTeacherConfig(
-            patch=int(o.get("patch", 16)),
+            patch=_option(o, "patch", 16, int),
             confusion=parse_confusion(o["confusion"]) if "confusion" in o else dict(confusion),
-            bleed_cells=int(o.get("bleed_cells", bleed_cells)), bleed_prob=float(o.get("bleed_prob", bleed_prob)),
-            noise=float(o.get("noise", 0.3)), seed=int(o.get("seed", 0)),
-            consistent=_flag(o.get("consistent", consistent)), unseen=float(o.get("unseen", unseen)))
+            bleed_cells=_option(o, "bleed_cells", bleed_cells, int),
+            bleed_prob=_option(o, "bleed_prob", bleed_prob, float),
+            noise=_option(o, "noise", 0.3, float), seed=_option(o, "seed", 0, int),
+            consistent=_option(o, "consistent", consistent, bool), unseen=_option(o, "unseen", unseen, float))
         return SimulatedTeacher(ctx.labels, ctx, cfg)
     return build
 
 
-def _flag(value) -> bool:
-    if isinstance(value, bool):
-        return value
-    if str(value).lower() in ("1", "true", "yes"):
-        return True
-    if str(value).lower() in ("0", "false", "no"):
-        return False
-    raise UserError(f"teacher option consistent must be true or false, got {value!r}")
+def _option(options: dict, key: str, default, kind: type):
+    """A teacher option (``--teacher-option KEY=VALUE`` text, or the preset's default) in its type, or one
+    clear line naming the option."""
+    value = options.get(key, default)
+    try:
+        if kind is not bool:
+            return kind(value)
+        if isinstance(value, bool):
+            return value
+        text = str(value).lower()
+        if text not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError(text)
+        return text in ("true", "1", "yes")
+    except (TypeError, ValueError):
+        what = "true or false" if kind is bool else f"a{'n' if kind is int else ''} {kind.__name__}"
+        raise UserError(f"teacher option {key} must be {what}, got {value!r}") from None
 
 
 _OPTS = "options: patch, confusion ('a>b:p,...'), bleed_cells, bleed_prob, noise, seed, consistent, unseen"
