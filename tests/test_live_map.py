@@ -18,9 +18,9 @@ class CountingStudent(Student):
 
     calls: list[int]
 
-    def predict(self, points, colors=None):
+    def predict_voxels(self, points, colors=None):
         self.calls.append(len(points))
-        return super().predict(points, colors)
+        return super().predict_voxels(points, colors)
 
 
 def _live(**cfg) -> LiveSegmenter:
@@ -52,6 +52,29 @@ def test_updates_run_only_near_what_changed():
     assert second.stamp == 2.0 and live.student.calls == [first.points, second.points]
     assert (live.map.labels[: len(far_labels)][~near_far[: len(far_labels)]]
             == far_labels[~near_far[: len(far_labels)]]).all()
+
+
+def test_an_update_writes_only_near_the_change_and_revisits_cost_nothing():
+    """The student sees a margin of ``context`` around the changed blocks but writes only their
+    voxels (a cut-off context would make the margin's predictions worse); re-seen geometry makes
+    no update for a geometry-only student."""
+    live = _live()
+    wall = np.stack(np.meshgrid(np.arange(0, 3, 0.05), [0.0], np.arange(0, 1, 0.05)), -1).reshape(-1, 3) + 0.01
+    live.add_points(wall, 1.0, np.zeros(3))
+    live.update()
+    n = len(live.map)
+    before = (live.map.codes.copy(), live.map.labels.copy())
+    live.add_points(wall[::3], 2.0, np.zeros(3))  # the same surface seen again
+    assert live.update() is None and live.student.calls == [n]
+    live.add_points([[0.06, 0.06, 0.06]], 3.0, np.zeros(3))  # one new voxel at one end of the wall
+    live.update()
+    ran = live.student.calls[-1]
+    changed = np.flatnonzero((live.map.codes[:n] != before[0]).any(1))
+    blocks = np.floor(live.map.points[:n] / 0.25)  # context 0.5: blocks of 0.25 m
+    assert len(changed) > 0 and (blocks[changed] == [0, 0, 0]).all()  # written: the new voxel's block only
+    near = (np.abs(np.floor(live.map.points / 0.25)) <= 2).all(1)  # run on: two blocks around it
+    assert ran == near.sum() < len(live.map)
+    assert (live.map.labels >= 0).all()
 
 
 def test_new_vocabulary_relabels_without_the_student_and_queries_rank():
@@ -130,17 +153,31 @@ def test_keyframes_by_motion_turn_or_time():
     assert capped.take(far[0], 0.05)  # time went back: taken
 
 
+def test_the_rate_cap_counts_from_the_last_frame_let_through():
+    """Where frames arrive, not from the last keyframe taken (a worker behind its queue would have
+    an old one and let every frame in)."""
+    from ovseg3d.segment.keyframes import RateCap
+
+    cap = RateCap()
+    assert [cap.admit(i / 30, 0.1) for i in range(7)] == [True, False, False, True, False, False, True]
+    assert cap.admit(0.05, 0.1)  # time went back: let through, and the reference from then on
+    assert not cap.admit(0.1, 0.1)
+    cap.clear()
+    assert cap.admit(0.1, 0.1) and cap.admit(0.2, 0.0) and cap.admit(0.2, 0.0)
+
+
 def test_a_frame_is_a_keyframe_only_once_it_is_in_the_map():
     """The node asks before decoding a frame's images; one that then fails (a corrupt image) must
     not become the reference that makes the next good frames at that pose be skipped."""
     live = _live()
     pose, K = np.eye(4), np.array([[50.0, 0, 32], [0, 50.0, 24], [0, 0, 1]])
     assert live.is_keyframe(pose, 0.0) and live.is_keyframe(pose, 0.03)  # asked, never integrated
-    assert not live.keyframe_too_soon(0.03)  # no keyframe yet
     live.add_rgbd(np.full((48, 64), 1.5), K, pose, 0.03)
     assert len(live.map) > 0 and not live.is_keyframe(pose, 0.06)  # integrated: the next still frame is not
-    # the rate cap (0.1 s), told from the stamp alone: the node asks before looking up a pose
-    assert live.keyframe_too_soon(0.06) and not live.keyframe_too_soon(0.13) and not live.keyframe_too_soon(0.0)
+    far = pose.copy()
+    far[0, 3] = 1.0
+    # the gate's own rate cap (0.1 s) however far the camera went
+    assert not live.is_keyframe(far, 0.06) and live.is_keyframe(far, 0.13)
 
 
 def test_query_answers_only_labelled_voxels():

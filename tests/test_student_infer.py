@@ -37,6 +37,21 @@ def test_student_slices_back_to_every_point_in_order(checkpoint):
     assert data["version"] == 1 and data["student"]["voxel_size"] == 0.05
 
 
+@pytest.mark.parametrize("extra", [{"instance_hidden": 16}, {"adapter_hidden": 32}])
+def test_features_per_voxel_are_what_every_point_gets(extra):
+    """``predict_voxels`` (the live map's: one row per student voxel) against ``predict_instance``."""
+    torch.manual_seed(0)
+    student = Student(StudentConfig(arch="MinkUNetSmall", feature_dim=32, voxel_size=0.1, **extra)).eval()
+    pts = np.random.default_rng(1).uniform(0, 2, (3000, 3))
+    pred = student.predict_voxels(pts)
+    sem, inst = student.predict_instance(pts)
+    assert len(pred.semantic) < len(pts) and pred.index.shape == (len(pts),)
+    assert torch.allclose(pred.semantic[pred.index], sem, atol=1e-5)
+    assert (pred.instance is None) == (inst is None)
+    if inst is not None:
+        assert torch.allclose(pred.instance[pred.index], inst, atol=1e-5)
+
+
 def test_the_student_runs_without_minkowski_engine_notices_users_cannot_act_on():
     """ME's CPU-only notice (expected where torch sees no GPU) and torch's deprecation that ME's own
     sparse-matrix code triggers at every forward pass stay out of every command's output."""

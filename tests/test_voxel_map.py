@@ -42,6 +42,30 @@ def test_dirty_flags_follow_changes():
     assert m.labels[m.dirty].tolist() in ([0, -1], [-1, 0])
 
 
+def test_a_revisit_is_dirty_only_when_it_moves_what_the_reader_sees():
+    """input_cell: a geometry-only student reads which cell of its grid a voxel's mean falls in,
+    so a camera re-seeing mapped surfaces must not make it run again; colours and cell changes do."""
+    m = VoxelMap(voxel_size=0.05, input_cell=0.1)
+    m.insert([[0.01, 0.01, 0.01], [0.31, 0.31, 0.31]])
+    m.take_dirty()
+    m.insert([[0.02, 0.02, 0.02]])  # same voxel, its mean stays in the same 10 cm cell
+    assert not m.dirty.any()
+    m.insert([[0.349, 0.31, 0.31]] * 50)  # mean 0.3488 -> still the cell [0.3, 0.4)
+    assert not m.dirty.any()
+    m = VoxelMap(voxel_size=0.05, input_cell=0.03)  # a finer reader grid: the mean crosses 0.03
+    m.insert([[0.01, 0.01, 0.01]])
+    m.take_dirty()
+    m.insert([[0.049, 0.01, 0.01]] * 10)
+    assert m.dirty.tolist() == [True]
+    m = VoxelMap(voxel_size=0.05)  # no input_cell: every revisit (its colour may have changed)
+    m.insert([[0.01, 0.01, 0.01]])
+    m.take_dirty()
+    m.insert([[0.02, 0.02, 0.02]])
+    assert m.dirty.tolist() == [True]
+    with pytest.raises(UserError, match="input_cell"):
+        VoxelMap(voxel_size=0.05, input_cell=0.0)
+
+
 def test_eviction_by_extent_and_by_size():
     m = VoxelMap(voxel_size=0.1, extent=2.0)
     m.insert([[0, 0, 0], [3, 0, 0]], robot=np.zeros(3))
@@ -82,3 +106,18 @@ def test_isolated_voxels_show_voxels_finer_than_the_point_spacing():
     lonely = np.vstack([grid, [[5.0, 5.0, 5.0]]])
     assert isolated_voxel_fraction(lonely, 0.1) == pytest.approx(1 / len(lonely))
     assert isolated_voxel_fraction(np.zeros((0, 3)), 0.1) == 0.0
+
+
+def test_unique_values_and_rows_agree_with_numpy():
+    """The sort-based uniques every voxel grid and edge list goes through (numpy 2.4's hashing
+    np.unique took seconds on a room's edges) give numpy's answers, in its order."""
+    from ovseg3d.geometry.rows import unique_rows, unique_values
+
+    rng = np.random.default_rng(0)
+    for values in (np.zeros(0, np.int64), np.array([5]), rng.integers(-2**40, 2**40, 5000),
+                   rng.integers(0, 7, 5000)):
+        assert np.array_equal(unique_values(values), np.unique(values))
+    rows = rng.integers(-3, 4, (4000, 3))
+    assert np.array_equal(unique_rows(rows), np.unique(rows, axis=0))
+    got, inverse = unique_rows(rows, return_inverse=True)
+    assert np.array_equal(got[inverse], rows)

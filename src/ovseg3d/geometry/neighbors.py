@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-from ovseg3d.geometry.rows import unique_rows
+from ovseg3d.geometry.rows import unique_rows, unique_values
 
 
 def knn(points: np.ndarray, k: int, query: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -63,7 +63,7 @@ class Neighbourhood:
         a = np.repeat(np.arange(n, dtype=np.int64), idx.shape[1] - 1)
         b = idx[:, 1:].reshape(-1).astype(np.int64)
         # (min, max) packed as min * n + max: one sort of integers, in the rows' lexicographic order
-        key = np.unique((np.minimum(a, b) * n + np.maximum(a, b))[a != b])
+        key = unique_values((np.minimum(a, b) * n + np.maximum(a, b))[a != b])
         return np.stack([key // n, key % n], axis=1)
 
     def normals(self, points: np.ndarray, k: int) -> np.ndarray:

@@ -7,6 +7,19 @@ from __future__ import annotations
 import numpy as np
 
 
+def unique_values(values: np.ndarray) -> np.ndarray:
+    """``np.unique(values)`` of a 1-D array by one sort. numpy 2.4's ``np.unique`` without
+    return arrays hashes integers instead: 4.5 s for 2.6M keys of 40 bits on this machine (a
+    room's k-NN edges), against 70 ms for the sort; and it is behind every ``unique_rows``."""
+    s = np.sort(np.asarray(values).reshape(-1))
+    if len(s) < 2:
+        return s
+    keep = np.empty(len(s), bool)
+    keep[0] = True
+    np.not_equal(s[1:], s[:-1], out=keep[1:])
+    return s[keep]
+
+
 def unique_rows(rows: np.ndarray, return_index: bool = False, return_inverse: bool = False,
                 return_counts: bool = False):
     """Same results as ``np.unique(rows, axis=0, ...)`` (rows in lexicographic order) for an
@@ -23,7 +36,8 @@ def unique_rows(rows: np.ndarray, return_index: bool = False, return_inverse: bo
     key = np.zeros(len(rows), np.int64)
     for c in range(rows.shape[1]):  # lexicographic: the first column is the most significant
         key = key * span[c] + (rows[:, c].astype(np.int64) - low[c])
-    out = np.unique(key, return_index=return_index, return_inverse=return_inverse, return_counts=return_counts)
+    out = (np.unique(key, return_index=return_index, return_inverse=return_inverse, return_counts=return_counts)
+           if return_index or return_inverse or return_counts else unique_values(key))
     keys = out[0] if isinstance(out, tuple) else out
     unpacked = np.empty((len(keys), rows.shape[1]), rows.dtype)
     rest = keys.copy()

@@ -3,8 +3,10 @@
 One entry per occupied voxel (2 cm by default) holds the running mean of its points' positions
 and colours (float32 means: 8 um at 100 m, where float32 sums would drift), how many points it
 has seen, when it was last seen, and (once inference ran) the compact codes of its feature
-(``segment.feature_codes``), a label and a score. New or changed voxels are marked dirty so
-inference can update only what changed.
+(``segment.feature_codes``), a label and a score. Voxels whose input to inference changed are
+marked dirty so inference can update only what changed: new voxels, and revisited ones whose
+mean position or colour moved (with ``input_cell``: only when the mean position moved into
+another cell of that grid, which is all a geometry-only student reads).
 
 Bounds, and what is evicted: with ``extent`` set, voxels farther than ``extent`` metres (in x, y)
 from the robot are dropped on every insert; above ``max_voxels``, the voxels seen longest ago are
@@ -38,13 +40,16 @@ class VoxelMap:
     so an insert costs O(new points + map size) in cheap memory moves, never a full sort."""
 
     def __init__(self, voxel_size: float = 0.02, max_voxels: int = 2_000_000, extent: float | None = None,
-                 code_dim: int = 0, instance_code_dim: int = 0):
+                 code_dim: int = 0, instance_code_dim: int = 0, input_cell: float | None = None):
         """``code_dim``: int8 feature codes per voxel; ``instance_code_dim`` > 0 also stores codes
-        of an instance-head feature (FOLK students)."""
+        of an instance-head feature (FOLK students). ``input_cell``: see the module's docstring
+        (a camera looking at what is already mapped then costs no inference)."""
         if voxel_size <= 0 or max_voxels < 1:
             raise UserError("voxel_size must be positive and max_voxels at least 1")
+        if input_cell is not None and not input_cell > 0:
+            raise UserError(f"input_cell must be positive, got {input_cell}")
         self.voxel_size, self.max_voxels, self.extent, self.code_dim = voxel_size, max_voxels, extent, code_dim
-        self.instance_code_dim = instance_code_dim
+        self.instance_code_dim, self.input_cell = instance_code_dim, input_cell
         self.reset()
 
     def reset(self) -> None:
@@ -115,11 +120,15 @@ class VoxelMap:
             st = self._store
             before = st["count"][old].astype(np.float64)[:, None]
             total = before + cnt[found][:, None]
+            cell_before = None if self.input_cell is None else np.floor(st["xyz"][old] / self.input_cell)
             st["xyz"][old] = (st["xyz"][old] * before + xyz[found]) / total
             st["rgb"][old] = (st["rgb"][old] * before + col[found]) / total
             st["count"][old] += cnt[found]
             st["last_seen"][old] = stamp
-            st["dirty"][old] = True
+            if cell_before is None:
+                st["dirty"][old] = True
+            else:  # only what a geometry-only reader sees move
+                st["dirty"][old[(np.floor(st["xyz"][old] / self.input_cell) != cell_before).any(1)]] = True
             new = ~found
             n_new = int(new.sum())
             if n_new:
@@ -182,7 +191,8 @@ class VoxelMap:
 
     def copy(self) -> VoxelMap:
         """A copy of the occupied part, to write out while this map goes on changing."""
-        other = VoxelMap(self.voxel_size, self.max_voxels, self.extent, self.code_dim, self.instance_code_dim)
+        other = VoxelMap(self.voxel_size, self.max_voxels, self.extent, self.code_dim, self.instance_code_dim,
+                         self.input_cell)
         other._n, other.evicted = self._n, self.evicted
         other._store = {name: array[: self._n].copy() for name, array in self._store.items()}
         other._sorted_keys, other._sorted_idx = self._sorted_keys.copy(), self._sorted_idx.copy()

@@ -173,7 +173,12 @@ class FeatureCodec:
     def widened(self, features: torch.Tensor) -> FeatureCodec:
         """The same axes with the steps of those whose range ``features`` exceed grown to hold them;
         this codec itself when none is exceeded (one projection of the features either way)."""
-        reach = self.project(features).abs().amax(0)
+        return self.widened_to(self.project(features))
+
+    def widened_to(self, coordinates: torch.Tensor) -> FeatureCodec:
+        """``widened`` from the features' coordinates in these axes (``project``: made once, then
+        encoded with ``encode_coordinates`` by whichever codec this returns: the axes are the same)."""
+        reach = coordinates.abs().amax(0)
         over = reach > CODE_LIMIT * self.step
         if not bool(over.any()):
             return self

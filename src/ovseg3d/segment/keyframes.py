@@ -10,6 +10,7 @@ passed over are counted as skipped, never lost to a full queue.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -59,6 +60,27 @@ class KeyframeGate:
 
     def reset(self) -> None:
         self._last = None
+
+
+class RateCap:
+    """Frames let through at most one per ``min_interval`` of their stamps: where frames arrive,
+    before any queue. (Measured from the last frame let through, not the last keyframe taken:
+    while the map's worker is behind, its last keyframe is old and would let every frame through.)"""
+
+    def __init__(self):
+        self._last = -np.inf
+        self._lock = threading.Lock()
+
+    def admit(self, stamp: float, min_interval: float) -> bool:
+        with self._lock:
+            if too_soon(self._last, stamp, min_interval):
+                return False
+            self._last = stamp
+            return True
+
+    def clear(self) -> None:
+        with self._lock:
+            self._last = -np.inf
 
 
 def too_soon(last: float, stamp: float, min_interval: float) -> bool:

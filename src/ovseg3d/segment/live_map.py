@@ -40,7 +40,7 @@ from ovseg3d.labels import STUFF_LABELS, stuff_indices
 from ovseg3d.segment.feature_codes import FeatureCodec, TextProjection, recode
 from ovseg3d.segment.instance_classify import instance_index, name_instances
 from ovseg3d.segment.instances import Instance, connected_label_groups, stable_ids, summarize
-from ovseg3d.segment.keyframes import KeyframeGate, too_soon
+from ovseg3d.segment.keyframes import KeyframeGate
 from ovseg3d.segment.proposals import merge_superpoints
 from ovseg3d.segment.query import instance_embeddings, rank_instances
 from ovseg3d.student.model import Student
@@ -139,7 +139,8 @@ class LiveSegmenter:
         self._group_lock = threading.Lock()  # one instance regrouping at a time (update worker vs services)
         inst = self.cfg.instance_codes if student.has_instance_head else 0
         self.map = VoxelMap(self.cfg.voxel_size, self.cfg.max_voxels, self.cfg.extent or None,
-                            code_dim=self.cfg.code_bytes - inst, instance_code_dim=inst)
+                            code_dim=self.cfg.code_bytes - inst, instance_code_dim=inst,
+                            input_cell=self._input_cell())
         self.codec: FeatureCodec | None = None  # fitted on the first update's features
         self.instance_codec: FeatureCodec | None = None
         self.code_refits = 0
@@ -156,6 +157,11 @@ class LiveSegmenter:
     @property
     def instances(self) -> list[Instance]:
         return list(self.labelling.instances)
+
+    def _input_cell(self) -> float | None:
+        """What of a revisited voxel the student reads: only its cell on the student's grid for a
+        geometry-only student (re-seeing mapped surfaces then costs no update), colour too else."""
+        return None if self.student.cfg.input == "color" else self.student.cfg.voxel_size
 
     def _check_dim(self, vocab: Vocabulary) -> None:
         if vocab.dim != self.student.cfg.feature_dim:
@@ -175,12 +181,6 @@ class LiveSegmenter:
         before decoding its images, skip it if not. The frame becomes the gate's reference once
         ``add_rgbd`` has put it in the map."""
         return self._gate().wants(np.asarray(cam_to_world, np.float64), stamp)
-
-    def keyframe_too_soon(self, stamp: float) -> bool:
-        """Whether an RGB-D frame at ``stamp`` follows the last keyframe by less than the rate cap
-        (``keyframe_min_interval``): known from the stamp alone, before the frame's pose."""
-        last = self.keyframes.last_stamp
-        return last is not None and too_soon(last, stamp, self.cfg.keyframe_min_interval)
 
     def add_rgbd(self, depth: np.ndarray, K: np.ndarray, cam_to_world: np.ndarray, stamp: float,
                  rgb: np.ndarray | None = None, color_camera: tuple[np.ndarray, np.ndarray] | None = None) -> int:
@@ -218,31 +218,52 @@ class LiveSegmenter:
             return self.map.insert(pts, colors, stamp=stamp, robot=np.asarray(robot, float))
 
     # ------------------------------------------------------------------ inference
-    def _context_region(self, changed: np.ndarray) -> np.ndarray:
-        """Indices of the voxels within about ``context`` of any changed voxel (block grid)."""
-        pts = self.map.points
-        if len(changed) > 0.5 * len(pts):
-            return np.arange(len(pts))
-        blocks = np.floor(pts / self.cfg.context).astype(np.int64)
-        dirty_blocks = unique_rows(blocks[changed])
-        offsets = np.stack(np.meshgrid(*[np.arange(-1, 2)] * 3, indexing="ij"), -1).reshape(-1, 3)
-        near = unique_rows((dirty_blocks[:, None, :] + offsets[None]).reshape(-1, 3))
-        return np.flatnonzero(np.isin(pack_keys(blocks), pack_keys(near)))
+    def _context_region(self, changed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The voxels the student runs on and, of those, the ones whose predictions it writes.
 
-    def update(self, force: bool = False) -> UpdateStats | None:
-        """Run the student where the map changed (everywhere with ``force``); None if nothing did."""
+        Written: the voxels of the ``context / 2`` blocks holding a changed voxel. Run on: those
+        blocks and two blocks around them, so every written voxel is seen with at least
+        ``context`` metres of map on each side; voxels in that margin keep the predictions they got
+        with their own full context (rewriting them from a cut-off context would make them worse),
+        unless they have none yet.
+        """
+        pts = self.map.xyz
+        if len(changed) > 0.5 * len(pts):
+            return np.arange(len(pts)), np.ones(len(pts), bool)
+        blocks = np.floor(pts / (0.5 * self.cfg.context)).astype(np.int64)
+        dirty = unique_rows(blocks[changed])
+        offsets = np.stack(np.meshgrid(*[np.arange(-2, 3)] * 3, indexing="ij"), -1).reshape(-1, 3)
+        near = unique_rows((dirty[:, None, :] + offsets[None]).reshape(-1, 3))
+        keys = pack_keys(blocks)
+        region = np.flatnonzero(np.isin(keys, pack_keys(near)))
+        return region, np.isin(keys[region], pack_keys(dirty)) | (self.map.labels[region] < 0)
+
+    def clean_stamp(self) -> float | None:
+        """The newest sensor stamp in the map when nothing awaits the student (its labels then hold
+        for all data up to it: re-seen surfaces change nothing it reads); None while something does."""
+        with self.lock:
+            return None if not np.isfinite(self.newest_stamp) or self.map.dirty.any() else float(self.newest_stamp)
+
+    def update(self, force: bool = False, group: bool = True) -> UpdateStats | None:
+        """Run the student where the map changed (everywhere with ``force``); None if nothing did.
+        ``group=False`` leaves the instances to a ``regroup()`` call, so the labels can be
+        published first (regrouping a large map takes about as long as the student)."""
         t0 = time.perf_counter()
         with self.lock:
             changed = self.map.take_dirty()
             if len(self.map) == 0 or (len(changed) == 0 and not force):
                 return None
-            region = np.arange(len(self.map)) if force else self._context_region(changed)
-            keys = self.map.keys[region].copy()
+            region, write = ((np.arange(len(self.map)), np.ones(len(self.map), bool)) if force
+                             else self._context_region(changed))
+            keys = self.map.keys[region[write]]
             points = self.map.points[region]
             colors = self.map.colors[region] if self.student.cfg.input == "color" else None
             stamp = float(self.newest_stamp)
             vocab, codecs = self.vocab, (self.codec, self.instance_codec)
-        feats, inst = self.student.predict_instance(points, colors)  # inst: None without an instance head
+        pred = self.student.predict_voxels(points, colors)
+        # one row per student voxel holding a written map voxel (several map voxels share one)
+        used, row = np.unique(pred.index[write], return_inverse=True)
+        feats, inst = pred.semantic[used], None if pred.instance is None else pred.instance[used]
         labels, scores = vocab.classify(feats)
         fitted = (self._fit_codec(codecs[0], feats, self.map.code_dim),
                   None if inst is None else self._fit_codec(codecs[1], inst, self.map.instance_code_dim))
@@ -253,33 +274,39 @@ class LiveSegmenter:
                 fitted = (self._fit_codec(self.codec, feats, self.map.code_dim),
                           None if inst is None else self._fit_codec(self.instance_codec, inst,
                                                                     self.map.instance_code_dim))
-            self._adopt_codecs(*fitted)
+            self._adopt_codecs(fitted[0][0], None if inst is None else fitted[1][0])
             idx = self.map.index_of(keys)
             ok = idx >= 0  # voxels evicted meanwhile are skipped
-            self.map.set_predictions(idx[ok], self.codec.encode(feats[ok]), labels[ok].numpy(), scores[ok].numpy(),
-                                     None if inst is None else self.instance_codec.encode(inst[ok]))
-        self._group_instances()
+            row = row[ok]
+            self.map.set_predictions(idx[ok], _encoded(self.codec, fitted[0], feats)[row], labels.numpy()[row],
+                                     scores.numpy()[row],
+                                     None if inst is None else _encoded(self.instance_codec, fitted[1], inst)[row])
+        if group:
+            self._group_instances()
         with self.lock:
             self.version += 1
         return UpdateStats(points=len(region), changed=len(changed), seconds=time.perf_counter() - t0, stamp=stamp)
 
-    def _fit_codec(self, codec: FeatureCodec | None, features: torch.Tensor, code_dim: int) -> FeatureCodec:
+    def _fit_codec(self, codec: FeatureCodec | None, features: torch.Tensor, code_dim: int
+                   ) -> tuple[FeatureCodec, torch.Tensor | None]:
         """``codec`` while it still holds ``features``; else axes fitted on them (and on what the
-        map already holds, decoded from a sample of its codes)."""
+        map already holds, decoded from a sample of its codes). With the features' coordinates in
+        the returned codec's axes when they were made here (None after a refit): ``_encoded``."""
         sample = features[torch.randperm(len(features), generator=torch.Generator().manual_seed(len(features)))[:5000]]
         # refit when new features lose codes_refit more of their variance, or twice what the fitting
         # features lost (an 8-axis instance code misses a few percent anyway): each refit rounds again
         if codec is not None and codec.residual(sample) <= codec.baseline + max(self.cfg.codes_refit, codec.baseline):
             # same axes; a coordinate beyond an axis' range would saturate, and the extremes are the
             # best answers of a query: that axis' step grows to hold it (the codec itself if none does)
-            return codec.widened(features)
+            coordinates = codec.project(features)
+            return codec.widened_to(coordinates), coordinates
         if codec is None:
-            return FeatureCodec.fit(features, code_dim)
+            return FeatureCodec.fit(features, code_dim), None
         with self.lock:
             stored = self.map.codes if codec is self.codec else self.map.instance_codes
             done = np.flatnonzero(self.map.labels >= 0)
             old = stored[done[:: max(1, len(done) // 20_000)]].copy()
-        return FeatureCodec.fit(torch.cat([codec.decode(old), features.float()]), code_dim)
+        return FeatureCodec.fit(torch.cat([codec.decode(old), features.float()]), code_dim), None
 
     def _adopt_codecs(self, codec: FeatureCodec, instance_codec: FeatureCodec | None) -> None:
         """Make these the map's code axes, re-expressing stored codes when the axes changed (one
@@ -305,6 +332,12 @@ class LiveSegmenter:
             if self.cfg.instance_method == "connected":
                 self.map.instances[:] = -1  # label-made groups: old ids meant other words
             # proposals do not depend on the words, so their ids carry over; only their names change
+        self._group_instances()
+        with self.lock:
+            self.version += 1
+
+    def regroup(self) -> None:
+        """Regroup the instances on the current labels (after ``update(group=False)``)."""
         self._group_instances()
         with self.lock:
             self.version += 1
@@ -429,6 +462,7 @@ class LiveSegmenter:
         codec, instance_codec, vocab = self._check_saved(arrays, Path(path))
         saved = self._saved_instances(arrays, len(vocab.names), Path(path))
         vmap = map_from_arrays(arrays, self.cfg.max_voxels, self.cfg.extent or None)
+        vmap.input_cell = self._input_cell()
         with self._group_lock, self.lock:
             self.map, self.codec, self.instance_codec = vmap, codec, instance_codec
             self.labelling = Labelling(vocab)
@@ -493,6 +527,16 @@ class LiveSegmenter:
         """Bytes per voxel of the map and of its feature codes (``VoxelMap.nbytes_per_voxel``)."""
         with self.lock:
             return self.map.nbytes_per_voxel()
+
+
+def _encoded(codec: FeatureCodec, fitted: tuple[FeatureCodec, torch.Tensor | None], features: torch.Tensor
+             ) -> np.ndarray:
+    """Codes of ``features``: from the coordinates ``_fit_codec`` made when ``codec`` is the one it
+    returned (a second 512-d projection of every updated row was a large share of an update)."""
+    fitted_codec, coordinates = fitted
+    if codec is fitted_codec and coordinates is not None:
+        return codec.encode_coordinates(coordinates)
+    return codec.encode(features)
 
 
 def _best(scores: np.ndarray, threshold: float, max_points: int) -> np.ndarray:

@@ -77,7 +77,8 @@ def merge_superpoints(points: np.ndarray, features: torch.Tensor, superpoints: n
     ids, sp = np.unique(superpoints, return_inverse=True)
     sp = sp.reshape(-1)
     s = len(ids)
-    sums = torch.zeros(s, feats.shape[1]).index_add_(0, torch.from_numpy(sp), feats)
+    # numpy in the merge loop: one merge's few small products cost microseconds, torch's calls ten times that
+    sums = torch.zeros(s, feats.shape[1]).index_add_(0, torch.from_numpy(sp), feats).numpy()
     parent = np.arange(s)
 
     def find(x: int) -> int:
@@ -87,17 +88,20 @@ def merge_superpoints(points: np.ndarray, features: torch.Tensor, superpoints: n
         return x
 
     pairs = superpoint_adjacency(points, superpoints, max_dist=adjacency_dist, neighbours=neighbours)
-    adjacent: dict[int, set[int]] = {i: set() for i in range(s)}
+    # neighbours by the ids they had when last looked at: resolved with find() when used, so a merge
+    # touches only its own set (rewriting every neighbour's set made a wall with hundreds of
+    # neighbours cost seconds)
+    adjacent: list[set[int]] = [set() for _ in range(s)]
     for a, b in pairs.tolist():
         adjacent[a].add(b)
         adjacent[b].add(a)
 
-    def unit(rows) -> torch.Tensor:
-        return torch.nn.functional.normalize(sums[rows], dim=-1)
+    def unit(rows) -> np.ndarray:
+        v = sums[rows]
+        return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
 
     # every adjacent pair's cosine in one product, then one per merge for the merged group's neighbours
-    first = (unit(torch.from_numpy(pairs[:, 0])) * unit(torch.from_numpy(pairs[:, 1]))).sum(1).tolist() \
-        if len(pairs) else []
+    first = (unit(pairs[:, 0]) * unit(pairs[:, 1])).sum(1).tolist() if len(pairs) else []
     version = np.zeros(s, np.int64)  # bumped on every merge: heap entries of older versions are stale
     heap = [(-c, a, b, 0, 0) for c, (a, b) in zip(first, pairs.tolist())]
     heapq.heapify(heap)
@@ -105,18 +109,15 @@ def merge_superpoints(points: np.ndarray, features: torch.Tensor, superpoints: n
         neg, a, b, va, vb = heapq.heappop(heap)
         if -neg < threshold:
             break
-        if find(a) != a or find(b) != b or version[a] != va or version[b] != vb:
+        if parent[a] != a or parent[b] != b or version[a] != va or version[b] != vb:
             continue  # stale entry: one side was merged since
         parent[b] = a
         sums[a] += sums[b]
         version[a] += 1
-        adjacent[a] = {find(n) for n in adjacent[a] | adjacent[b]} - {a}
-        for n in adjacent[a]:
-            adjacent[n] = {find(m) for m in adjacent[n]} - {n}
-            adjacent[n].add(a)
-        around = sorted(adjacent[a])
+        around = sorted({find(n) for n in adjacent[a] | adjacent[b]} - {a})
+        adjacent[a], adjacent[b] = set(around), set()
         if around:
-            cos = (unit(torch.tensor(around)) @ unit(a)).tolist()
+            cos = (unit(np.array(around)) @ unit(a)).tolist()
             for n, c in zip(around, cos):
                 heapq.heappush(heap, (-c, a, n, version[a], version[n]) if a < n
                                else (-c, n, a, version[n], version[a]))
@@ -128,9 +129,9 @@ def merge_superpoints(points: np.ndarray, features: torch.Tensor, superpoints: n
         keep &= np.bincount(group, np.asarray(weights, np.float64), minlength=s) >= min_weight
     kept = np.flatnonzero(keep)
     # compactness = mean cosine of the members to the unit mean = |sum of unit members| / members
-    compact = (sums[torch.from_numpy(kept)].norm(dim=1).numpy() / np.maximum(size[kept], 1)) if len(kept) else []
+    compact = (np.linalg.norm(sums[kept], axis=1) / np.maximum(size[kept], 1)) if len(kept) else []
     out = [Proposal(mask=group == r, confidence=float(c) * (1 - np.exp(-n / (4 * min_points))),
-                    feature=torch.nn.functional.normalize(sums[r], dim=0))
+                    feature=torch.nn.functional.normalize(torch.from_numpy(sums[r].copy()), dim=0))
            for r, c, n in zip(kept.tolist(), compact, size[kept].tolist())]
     return sorted(out, key=lambda p: -int(p.mask.sum()))
 

@@ -33,6 +33,15 @@ INPUTS = ("occupancy", "color")
 
 
 @dataclass(frozen=True)
+class VoxelPrediction:
+    """``Student.predict_voxels``: features per student voxel, and the voxel of each input point."""
+
+    semantic: torch.Tensor  # (V, D) unit features
+    instance: torch.Tensor | None  # (V, D) raw instance-head features (None without an instance head)
+    index: np.ndarray  # (N,) int64: row of each input point
+
+
+@dataclass(frozen=True)
 class StudentConfig:
     arch: str = "MinkUNet18A"
     feature_dim: int = 512  # the teacher's text-space dimension (512 for ViT-B, 768 for ViT-L)
@@ -143,6 +152,21 @@ class Student(nn.Module):
         if not self.has_instance_head:
             return self.predict(points, colors), None
         return self._predict(points, colors, True)
+
+    def predict_voxels(self, points: np.ndarray, colors: np.ndarray | None = None) -> VoxelPrediction:
+        """What ``predict_instance`` gives every point, as one row per student voxel and each point's
+        voxel: a live map of 5 cm voxels holds several points per 10 cm student voxel, and labelling
+        and encoding rows that are copies of each other was a large share of an update."""
+
+        def run(field: ME.TensorField):
+            sparse = self.net.backbone(field.sparse())
+            sem = self.adapter(sparse.F) if self.adapter is not None else self.net.head(sparse).F
+            inst = None if self.instance_head is None else self.instance_head(sparse.F)  # pointwise layers
+            return sem, inst, field.inverse_mapping(sparse.coordinate_map_key).long()
+
+        sem, inst, index = self._in_eval(run, points, colors)
+        return VoxelPrediction(torch.nn.functional.normalize(sem.float(), dim=1).cpu(),
+                               None if inst is None else inst.float().cpu(), index.cpu().numpy())
 
     def predict_backbone(self, points: np.ndarray, colors: np.ndarray | None = None) -> torch.Tensor:
         """(N, backbone width) features before the head, in eval mode: GeoPurify's geometric features."""
