@@ -47,6 +47,7 @@ from ovseg3d.text.clip_model import DEFAULT_CLIP_MODEL, ClipSpec
 from ovseg3d.text.vocabulary import Vocabulary, build_vocabulary, embed_prompts
 
 DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "demo_out" / "runs" / "demo" / "best.pt"
+REPLAY_STUDENT_VOXEL, REPLAY_INSTANCE_CELL = 0.1, 0.1  # the demo's node (its map: 5 cm voxels)
 CAP = 20_000  # answer points per query (a client's max_points; the node's default cap is 200,000)
 
 
@@ -120,8 +121,11 @@ def replay(minutes: float, quick: bool) -> dict:
     out = Path(tempfile.mkdtemp(prefix="ovseg3d_bench_map_")) / "node.json"
     # the stream: a 30 Hz camera (compressed, as a robot sends it: raw 640x480 at 30 Hz lost two
     # thirds of its images between two Python processes here) and a 10 Hz LiDAR, a robot's pace
+    # thirds of its images between two Python processes here) and a 10 Hz LiDAR, a robot's pace. The
+    # node as the demo runs it: a MinkUNetSmall of 10 cm voxels on a 5 cm map, instances on 10 cm cells
     cmd = [sys.executable, str(Path(__file__).with_name("bench_node.py")), "--hostile-every", "0", "--minutes",
-           str(minutes), "--camera-hz", "30", "--room-seconds", "8", "--arch", "MinkUNetSmall", "--compressed",
+           str(minutes), "--camera-hz", "30", "--room-seconds", "8", "--arch", "MinkUNetSmall", "--student-voxel",
+           str(REPLAY_STUDENT_VOXEL), "--param", f"instances.cell={REPLAY_INSTANCE_CELL}", "--compressed",
            "--out", str(out)] + (["--quick"] if quick else [])
     print(f"$ {' '.join(cmd[1:])}", flush=True)
     if subprocess.run(cmd, env={**os.environ}).returncode != 0 or not out.exists():
@@ -236,16 +240,19 @@ def main() -> None:
                         "replay_latency_s_median": rep.get("latency_s_median"),
                         "replay_rgbd_ingest_ms": rep.get("rgbd_ingest_ms"),
                         "replay_lidar_ingest_ms": rep.get("lidar_ingest_ms"),
+                        "replay_update_ms": rep.get("update_ms"), "replay_regroup_ms": rep.get("regroup_ms"),
                         "replay_ingested": rep.get("ingested"), "replay_dropped": rep.get("dropped"),
                         "replay_sent": rep.get("sent"), "replay_received": rep.get("received"),
                         "replay_skipped": rep.get("skipped"), "replay_rss_second_over_first":
                             rep.get("rss_second_over_first")})
         print(f"\nreplay ({minutes:g} min, real time, RGB-D 30 Hz (jpeg + png compressedDepth) + LiDAR 10 Hz, a new "
-              f"8 s room every 12 m (1.5 m/s), MinkUNetSmall on the CPU): received {rep.get('received')} of "
+              f"8 s room every 12 m (1.5 m/s), MinkUNetSmall of {REPLAY_STUDENT_VOXEL * 100:g} cm voxels on the CPU, "
+              f"a 5 cm map, instance cells of {REPLAY_INSTANCE_CELL * 100:g} cm): received {rep.get('received')} of "
               f"{rep.get('sent')}, queue "
               f"losses {rep.get('queue_drops')}, keyframe skips {rep.get('skipped')}, median latency "
               f"{rep.get('latency_s_median')} s, RGB-D ingest {rep.get('rgbd_ingest_ms')} ms, LiDAR "
-              f"{rep.get('lidar_ingest_ms')} ms, memory second half / first {rep.get('rss_second_over_first')}")
+              f"{rep.get('lidar_ingest_ms')} ms, student update {rep.get('update_ms')} ms, regrouping "
+              f"{rep.get('regroup_ms')} ms, memory second half / first {rep.get('rss_second_over_first')}")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1))
         print(f"figures written to {args.json}")

@@ -73,6 +73,8 @@ def main() -> None:
                    help="RGB-D rate of the stream (the LiDAR stays at 10 Hz); 30: a real camera's, the "
                         "synthetic camera then moves 3x as fast through its room (more keyframes, not fewer)")
     p.add_argument("--arch", default="MinkUNet18A", choices=sorted(ARCHS), help="the random-weight student")
+    p.add_argument("--student-voxel", type=float, default=0.05,
+                   help="the student's voxel (m; the map's stays 5 cm); the demo's student has 10 cm")
     p.add_argument("--room-seconds", type=float, default=0.0,
                    help="how long the camera takes through each room (frames and sweeps rendered to fill it at "
                         "the stream's rates); 0: the preset's frames at --camera-hz")
@@ -98,7 +100,8 @@ def main() -> None:
     loop = list(scene_stream(scene, start=0.0, compressed=args.compressed))
     period = max(m.stamp for m in loop) + 0.1
     ckpt = save_checkpoint(tmp / "student.pt",
-                           Student(StudentConfig(arch=args.arch, feature_dim=512, voxel_size=0.05)), {}, "scannet20")
+                           Student(StudentConfig(arch=args.arch, feature_dim=512, voxel_size=args.student_voxel)), {},
+                           "scannet20")
     params = {"checkpoint": str(ckpt), "map.voxel_size": 0.05, "map.extent": args.extent,
               "inference.rate_hz": args.rate, "device": "cpu", "save_dir": str(tmp / "maps"),
               "diagnostics.period": 1.0,
@@ -206,7 +209,8 @@ def main() -> None:
     d = node.diagnostics
     dropped = {k.removeprefix("dropped "): int(v) for k, v in d.items() if k.startswith("dropped ")}
     report = {
-        "stream_minutes": minutes, "camera_hz": args.camera_hz, "arch": args.arch, "room_seconds": period,
+        "stream_minutes": minutes, "camera_hz": args.camera_hz, "arch": args.arch,
+        "student_voxel": args.student_voxel, "room_seconds": period,
         "compressed": args.compressed, "params": extra, "messages_sent": sent, "sent": sent_by,
         "hostile_every": args.hostile_every,
         "hostile_sent": hostile_sent, "service_answers": answers, "node_restarts": restarts,
@@ -220,6 +224,7 @@ def main() -> None:
         "rgbd_ingest_ms": d.get("rgbd ingest ms (mean of last 100)"),
         "lidar_ingest_ms": d.get("lidar ingest ms (mean of last 100)"),
         "update_ms": d.get("update ms (mean of last 100)"),
+        "regroup_ms": d.get("regroup ms (mean of last 100)"),
         "data_arrival_lag_ms": d.get("data arrival lag ms (mean of last 100)"),
         "tf_arrival_lag_ms": d.get("tf arrival lag ms (mean of last 100)"),
         "latency_s_median": float(np.median(latencies)) if latencies else None,

@@ -251,3 +251,42 @@ def test_depth_not_registered_to_the_colour_camera_gets_its_colour_through_tf(st
     want = np.where(u[clear, None] < 64, (255, 0, 0), (0, 0, 255))
     got = saved["colors"][clear].astype(float)
     assert len(got) > 100 and (np.abs(got - want).max(1) < 30).mean() > 0.95, np.unique(got.round(), axis=0)[:5]
+
+
+def test_a_30_hz_camera_is_capped_where_it_arrives_and_loses_nothing(start_node):
+    """``rgbd.keyframe_min_interval`` in the camera callback: frames between keyframes are counted
+    as skipped and never queued, and frames already queued are not taken for late ones when newer
+    frames were capped meanwhile (here the worker waits for TF, which comes 0.15 s after the images,
+    so it is always a frame behind the camera)."""
+    node = start_node(**{"rgbd.keyframe_translation": 0.0, "rgbd.keyframe_min_interval": 0.1, "queue_size": 100,
+                         "tf.timeout": 1.0, "diagnostics.period": 0.2})
+    robot = RobotStream(node)
+    robot.publish_static()
+    node.wait_matched()
+    depth, rgb = np.full((48, 64), 2000, np.uint16), np.full((48, 64, 3), RED, np.uint8)
+    late_tf: list[float] = []
+    start, sent = time.monotonic(), 0
+    while sent < 90:  # 3 s at 30 Hz
+        stamp = time.time()
+        cam = Header(stamp=to_stamp(stamp), frame_id="camera_optical")
+        node.publish("rgb/image", array_to_image(rgb, "rgb8", cam))
+        node.publish("depth/image", array_to_image(depth, "16UC1", cam))
+        node.publish("rgb/camera_info", camera_info(K, 64, 48, cam))
+        late_tf.append(stamp)
+        while late_tf and late_tf[0] <= stamp - 0.15:
+            node.publish("/tf", tf_message("map", "base_link", late_tf.pop(0), MAP_BASE))
+        sent += 1
+        time.sleep(max(0.0, start + sent / 30 - time.monotonic()))
+    for stamp in late_tf:
+        node.publish("/tf", tf_message("map", "base_link", stamp, MAP_BASE))
+
+    def handled() -> int:
+        return sum(node.counter(k) for k in ("ingested rgbd", "skipped rgbd_rate", "dropped out_of_order",
+                                             "dropped tf", "dropped queue_full"))
+
+    received = lambda: node.counter("received depth/image")  # noqa: E731 (what reached the callback)
+    assert until(lambda: received() > 0 and handled() >= received() - 1, 30), node.diagnostics
+    assert node.counter("skipped rgbd_rate") >= 0.5 * received(), node.diagnostics
+    assert node.counter("ingested rgbd") >= 15, node.diagnostics
+    for kind in ("dropped out_of_order", "dropped queue_full", "dropped tf", "queue drops"):
+        assert node.counter(kind) == 0, (kind, node.diagnostics)

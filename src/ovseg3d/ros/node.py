@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -45,6 +46,7 @@ from ovseg3d.ros.stamps import StreamOrder
 from ovseg3d.ros.stats import NodeStats
 from ovseg3d.ros.sync import ApproximateSync, DropOldestQueue
 from ovseg3d.ros.transforms import TfLookup, check_frame_id, stamp_seconds, to_stamp
+from ovseg3d.segment.keyframes import RateCap
 from ovseg3d_interfaces.srv import LoadMap, SaveMap, SetVocabulary, TextQuery
 
 AUTOSAVE = "autosave"  # map.autosave_period writes save_dir/autosave.{npz,ply}
@@ -57,6 +59,18 @@ def _decoded(decode: Callable, msg: CompressedImage):
         return decode(msg.format, msg.data)
     except UserError as exc:
         raise Rejected("bad_compressed", f"dropped an RGB-D frame: {exc}") from None
+
+SEMANTIC, INSTANCES = frozenset({"semantic"}), frozenset({"instance"})  # the outputs publish_outputs makes: the
+#                       labelled points; the instance points and their markers
+
+class CheckedFrame(NamedTuple):
+    """A matched camera frame after the callback's checks: stamp, intrinsics, raw images (None if compressed)."""
+
+    stamp: float
+    K: np.ndarray
+    depth: np.ndarray | None
+    rgb: np.ndarray | None
+
 
 # Requests a service keeps while the executor is busy (rclpy's default is 10: the 11th of a burst of
 # concurrent queries was silently lost and its client waited forever).
@@ -79,6 +93,7 @@ class PerceptionNode(LifecycleNode):
         self.label_set = None
         self._last_warn: dict[str, float] = {}
         self._order = StreamOrder()
+        self._rate_cap = RateCap()  # rgbd.keyframe_min_interval, applied in the camera callback
         self._generation = 0  # counts map resets: an input taken before one is not inserted after it
         self._taken_in = 0  # the generation the ingest worker's current input was queued in
         self._clock_seen = -np.inf  # the node's clock when last read, to notice it going back
@@ -175,6 +190,7 @@ class PerceptionNode(LifecycleNode):
     def _clear_time_state(self) -> None:
         """Forget what ties the node to past stamps: dynamic TF, the stamp order, unmatched camera messages."""
         self._order.clear()
+        self._rate_cap.clear()
         if self._tf is not None:
             self._tf.clear()
         if getattr(self, "sync", None) is not None:
@@ -275,6 +291,7 @@ class PerceptionNode(LifecycleNode):
         self.sync = ApproximateSync(len(self._camera_topics), self.p("sync.slop"), self.p("sync.queue_size"))
         self.stats.queue, self.stats.sync = self.queue, self.sync
         self._order.clear()
+        self._rate_cap.clear()
         self._tf = TfLookup(self, functools.partial(self._admit, lag="tf_lag"),
                             lambda exc: self.warn(exc.kind, f"dropped a transform: {exc}"),
                             max_frames=self.p("tf.max_frames"))
@@ -398,7 +415,22 @@ class PerceptionNode(LifecycleNode):
         stamp = stamp_seconds(msg.header.stamp)
         self._admit(stamp)
         match = self.sync.add(stream, stamp, msg)
-        if match is not None and not self.queue.put(("rgbd", match, self._generation)):
+        if match is None:
+            return
+        frame = dict(zip(self._camera_roles, match))
+        try:
+            checked = self._checked_frame(frame)  # a malformed frame is counted as such, capped or not
+        except Rejected:
+            raise
+        except UserError as exc:
+            raise Rejected("bad_rgbd", f"its RGB-D frame is bad: {exc}") from None
+        if not self._rate_cap.admit(checked.stamp, self.live.cfg.keyframe_min_interval):
+            # the rate cap from the stamp alone, before the queue: a 30 Hz camera's frames between
+            # keyframes take no queue slot (they were most of the queue's losses on 2 cores). Not
+            # accepted into the stamp order: the frames still queued before it are older
+            self.stats.add("skipped", "rgbd_rate")
+            return
+        if not self.queue.put(("rgbd", (frame, checked), self._generation)):
             self.warn("queue_full", "ingest queue full: dropped the oldest input (the worker is too slow)")
 
     def _on_lidar(self, msg: PointCloud2) -> None:
@@ -416,8 +448,7 @@ class PerceptionNode(LifecycleNode):
             kind, payload, self._taken_in = item
             t0 = time.perf_counter()
             try:
-                self._ingest_rgbd(dict(zip(self._camera_roles, payload))) if kind == "rgbd" \
-                    else self._ingest_lidar(payload)
+                self._ingest_rgbd(*payload) if kind == "rgbd" else self._ingest_lidar(payload)
             except Skipped as exc:
                 self.stats.add("skipped", f"{kind}_{exc}")
                 continue
@@ -457,23 +488,26 @@ class PerceptionNode(LifecycleNode):
         except LookupError as exc:
             raise Rejected("tf", f"no transform {self.p('map_frame')!r} <- {frame!r} at {stamp:.3f}: {exc}") from None
 
-    def _ingest_rgbd(self, frame: dict) -> None:
-        """One matched camera frame: ``depth`` and its ``info``; ``rgb`` when colour is on, with
-        ``rgb_info`` when the depth is not registered to it (colour then comes through TF).
-
-        Cheap first, so a 30 Hz camera costs little beyond its keyframes: the raw images' and
-        CameraInfo's checks (a malformed frame is counted as such even when it would not have
-        been a keyframe), the keyframe rate cap (stamp only), the pose and the keyframe gate; only
-        then compressed images are decoded and the frame is back-projected."""
+    def _checked_frame(self, frame: dict) -> CheckedFrame:
+        """The cheap checks of a matched camera frame (in the callback, before the rate cap): its
+        CameraInfo, and raw images (a compressed one is decoded only if it becomes a keyframe)."""
         depth_msg, info, rgb_msg = frame["depth"], frame["info"], frame.get("rgb")
-        stamp = stamp_seconds(depth_msg.header.stamp)
         K = camera_matrix(info)
         depth = None if isinstance(depth_msg, CompressedImage) else self._sized(depth_image(depth_msg), info)
         rgb = None if rgb_msg is None or isinstance(rgb_msg, CompressedImage) else color_image(rgb_msg)
+        return CheckedFrame(stamp_seconds(depth_msg.header.stamp), K, depth, rgb)
+
+    def _ingest_rgbd(self, frame: dict, checked: CheckedFrame) -> None:
+        """One matched camera frame: ``depth`` and its ``info``; ``rgb`` when colour is on, with
+        ``rgb_info`` when the depth is not registered to it (colour then comes through TF).
+
+        Cheap first, so a 30 Hz camera costs little beyond its keyframes: the callback checked the
+        raw images and CameraInfo and applied the keyframe rate cap; here the stamp order, the
+        pose and the keyframe gate; only then compressed images are decoded and the frame is
+        back-projected."""
+        depth_msg, info, rgb_msg = frame["depth"], frame["info"], frame.get("rgb")
+        stamp, K, depth, rgb = checked
         self._check_order("rgbd", stamp)
-        if self.live.keyframe_too_soon(stamp):  # the rate cap: no pose, no decode
-            self._order.accept("rgbd", stamp, time.monotonic())
-            raise Skipped("rate")
         pose = self._pose(depth_msg.header.frame_id or info.header.frame_id, stamp)
         self._check_generation()
         if not self.live.is_keyframe(pose, stamp):  # checked like any frame, then passed over on purpose
@@ -527,10 +561,23 @@ class PerceptionNode(LifecycleNode):
         while not self._stop.is_set():
             next_run += 1.0 / self.p("inference.rate_hz")
             try:
-                stats = self.live.update()
+                stats = self.live.update(group=False)
                 if stats is not None:
                     self.stats.time("update", stats.seconds)
                     self._labels_stamp = stats.stamp  # the newest sensor data these labels include
+                    # the labels as soon as they are made: regrouping the instances takes about as
+                    # long again on a large map, and the labels do not depend on it
+                    labelled = self.publish_outputs(SEMANTIC)
+                    t0 = time.perf_counter()
+                    self.live.regroup()
+                    self.stats.time("regroup", time.perf_counter() - t0)
+                    if self.live.version == labelled + 1:  # nothing but the regrouping since
+                        self.publish_outputs(INSTANCES)
+                elif (clean := self.live.clean_stamp()) is not None and clean > self._labels_stamp:
+                    # new data that changed nothing the student reads (a still robot, a mapped room):
+                    # the labels hold for it, and a viewer that subscribed late gets them now
+                    self._labels_stamp = clean
+                    self.publish_outputs()
                 if self.live.version != self._published_version:
                     self.publish_outputs()
             except Exception as exc:  # e.g. CUDA out of memory: say so, keep the node up
@@ -553,18 +600,24 @@ class PerceptionNode(LifecycleNode):
     def _header(self, stamp: float) -> Header:
         return Header(stamp=to_stamp(max(stamp, 0.0)), frame_id=self.p("map_frame"))
 
-    def publish_outputs(self) -> None:
+    def publish_outputs(self, parts: frozenset[str] = SEMANTIC | INSTANCES) -> int:
+        """Publish the map's ``parts`` (semantic points; instance points and markers) as of now;
+        returns the map version they show. Once all were published for a version, it is done."""
         version = self.live.version
         data, labelling = self.live.labelled()  # labels and the names they index, taken together
         header = self._header(self._labels_stamp)
-        colors = self.label_colors(labelling.names)
-        self._pubs["semantic"].publish(outputs.semantic_cloud(data["points"], colors[data["labels"]],
-                                                              data["labels"], data["scores"], header))
-        self._pubs["instance"].publish(outputs.instance_cloud(data["points"], data["instances"], data["labels"],
-                                                              data["scores"], header))
-        self._pubs["markers"].publish(outputs.instance_markers(list(labelling.instances), labelling.names, header))
-        self._published_version = version
+        if "semantic" in parts:
+            colors = self.label_colors(labelling.names)
+            self._pubs["semantic"].publish(outputs.semantic_cloud(data["points"], colors[data["labels"]],
+                                                                  data["labels"], data["scores"], header))
+        if "instance" in parts:
+            self._pubs["instance"].publish(outputs.instance_cloud(data["points"], data["instances"], data["labels"],
+                                                                  data["scores"], header))
+            self._pubs["markers"].publish(outputs.instance_markers(list(labelling.instances), labelling.names,
+                                                                   header))
+            self._published_version = version
         self.stats.published()
+        return version
 
     def _publish_diagnostics(self) -> None:
         if self.live is None:
@@ -585,7 +638,8 @@ class PerceptionNode(LifecycleNode):
                   "instances": len(self.live.instances), "queue length": snap.queue_length,
                   "queue drops": snap.queue_dropped, "unmatched camera messages": snap.camera_unmatched,
                   "rgbd ingest ms (mean of last 100)": ms("rgbd"), "lidar ingest ms (mean of last 100)": ms("lidar"),
-                  "update ms (mean of last 100)": ms("update"), "autosave ms (mean of last 100)": ms("autosave"),
+                  "update ms (mean of last 100)": ms("update"), "regroup ms (mean of last 100)": ms("regroup"),
+                  "autosave ms (mean of last 100)": ms("autosave"),
                   "data arrival lag ms (mean of last 100)": ms("data_lag"),
                   "tf arrival lag ms (mean of last 100)": ms("tf_lag"),
                   "tf frames": self._tf.frames() if self._tf is not None else 0,

@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# what is timed: ingest per input kind, the student's update, a text query inside the map (query_map)
-# and the whole ~/text_query service call (query: text encoder, map, answer cloud)
-TIMED = ("rgbd", "lidar", "update", "query_map", "query", "autosave", "data_lag", "tf_lag")
+# what is timed: ingest per input kind, the student's update, the instances' regrouping after it, a text
+# query inside the map (query_map) and the whole ~/text_query service call (query: text encoder, map,
+# answer cloud)
+TIMED = ("rgbd", "lidar", "update", "regroup", "query_map", "query", "autosave", "data_lag", "tf_lag")
+NOT_QUEUED = ("rgbd_rate",)  # skipped in the callback, before the ingest queue
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,7 @@ class StatsSnapshot:
     ingested: dict[str, int]  # inputs put into the map, per kind (rgbd, lidar)
     rejected: dict[str, int]  # inputs dropped, per kind (bad_lidar, tf, queue_full, nonfinite_points ...)
     skipped: dict[str, int]  # inputs passed over on purpose (rgbd_keyframe: not a keyframe; rgbd_rate: too
-    # soon after the last one, told from the stamp before the pose is looked up)
+    # soon after the last one, told from the stamp in the callback, never queued)
     warned: dict[str, int]  # warnings logged per kind (the rest were throttled)
     queued: int  # inputs put on the ingest queue (RGB-D frames once matched, LiDAR sweeps)
     queue_dropped: int  # of those, dropped for newer ones when the queue was full
@@ -38,12 +40,14 @@ class StatsSnapshot:
         values = self.seconds.get(kind, [])[-last:]
         return 1000 * float(np.mean(values)) if values else None
 
-    def handled(self) -> int:
-        """Queued inputs that reached an end: ingested, skipped (not a keyframe), rejected after queueing,
-        or dropped from the queue.
+    def handled(self, queued_only: bool = False) -> int:
+        """Inputs that reached an end: ingested, skipped (not a keyframe, or too soon: the rate cap),
+        rejected, or dropped from the queue; ``queued_only``: not the rate-capped frames, which the
+        callback passes over before the queue (compare with ``queued``).
         (NaN points inside a kept cloud and queue drops are counted apart.)"""
         rejected = sum(v for k, v in self.rejected.items() if k not in ("nonfinite_points", "queue_full"))
-        return sum(self.ingested.values()) + sum(self.skipped.values()) + self.queue_dropped + rejected
+        skipped = sum(v for k, v in self.skipped.items() if not (queued_only and k in NOT_QUEUED))
+        return sum(self.ingested.values()) + skipped + self.queue_dropped + rejected
 
 
 class NodeStats:

@@ -73,7 +73,7 @@ def header_stamp(raw: bytes) -> float | None:
 def _settled(node, quiet_since: float) -> bool:
     """Everything the node received has been ingested, rejected or dropped, and published."""
     snap = node.stats.snapshot()
-    return time.monotonic() - quiet_since > 1.0 and snap.handled() >= snap.queued and node.caught_up()
+    return time.monotonic() - quiet_since > 1.0 and snap.handled(queued_only=True) >= snap.queued and node.caught_up()
 
 
 def replay(bag: Path, harness: NodeHarness, cfg: ReplayConfig, out: Path, gt: Path | None = None,
