@@ -54,6 +54,46 @@ def test_updates_run_only_near_what_changed():
             == far_labels[~near_far[: len(far_labels)]]).all()
 
 
+def test_the_map_is_not_idle_while_an_update_labels_its_changes():
+    """From the moment an update takes the map's changes until it writes their labels, the map is
+    clean but not labelled: ``idle()`` must say so (a replay that read only the clean map scored the
+    previous labels, 4.6 mIoU off), and a failed update gives its changes back."""
+    import threading
+
+    live = _live()
+    live.add_points(_box([0, 0, 0]), stamp=1.0, sensor_origin=np.zeros(3))
+    running, release = threading.Event(), threading.Event()
+    predict = live.student.predict_voxels
+
+    def gated(points, colors=None):  # the real student, held at its start until the test has looked
+        running.set()
+        release.wait(30)
+        return predict(points, colors)
+
+    live.student.predict_voxels = gated
+    assert not live.idle()
+    worker = threading.Thread(target=live.update)
+    worker.start()
+    assert running.wait(30)
+    assert not live.map.dirty.any() and (live.map.labels < 0).all()  # changes taken, labels not written
+    assert not live.idle() and live.clean_stamp() is None and live.version == 0
+    release.set()
+    worker.join(30)
+    assert live.idle() and live.version == 1 and (live.map.labels >= 0).all() and live.clean_stamp() == 1.0
+
+    def out_of_memory(points, colors=None):
+        raise RuntimeError("CUDA out of memory (injected)")
+
+    live.add_points(_box([3, 0, 0], seed=1), stamp=2.0, sensor_origin=np.zeros(3))
+    new = live.map.labels < 0
+    live.student.predict_voxels = out_of_memory
+    with pytest.raises(RuntimeError, match="out of memory"):
+        live.update()
+    assert not live.idle() and live.map.dirty[new].all() and live.version == 1
+    live.student.predict_voxels = predict
+    assert live.update() is not None and live.idle() and (live.map.labels >= 0).all()
+
+
 def test_an_update_writes_only_near_the_change_and_revisits_cost_nothing():
     """The student sees a margin of ``context`` around the changed blocks but writes only their
     voxels (a cut-off context would make the margin's predictions worse); re-seen geometry makes

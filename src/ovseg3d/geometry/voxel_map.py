@@ -228,6 +228,12 @@ class VoxelMap:
         self._store["dirty"][idx] = False
         return idx
 
+    def mark_dirty(self, keys: np.ndarray) -> None:
+        """Mark these voxels (those still in the map) changed again: an update that failed after
+        ``take_dirty`` gives its changes back, so the next one labels them."""
+        idx = self.index_of(keys)
+        self._store["dirty"][idx[idx >= 0]] = True
+
     def set_predictions(self, index: np.ndarray, codes: np.ndarray | None, labels: np.ndarray,
                         scores: np.ndarray, instance_codes: np.ndarray | None = None) -> None:
         st = self._store

@@ -201,9 +201,9 @@ class PerceptionNode(LifecycleNode):
         self.warn("time_jump", f"{reason}: cleared the TF buffer, the stamp order and the camera sync")
 
     def caught_up(self) -> bool:
-        """Nothing queued, nothing changed in the map since the last update, and that update published."""
-        return (len(self.queue) == 0 and not self.live.map.dirty.any()
-                and self._published_version == self.live.version)
+        """Nothing queued, every change of the map labelled (none waiting, none being labelled), and
+        the last update published."""
+        return len(self.queue) == 0 and self.live.idle() and self._published_version == self.live.version
 
     def _on_set_parameters(self, changes) -> SetParametersResult:
         """Checks a set as a whole (rclpy has already checked types, ranges and read-only): the live

@@ -149,6 +149,7 @@ class LiveSegmenter:
         self.keyframes = KeyframeGate()
         self._next_instance = 0
         self.version = 0  # increases with every update or relabel
+        self._labelling = False  # an update has taken the map's changes and not yet written its labels
 
     @property
     def vocab(self) -> Vocabulary:
@@ -242,7 +243,17 @@ class LiveSegmenter:
         """The newest sensor stamp in the map when nothing awaits the student (its labels then hold
         for all data up to it: re-seen surfaces change nothing it reads); None while something does."""
         with self.lock:
-            return None if not np.isfinite(self.newest_stamp) or self.map.dirty.any() else float(self.newest_stamp)
+            return None if not np.isfinite(self.newest_stamp) or not self._idle() else float(self.newest_stamp)
+
+    def idle(self) -> bool:
+        """Every change of the map is labelled: none waits for the student, and no update is running
+        on some (the map is clean from the moment an update takes its changes until it writes the
+        labels: a reader that checked only that would take the old labels for the new data's)."""
+        with self.lock:
+            return self._idle()
+
+    def _idle(self) -> bool:
+        return not self._labelling and not self.map.dirty.any()
 
     def update(self, force: bool = False, group: bool = True) -> UpdateStats | None:
         """Run the student where the map changed (everywhere with ``force``); None if nothing did.
@@ -253,6 +264,19 @@ class LiveSegmenter:
             changed = self.map.take_dirty()
             if len(self.map) == 0 or (len(changed) == 0 and not force):
                 return None
+            self._labelling, changed_keys = True, self.map.keys[changed]
+        try:
+            return self._update(changed, force, group, t0)
+        except BaseException:
+            with self.lock:  # e.g. CUDA out of memory: the next update tries these changes again
+                self.map.mark_dirty(changed_keys)
+            raise
+        finally:
+            with self.lock:
+                self._labelling = False
+
+    def _update(self, changed: np.ndarray, force: bool, group: bool, t0: float) -> UpdateStats:
+        with self.lock:
             region, write = ((np.arange(len(self.map)), np.ones(len(self.map), bool)) if force
                              else self._context_region(changed))
             keys = self.map.keys[region[write]]
