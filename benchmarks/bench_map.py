@@ -5,7 +5,8 @@ replaced (fp16 512-d features, copied and converted per query).
 Measured: bytes per voxel; labels and query answers from the codes against the uncompressed
 student features on a held-out synthetic room (the test instrument; the codes' axes are fitted on
 another room); text query, 200-word relabel and brute-force times at 100k, 1M and 4M voxels; a saved
-map's size and save / load times at 1M;
+map's size and save / load times at 1M; the ``~/text_query`` round trip from another process to a
+node holding that map;
 instance regrouping on a room-sized map; and (unless --no-replay) a real-time replay of a synthetic
 stream into the node process (``bench_node`` without hostile inputs), with queue losses, ingest
 cost and latency. The student is --checkpoint, by default the demo's (``make demo`` writes it);
@@ -41,7 +42,7 @@ from ovseg3d.labels import load_label_set
 from ovseg3d.segment.feature_codes import FeatureCodec, TextProjection
 from ovseg3d.segment.live_map import LiveConfig, LiveSegmenter
 from ovseg3d.segment.query import text_scores
-from ovseg3d.student.checkpoint import load_student
+from ovseg3d.student.checkpoint import load_student, save_checkpoint
 from ovseg3d.student.model import Student, StudentConfig
 from ovseg3d.text.clip_model import DEFAULT_CLIP_MODEL, ClipSpec
 from ovseg3d.text.vocabulary import Vocabulary, build_vocabulary, embed_prompts
@@ -112,6 +113,46 @@ def save_and_load(live: LiveSegmenter, codes: np.ndarray, held: torch.Tensor, in
             "saved_ply_mb_1m": ply.stat().st_size / 1e6}
 
 
+def service_round_trip(checkpoint: Path, save_dir: Path, stem: str, voxel: float, repeats: int = 15) -> dict:
+    """``~/text_query`` as a client asks it: ``ovseg3d_node`` in its own process restores the saved map
+    ``stem`` (``map.load``), and this process calls the service with the answer cloud capped at
+    ``CAP`` points; wall time from the call to the answer, median over ``repeats`` words."""
+    import threading
+
+    from ovseg3d.ros_tools.node_process import NodeProcess
+    from ovseg3d_interfaces.srv import TextQuery
+
+    params = {"checkpoint": str(checkpoint), "clip.model": DEFAULT_CLIP_MODEL, "device": "cpu",
+              "map.voxel_size": voxel, "map.max_voxels": 1_200_000, "save_dir": str(save_dir), "map.load": stem,
+              "query.max_points": CAP}
+    node = NodeProcess(params, save_dir / "node.log")
+    try:
+        t0 = time.perf_counter()
+        node.start(timeout=300)
+        started = time.perf_counter() - t0
+        client = node._client(TextQuery, f"{node.prefix}/text_query")
+        times, points = [], []
+        for i in range(repeats + 1):  # the first call (a new client's matching) is not counted
+            done = threading.Event()
+            t0 = time.perf_counter()
+            text = f"the {('chair', 'fire extinguisher', 'red mug')[i % 3]} number {i}"  # new words: no cache
+            future = client.call_async(TextQuery.Request(text=text, threshold=-1.0, max_points=CAP))
+            future.add_done_callback(lambda _, done=done: done.set())
+            if not done.wait(60):
+                raise RuntimeError(f"~/text_query did not answer within 60 s; node log:\n{node.log()[-2000:]}")
+            if i:
+                times.append(time.perf_counter() - t0)
+                res = future.result()
+                if not res.success:
+                    raise RuntimeError(f"~/text_query refused: {res.message}")
+                points.append(res.points.width * res.points.height)
+        return {"text_query_round_trip_ms_median_1m": 1000 * float(np.median(times)),
+                "text_query_round_trip_ms_p90_1m": 1000 * float(np.percentile(times, 90)),
+                "text_query_points": int(np.median(points)), "node_start_with_1m_map_s": started}
+    finally:
+        node.close()
+
+
 def _ms(value: float | None) -> str:
     return "not run (memory)" if value is None else f"{value:.1f}"
 
@@ -120,7 +161,6 @@ def replay(minutes: float, quick: bool) -> dict:
     """bench_node's stream (no hostile inputs) in its own process; its JSON report."""
     out = Path(tempfile.mkdtemp(prefix="ovseg3d_bench_map_")) / "node.json"
     # the issue's stream: a 30 Hz camera (compressed, as a robot sends it: raw 640x480 at 30 Hz lost two
-    # thirds of its images between two Python processes here) and a 10 Hz LiDAR, a robot's pace
     # thirds of its images between two Python processes here) and a 10 Hz LiDAR, a robot's pace. The
     # node as the demo runs it: a MinkUNetSmall of 10 cm voxels on a 5 cm map, instances on 10 cm cells
     cmd = [sys.executable, str(Path(__file__).with_name("bench_node.py")), "--hostile-every", "0", "--minutes",
@@ -147,9 +187,11 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="ovseg3d_bench_map_"))
     if args.checkpoint:
         student, _ = load_student(args.checkpoint, "cpu")
+        checkpoint = args.checkpoint
     else:
         print("no --checkpoint (and no demo run): a RANDOM-WEIGHT student; compression figures say little")
         student = Student(StudentConfig(arch="MinkUNet18A", feature_dim=512, voxel_size=0.02)).eval()
+        checkpoint = save_checkpoint(tmp / "student.pt", student, {}, "scannet20")  # for the node process
     spec = ClipSpec(model=DEFAULT_CLIP_MODEL)
     vocab = build_vocabulary(load_label_set("scannet20"), spec)
     words = embed_prompts([f"object number {i}" for i in range(200)], spec, ("{}",))
@@ -222,6 +264,13 @@ def main() -> None:
     print(f"\nsaved map at 1M voxels: npz {persistence['saved_npz_mb_1m']:.1f} MB + PLY "
           f"{persistence['saved_ply_mb_1m']:.1f} MB, save {persistence['save_s_1m']:.2f} s (autosave: in the "
           f"background), load {persistence['load_s_1m']:.2f} s")
+    print("\n~/text_query from another process, the node holding that 1M-voxel map ...", flush=True)
+    trip = service_round_trip(checkpoint, tmp, "map_1m", live.map.voxel_size)
+    figures.update(trip)
+    print(f"~/text_query round trip at 1M voxels: median {trip['text_query_round_trip_ms_median_1m']:.0f} ms, p90 "
+          f"{trip['text_query_round_trip_ms_p90_1m']:.0f} ms ({trip['text_query_points']:,} answer points; the core's "
+          f"query {figures['query_ms_median_1m']:.0f} ms; the node started with the map in "
+          f"{trip['node_start_with_1m_map_s']:.1f} s)")
 
     # instance regrouping on a room-sized live map (the held-out room's voxels, labelled by the student)
     room_live = LiveSegmenter(student, vocab, cfg)
