@@ -41,12 +41,6 @@ class KeyframeGate:
                 return False
         return True
 
-    @property
-    def last_stamp(self) -> float | None:
-        """The stamp of the last keyframe taken (None before the first)."""
-        last = self._last
-        return None if last is None else last[1]
-
     def taken(self, pose: np.ndarray, stamp: float) -> None:
         """The frame at ``pose`` went into the map: the reference for the next ones."""
         self._last = (np.array(pose, np.float64), float(stamp))

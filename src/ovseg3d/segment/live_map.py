@@ -356,9 +356,7 @@ class LiveSegmenter:
             if self.cfg.instance_method == "connected":
                 self.map.instances[:] = -1  # label-made groups: old ids meant other words
             # proposals do not depend on the words, so their ids carry over; only their names change
-        self._group_instances()
-        with self.lock:
-            self.version += 1
+        self.regroup()
 
     def regroup(self) -> None:
         """Regroup the instances on the current labels (after ``update(group=False)``)."""
