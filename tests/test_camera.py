@@ -90,6 +90,10 @@ def test_strided_backprojection_matches_the_full_resolution_pixels():
     z = depth[pix[:, 0], pix[:, 1]]
     assert ((z >= 1.0) & (z <= 3.0)).all()
     assert len(pts) == int(((depth[::3, ::3] >= 1.0) & (depth[::3, ::3] <= 3.0)).sum())
+    depth[0, 3], depth[3, 0], depth[3, 3], depth[6, 6] = np.inf, np.nan, 0.0, -1.0  # no reading: no point
+    pts, pix = backproject_strided(depth, K, pose, stride=3)
+    assert np.isfinite(pts).all() and len(pts) == depth[::3, ::3].size - 4
+    assert np.allclose(pts, backproject(depth, K, pose, pixels=pix)[0], rtol=0, atol=1e-12)
 
 
 def test_colors_from_a_camera_of_its_own():
