@@ -292,12 +292,13 @@ def main() -> None:
                         "replay_update_ms": rep.get("update_ms"), "replay_regroup_ms": rep.get("regroup_ms"),
                         "replay_ingested": rep.get("ingested"), "replay_dropped": rep.get("dropped"),
                         "replay_sent": rep.get("sent"), "replay_received": rep.get("received"),
+                        "replay_missed": rep.get("missed"),
                         "replay_skipped": rep.get("skipped"), "replay_rss_second_over_first":
                             rep.get("rss_second_over_first")})
         print(f"\nreplay ({minutes:g} min, real time, RGB-D 30 Hz (jpeg + png compressedDepth) + LiDAR 10 Hz, a new "
               f"8 s room every 12 m (1.5 m/s), MinkUNetSmall of {REPLAY_STUDENT_VOXEL * 100:g} cm voxels on the CPU, "
               f"a 5 cm map, instance cells of {REPLAY_INSTANCE_CELL * 100:g} cm): received {rep.get('received')} of "
-              f"{rep.get('sent')}, queue "
+              f"{rep.get('sent')} (never reached a callback: {rep.get('missed')}), queue "
               f"losses {rep.get('queue_drops')}, keyframe skips {rep.get('skipped')}, median latency "
               f"{rep.get('latency_s_median')} s, RGB-D ingest {rep.get('rgbd_ingest_ms')} ms, LiDAR "
               f"{rep.get('lidar_ingest_ms')} ms, student update {rep.get('update_ms')} ms, regrouping "

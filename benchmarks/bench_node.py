@@ -217,6 +217,8 @@ def main() -> None:
         "node_alive_at_end": node.alive(),
         # what the node's callbacks got of what was sent (the rest was lost before them, in transport)
         "received": {k.removeprefix("received "): int(v) for k, v in d.items() if k.startswith("received ")},
+        # never reached a callback (gaps in the publisher's sequence numbers: DDS history overwritten, or lost)
+        "missed": {k.removeprefix("missed "): int(v) for k, v in d.items() if k.startswith("missed ")},
         "unmatched_camera_messages": int(d.get("unmatched camera messages", 0)),
         "ingested": {k.removeprefix("ingested "): int(v) for k, v in d.items() if k.startswith("ingested ")},
         "dropped": dropped, "queue_drops": int(d.get("queue drops", 0)),

@@ -147,3 +147,17 @@ def test_semantic_cloud_reads_back():
                          Header())
     cloud = pointcloud2_to_array(msg)
     assert cloud["label"].tolist() == [3, 4] and cloud.dtype.names == ("x", "y", "z", "rgb", "label", "score")
+
+
+def test_sequence_gaps_count_what_each_publisher_sent_that_was_never_seen():
+    from ovseg3d.ros.stats import SequenceGaps
+
+    def info(seq, gid=b"a"):
+        return {"publication_sequence_number": seq, "publisher_gid": {"data": gid}}
+
+    gaps = SequenceGaps(max_publishers=2)
+    assert gaps.missed("t", info(5)) == 0  # the first seen: what came before cannot be told
+    assert [gaps.missed("t", info(s)) for s in (6, 9, 8, 12)] == [0, 2, 0, 2]  # a late one is not a loss
+    assert gaps.missed("t", info(3, b"b")) == 0 and gaps.missed("u", info(20)) == 0  # per publisher and topic
+    assert gaps.missed("t", info(20)) == 0  # forgotten (two publishers kept), so a new first
+    assert gaps.missed("t", {"publication_sequence_number": None, "publisher_gid": None}) == 0  # no numbers

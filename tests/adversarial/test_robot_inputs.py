@@ -290,3 +290,31 @@ def test_a_30_hz_camera_is_capped_where_it_arrives_and_loses_nothing(start_node)
     assert node.counter("ingested rgbd") >= 15, node.diagnostics
     for kind in ("dropped out_of_order", "dropped queue_full", "dropped tf", "queue drops"):
         assert node.counter(kind) == 0, (kind, node.diagnostics)
+
+
+def test_messages_that_never_reach_the_node_are_counted_from_the_publishers_sequence_numbers(start_node):
+    """A burst faster than the executor takes messages overwrites the subscription's DDS history
+    (best effort, ``qos_depth`` 1 here): the node counts what it never saw from the gaps in the
+    publisher's sequence numbers, so received + missed is every message sent after the first one
+    seen (the last goes after a pause, so every gap before it is seen). Before, such losses were
+    silent."""
+    node = start_node(qos_depth=1, **{"diagnostics.period": 0.2})
+    node.wait_matched(topics=("lidar/points",))
+    cloud = driver_cloud(time.time())
+    # what a publisher sent before the first message seen from it cannot be told: see one first
+    assert until(lambda: node.counter("received lidar/points") >= 1, 30,
+                 every=lambda: node.publish("lidar/points", cloud), period=1.0), node.diagnostics
+    time.sleep(1.0)  # diagnostics (every 0.2 s) that count every probe sent
+    before = node.counter("received lidar/points") + node.counter("missed lidar/points")
+    for _ in range(300):
+        node.publish("lidar/points", cloud)
+    time.sleep(1.0)
+    node.publish("lidar/points", cloud)
+
+    def accounted() -> bool:
+        return node.counter("received lidar/points") + node.counter("missed lidar/points") - before == 301
+
+    counts = lambda: {k: v for k, v in node.diagnostics.items() if "lidar" in k}  # noqa: E731
+    assert until(accounted, 30), (before, counts())
+    assert node.counter("missed lidar/points") > 0 and node.counter("received lidar/points") > 1
+    assert node.alive()

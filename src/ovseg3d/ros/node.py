@@ -43,7 +43,7 @@ from ovseg3d.ros.compressed import compressed_color, compressed_depth
 from ovseg3d.ros.images import camera_matrix, color_image, depth_image, registered_color
 from ovseg3d.ros.pointcloud2 import xyz_from_pointcloud2
 from ovseg3d.ros.stamps import StreamOrder
-from ovseg3d.ros.stats import NodeStats
+from ovseg3d.ros.stats import NodeStats, SequenceGaps
 from ovseg3d.ros.sync import ApproximateSync, DropOldestQueue
 from ovseg3d.ros.transforms import TfLookup, check_frame_id, stamp_seconds, to_stamp
 from ovseg3d.segment.keyframes import RateCap
@@ -299,8 +299,15 @@ class PerceptionNode(LifecycleNode):
         qos = QoSProfile(depth=self.p("qos_depth"), reliability=qos_profile_sensor_data.reliability,
                          durability=qos_profile_sensor_data.durability, history=qos_profile_sensor_data.history)
 
+        gaps = SequenceGaps()  # new subscriptions: what was sent while inactive is not missed
+
         def sub(cls, topic, callback):
-            return self.create_subscription(cls, topic, self._guarded(callback, topic), qos, callback_group=sensors)
+            def counted(msg, info) -> None:  # rclpy passes the MessageInfo to a callback that takes two
+                if missed := gaps.missed(topic, info):
+                    self.stats.add("missed", topic, missed)
+                callback(msg)
+
+            return self.create_subscription(cls, topic, self._guarded(counted, topic), qos, callback_group=sensors)
 
         def message_class(role: str, transport: str):
             return CameraInfo if role.endswith("info") else Image if transport == "raw" else CompressedImage
@@ -645,12 +652,14 @@ class PerceptionNode(LifecycleNode):
                   "tf frames": self._tf.frames() if self._tf is not None else 0,
                   "student cpu threads": self._student_threads(),
                   **{f"received {k}": v for k, v in snap.received.items()},
+                  **{f"missed {k}": v for k, v in snap.missed.items()},
                   **{f"ingested {k}": v for k, v in snap.ingested.items()},
                   **{f"dropped {k}": v for k, v in snap.rejected.items()},
                   **{f"skipped {k}": v for k, v in snap.skipped.items()}}
-        level = DiagnosticStatus.WARN if snap.queue_dropped or sum(snap.rejected.values()) else DiagnosticStatus.OK
+        level = (DiagnosticStatus.WARN if snap.queue_dropped or sum(snap.rejected.values()) or sum(snap.missed.values())
+                 else DiagnosticStatus.OK)
         status = DiagnosticStatus(level=level, name=f"{self.get_name()}: perception", hardware_id="ovseg3d",
-                                  message="dropping inputs (see counts)" if level else "ok",
+                                  message="dropping or missing inputs (see counts)" if level else "ok",
                                   values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
         self._pubs["diagnostics"].publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()),
                                                           status=[status]))

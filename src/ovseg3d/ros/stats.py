@@ -24,6 +24,7 @@ NOT_QUEUED = ("rgbd_rate",)  # skipped in the callback, before the ingest queue
 @dataclass(frozen=True)
 class StatsSnapshot:
     received: dict[str, int]  # messages per input topic, as the callbacks saw them
+    missed: dict[str, int]  # messages per input topic that never reached its callback (``SequenceGaps``)
     ingested: dict[str, int]  # inputs put into the map, per kind (rgbd, lidar)
     rejected: dict[str, int]  # inputs dropped, per kind (bad_lidar, tf, queue_full, nonfinite_points ...)
     skipped: dict[str, int]  # inputs passed over on purpose (rgbd_keyframe: not a keyframe; rgbd_rate: too
@@ -53,15 +54,16 @@ class StatsSnapshot:
 class NodeStats:
     def __init__(self):
         self._lock = threading.Lock()
-        self._counts: dict[str, Counter] = {name: Counter() for name in ("received", "ingested", "rejected", "skipped",
-                                                                        "warned")}
+        self._counts: dict[str, Counter] = {name: Counter() for name in ("received", "missed", "ingested", "rejected",
+                                                                        "skipped", "warned")}
         self._seconds = {kind: deque(maxlen=1000) for kind in TIMED}
         self._published = 0
         self.queue = None  # the ingest queue and the camera sync, while the node is active: they count too
         self.sync = None
 
     def add(self, table: str, key: str, n: int = 1) -> int:
-        """Count ``n`` under ``key`` in ``table`` (received, ingested, rejected, skipped, warned); the new count."""
+        """Count ``n`` under ``key`` in ``table`` (received, missed, ingested, rejected, skipped, warned); the new
+        count."""
         with self._lock:
             self._counts[table][key] += n
             return self._counts[table][key]
@@ -83,3 +85,27 @@ class NodeStats:
                                  queue_length=0 if queue is None else len(queue),
                                  camera_unmatched=0 if sync is None else sync.unmatched, published=self._published,
                                  seconds={k: list(v) for k, v in self._seconds.items()})
+
+
+class SequenceGaps:
+    """Messages a subscription never saw, told from the gaps in each publisher's sequence numbers
+    (rmw's MessageInfo): with best-effort sensor QoS, a DDS history (``qos_depth``) overwritten while
+    the executor was busy, or a message lost on the way, is otherwise silent. Cannot be told: what
+    a publisher sent before the first message seen from it, and after the last. Not thread-safe:
+    one callback group's callbacks call it, one at a time."""
+
+    def __init__(self, max_publishers: int = 256):
+        self._last: dict[tuple[str, bytes], int] = {}
+        self._max = max_publishers  # publishers come and go: the longest unheard are forgotten
+
+    def missed(self, topic: str, info: dict) -> int:
+        """Messages of ``topic``'s publisher skipped since the last one seen (0 without sequence numbers)."""
+        seq, gid = info.get("publication_sequence_number"), info.get("publisher_gid")
+        if seq is None or not gid:
+            return 0
+        key = (topic, bytes(gid.get("data", b"")))
+        last = self._last.pop(key, None)  # re-inserted: the dict stays ordered by when each was heard
+        self._last[key] = seq if last is None else max(seq, last)
+        if len(self._last) > self._max:
+            del self._last[next(iter(self._last))]
+        return 0 if last is None or seq <= last else seq - last - 1

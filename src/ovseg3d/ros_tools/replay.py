@@ -137,7 +137,7 @@ def replay(bag: Path, harness: NodeHarness, cfg: ReplayConfig, out: Path, gt: Pa
     report = {
         "bag": str(bag), "rate": cfg.rate, "settled": settled, "final_labels_published": final_published,
         "seconds": round(play_seconds, 2),
-        "played": played, "received_by_node": snap.received,
+        "played": played, "received_by_node": snap.received, "missed_before_node": snap.missed,
         "rgbd_frames_matched": snap.queued - snap.received.get("lidar/points", 0),
         "camera_messages_unmatched": snap.camera_unmatched,
         "ingested": snap.ingested, "skipped": snap.skipped, "queue_drops": snap.queue_dropped,
