@@ -157,7 +157,9 @@ def test_sequence_gaps_count_what_each_publisher_sent_that_was_never_seen():
 
     gaps = SequenceGaps(max_publishers=2)
     assert gaps.missed("t", info(5)) == 0  # the first seen: what came before cannot be told
-    assert [gaps.missed("t", info(s)) for s in (6, 9, 8, 12)] == [0, 2, 0, 2]  # a late one is not a loss
+    # a message arriving after a later one was counted missed at the gap and adds nothing when it
+    # comes (best-effort reordering on one host is rare; the count then errs high by it)
+    assert [gaps.missed("t", info(s)) for s in (6, 9, 8, 12)] == [0, 2, 0, 2]
     assert gaps.missed("t", info(3, b"b")) == 0 and gaps.missed("u", info(20)) == 0  # per publisher and topic
     assert gaps.missed("t", info(20)) == 0  # forgotten (two publishers kept), so a new first
     assert gaps.missed("t", {"publication_sequence_number": None, "publisher_gid": None}) == 0  # no numbers
