@@ -3,6 +3,7 @@
 import numpy as np
 
 from ovseg3d.data.synth.meshes import box, grid_face, merge
+from ovseg3d.geometry.neighbors import Neighbourhood
 from ovseg3d.geometry.superpoints import label_purity, mesh_superpoints, point_superpoints, segment_graph
 
 
@@ -15,6 +16,25 @@ def test_two_perpendicular_planes_make_two_segments():
     assert len(np.unique(seg)) == 2
     # Only the row where the planes meet has blended PCA normals and may go either way.
     assert label_purity(seg, plane) >= 1 - 2 * 11 / len(plane)
+
+
+def test_closed_form_normals_match_eigh_up_to_sign():
+    rng = np.random.default_rng(0)
+    plane = np.c_[rng.random((400, 2)), 1e-3 * rng.random(400)]  # a thin slab: normal ~ z
+    tilted = rng.random((400, 3)) @ np.diag([1.0, 1.0, 0.01]) @ np.linalg.qr(rng.normal(size=(3, 3)))[0]
+    blob = rng.normal(size=(400, 3)) * [3.0, 2.0, 1.0]  # eigenvalues apart but no flat side
+    line = np.c_[rng.random(400), 1e-5 * rng.random((400, 2))]  # two tiny eigenvalues: weakly defined
+    big = 1e4 + rng.random((400, 3)) * [1.0, 1.0, 1e-3]  # far from the origin: centring matters
+    same = np.zeros((20, 3))  # all at one spot: no axis, but still a unit vector
+    for cloud in (plane, tilted, blob, line, big, same):
+        near = Neighbourhood.of(cloud, 16)
+        got = near.normals(cloud, 16)
+        nb = cloud[near.idx] - cloud[near.idx].mean(1, keepdims=True)
+        vals, vecs = np.linalg.eigh(np.einsum("nki,nkj->nij", nb, nb))
+        assert np.allclose(np.linalg.norm(got, axis=1), 1.0)
+        defined = vals[:, 1] - vals[:, 0] > 1e-6 * vals[:, 2]
+        assert np.allclose(np.abs((got * vecs[:, :, 0]).sum(1))[defined], 1.0, atol=1e-9)
+    assert np.abs(Neighbourhood.of(plane, 16).normals(plane, 16)[:, 2]).min() > 0.9
 
 
 def test_min_verts_merges_small_segments():

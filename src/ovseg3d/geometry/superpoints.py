@@ -35,7 +35,7 @@ def _segment(n, edges, weights, k_thresh, min_verts):
     parent = np.arange(n)
     size = np.ones(n, dtype=np.int64)
     thresh = np.full(n, k_thresh)
-    order = np.argsort(weights, kind="mergesort")
+    order = np.argsort(weights)  # not stable, like ScanNet's std::sort; a stable sort cost 3x more
     for i in order:
         a = _find(parent, edges[i, 0])
         b = _find(parent, edges[i, 1])

@@ -123,9 +123,10 @@ class FeatureCodec:
         b[self.axes:self.axes + self.fine] = self.basis[: self.fine]
         return b
 
-    def coordinates(self, codes: np.ndarray) -> torch.Tensor:
-        """(N, k) float coordinates in the basis (pool these, then ``lift``: cheaper than decoding)."""
-        c = torch.from_numpy(np.ascontiguousarray(codes)).float()
+    def coordinates(self, codes: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """(N, k) float coordinates in the basis (pool these, then ``lift``: cheaper than decoding).
+        Linear in the codes, so mean codes (pooled as floats) give the mean coordinates."""
+        c = codes.float() if isinstance(codes, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(codes)).float()
         y = c[:, : self.axes] * self.step
         if self.fine:
             y[:, : self.fine] += c[:, self.axes:self.axes + self.fine] * (self.step[: self.fine] / FINE)

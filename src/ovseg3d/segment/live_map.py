@@ -397,7 +397,8 @@ class LiveSegmenter:
             # what a text query ranks instances by: the instance head's mean feature when there is one
             codes, codec = ((snap.instance_codes, snap.instance_codec) if snap.instance_codes is not None
                             else (snap.codes, snap.codec))
-            embeddings = instance_embeddings(codec.coordinates(codes), ids, codec.lift)
+            # pooled as raw codes, then turned into coordinates: linear, and k-fold fewer rows to scale
+            embeddings = instance_embeddings(torch.from_numpy(codes), ids, lambda mean: codec.lift(codec.coordinates(mean)))
             instances = summarize(snap.points, ids, snap.labels, snap.scores, named, embeddings)
             with self.lock:
                 if self.vocab is not vocab:  # replaced meanwhile: its own regrouping follows this one
@@ -589,9 +590,9 @@ class _Labelled:
 
     def pooled(self, segments: np.ndarray, n: int, instance: bool = False) -> torch.Tensor:
         """(n, k) mean code coordinates of each segment (``lift`` them for features: linear, so the
-        mean of the lifted features is the lifted mean)."""
+        mean of the lifted features is the lifted mean; likewise the codes are pooled first)."""
         codes, codec = (self.instance_codes, self.instance_codec) if instance else (self.codes, self.codec)
-        return segment_mean(codec.coordinates(codes), segments, n)[0]
+        return codec.coordinates(segment_mean(codes, segments, n)[0])
 
 
 def _proposal_groups(snap: _Labelled, vocab: Vocabulary, cfg: LiveConfig, stuff: set[int]
