@@ -398,7 +398,8 @@ class LiveSegmenter:
             codes, codec = ((snap.instance_codes, snap.instance_codec) if snap.instance_codes is not None
                             else (snap.codes, snap.codec))
             # pooled as raw codes, then turned into coordinates: linear, and k-fold fewer rows to scale
-            embeddings = instance_embeddings(torch.from_numpy(codes), ids, lambda mean: codec.lift(codec.coordinates(mean)))
+            embeddings = instance_embeddings(torch.from_numpy(codes), ids,
+                                             lambda mean: codec.lift(codec.coordinates(mean)))
             instances = summarize(snap.points, ids, snap.labels, snap.scores, named, embeddings)
             with self.lock:
                 if self.vocab is not vocab:  # replaced meanwhile: its own regrouping follows this one
