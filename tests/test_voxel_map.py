@@ -6,7 +6,9 @@ import pytest
 from ovseg3d.data.map_files import save_map
 from ovseg3d.data.ply import read_ply
 from ovseg3d.errors import UserError
+from ovseg3d.geometry.camera import backproject_strided
 from ovseg3d.geometry.voxel_map import VoxelMap
+from ovseg3d.geometry.voxel_reduce import pack_keys, reduce_depth, reduce_points
 
 
 def test_points_in_one_voxel_merge_into_their_mean():
@@ -19,6 +21,51 @@ def test_points_in_one_voxel_merge_into_their_mean():
     assert m.points[first] == pytest.approx([0.03, 0.03, 0.1 / 3], abs=1e-6)
     assert m.colors[first].tolist() == [100, 100, 100] and m.count[first] == 3
     assert m.last_seen[first] == 3.0
+
+
+def _reference_sums(points: np.ndarray, colors: np.ndarray, voxel: float):
+    """The numpy way the compiled reduction replaced: sorted keys, position and colour sums, counts."""
+    keys, inv = np.unique(pack_keys(np.floor(points / voxel)), return_inverse=True)
+    sums = [np.stack([np.bincount(inv, v[:, c], minlength=len(keys)) for c in range(3)], 1) for v in (points, colors)]
+    return keys, sums[0], sums[1], np.bincount(inv, minlength=len(keys))
+
+
+@pytest.mark.parametrize("voxel", [0.02, 0.05, 0.1])
+def test_one_pass_depth_reduction_matches_backprojecting_then_grouping(voxel):
+    rng = np.random.default_rng(1)
+    v, u = np.mgrid[0:96, 0:128]
+    depth = (1.0 + 0.01 * u + 0.02 * v + 0.01 * rng.random(u.shape)).astype(np.float32)
+    depth[::7, ::5] = 0  # holes, out-of-range, NaN and inf pixels are all skipped
+    depth[10:12] = np.nan
+    depth[20, :] = np.inf
+    depth[30, :] = 9.0
+    rgb = rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    K = np.array([[100.0, 0, 63.5], [0, 100.0, 47.5], [0, 0, 1]])
+    a = 0.7
+    pose = np.eye(4)
+    pose[:3, :3] = [[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]]
+    pose[:3, 3] = [-3.0, 12.5, 0.4]
+    got = reduce_depth(depth, K, pose, voxel, stride=2, min_depth=0.3, max_depth=4.0, rgb=rgb)
+    pts, pix = backproject_strided(depth, K, pose, 2, 0.3, 4.0)
+    keys, xyz, col, cnt = _reference_sums(pts, rgb[pix[:, 0], pix[:, 1]].astype(np.float64), voxel)
+    order = np.argsort(got.keys)
+    assert np.array_equal(got.keys[order], keys) and np.array_equal(got.count[order], cnt)
+    assert np.allclose(got.xyz[order], xyz, rtol=1e-12, atol=1e-9) and np.array_equal(got.rgb[order], col)
+    also = reduce_points(pts, rgb[pix[:, 0], pix[:, 1]], voxel)  # the same for a bare cloud
+    assert np.array_equal(np.sort(also.keys), keys) and also.count.sum() == cnt.sum() == len(pts)
+
+
+def test_reduction_refuses_points_off_the_grid_and_keeps_the_map():
+    m = VoxelMap(voxel_size=0.02)
+    m.insert([[1.0, 2.0, 3.0]])
+    with pytest.raises(UserError, match="too far"):
+        m.insert([[0.0, 0.0, 0.0], [1e5, 0.0, 0.0]])  # 5,000,000 voxels out: beyond the packed range
+    with pytest.raises(UserError, match="too far"):
+        reduce_depth(np.full((4, 4), 1e30, np.float32), np.eye(3), np.eye(4), 0.02)
+    with pytest.raises(UserError, match="does not fit"):  # reduced for another grid (the map was replaced)
+        m.insert_sums(reduce_points(np.zeros((1, 3)), None, 0.05))
+    assert len(m) == 1 and m.count.tolist() == [1]
+    assert len(reduce_depth(np.full((4, 4), np.nan, np.float32), np.eye(3), np.eye(4), 0.02)) == 0
 
 
 def test_non_finite_points_are_dropped_and_the_map_keeps_what_it_had():

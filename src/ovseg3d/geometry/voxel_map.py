@@ -15,20 +15,14 @@ dropped first (ties: farthest from the robot first), down to 95 % of it at once.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from ovseg3d.errors import UserError
+from ovseg3d.geometry.voxel_reduce import VoxelSums, reduce_points
 
 GROWTH = 1.25  # storage grows by a quarter when full: at most 25 % of it unused
 LOW_WATER = 0.95  # a map over max_voxels is cut to this share of it (the oldest voxels go first)
-_BIAS = 1 << 20  # voxel indices in [-2^20, 2^20) per axis: +-21 km at 2 cm
-
-
-def pack_keys(ijk: np.ndarray) -> np.ndarray:
-    ijk = np.asarray(ijk, dtype=np.int64) + _BIAS
-    if (ijk < 0).any() or (ijk >= 2 * _BIAS).any():
-        raise UserError("points too far from the map origin for the voxel grid")
-    return (ijk[:, 0] << 42) | (ijk[:, 1] << 21) | ijk[:, 2]
 
 
 _FIELDS = ("keys", "xyz", "rgb", "count", "last_seen", "dirty", "codes", "instance_codes", "labels",
@@ -99,40 +93,27 @@ class VoxelMap:
     def insert(self, points: np.ndarray, colors: np.ndarray | None = None, stamp: float = 0.0,
                robot: np.ndarray | None = None) -> int:
         """Add world-frame points (non-finite rows are dropped); returns the number of new voxels."""
-        points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
-        ok = np.isfinite(points).all(1)
-        points = points[ok]
+        return self.insert_sums(reduce_points(points, colors, self.voxel_size), stamp, robot)
+
+    def insert_sums(self, sums: VoxelSums, stamp: float = 0.0, robot: np.ndarray | None = None) -> int:
+        """Add a frame already reduced to this map's voxels (``voxel_reduce``: done before taking
+        the map's lock); returns the number of new voxels."""
+        if sums.voxel != self.voxel_size:  # the map was replaced while the frame was reduced
+            raise UserError(f"a frame reduced to {sums.voxel} m voxels does not fit this {self.voxel_size} m map")
         n_new = 0
-        if len(points):
-            rgb = (np.full((len(points), 3), 128.0) if colors is None
-                   else np.asarray(colors, np.float64).reshape(-1, 3)[ok])
-            keys = pack_keys(np.floor(points / self.voxel_size))
-            ukeys, inv = np.unique(keys, return_inverse=True)
-            m = len(ukeys)  # per-voxel sums; bincount is many times faster than np.add.at
-            xyz = np.stack([np.bincount(inv, points[:, c], minlength=m) for c in range(3)], axis=1)
-            col = np.stack([np.bincount(inv, rgb[:, c], minlength=m) for c in range(3)], axis=1)
-            cnt = np.bincount(inv, minlength=m)
-            pos = np.searchsorted(self._sorted_keys, ukeys)
-            found = np.zeros(len(ukeys), bool)
-            if self._n:
-                found = self._sorted_keys[np.minimum(pos, self._n - 1)] == ukeys
-            old = self._sorted_idx[pos[found]]
+        if len(sums):
+            rgb = 128.0 * sums.count[:, None].astype(np.float64) if sums.rgb is None else sums.rgb
             st = self._store
-            before = st["count"][old].astype(np.float64)[:, None]
-            total = before + cnt[found][:, None]
-            cell_before = None if self.input_cell is None else np.floor(st["xyz"][old] / self.input_cell)
-            st["xyz"][old] = (st["xyz"][old] * before + xyz[found]) / total
-            st["rgb"][old] = (st["rgb"][old] * before + col[found]) / total
-            st["count"][old] += cnt[found]
-            st["last_seen"][old] = stamp
-            if cell_before is None:
-                st["dirty"][old] = True
-            else:  # only what a geometry-only reader sees move
-                st["dirty"][old[(np.floor(st["xyz"][old] / self.input_cell) != cell_before).any(1)]] = True
+            pos, found = _merge(self._sorted_keys, self._sorted_idx, st["xyz"], st["rgb"], st["count"],
+                                st["last_seen"], st["dirty"], sums.keys, sums.xyz, rgb, sums.count, float(stamp),
+                                -1.0 if self.input_cell is None else float(self.input_cell))
             new = ~found
             n_new = int(new.sum())
             if n_new:
-                self._append(ukeys[new], xyz[new] / cnt[new, None], col[new] / cnt[new, None], cnt[new], stamp,
+                new = np.flatnonzero(new)
+                new = new[np.argsort(sums.keys[new])]  # np.insert takes equal positions in the order given
+                cnt = sums.count[new]
+                self._append(sums.keys[new], sums.xyz[new] / cnt[:, None], rgb[new] / cnt[:, None], cnt, stamp,
                              pos[new])
         self._bound(robot)
         return n_new
@@ -251,3 +232,35 @@ class VoxelMap:
         index = 2 * 8  # the sorted key index: a key and a position per voxel
         return {"map": float(sum(per.values()) + index), "features": float(per["codes"] + per["instance_codes"]),
                 "allocated": len(self._store["keys"]) / max(self._n, 1)}
+
+
+@numba.njit(cache=True, nogil=True)  # no GIL: the student and the node's callbacks run meanwhile
+def _merge(sorted_keys, sorted_idx, xyz, rgb, count, last_seen, dirty, keys, sum_xyz, sum_rgb, cnt, stamp,
+           input_cell):
+    """Fold per-voxel sums into the voxels the map already has (running means in float64, stored
+    float32); returns each key's position in the sorted index and whether it was found there. A
+    revisited voxel is dirty when its mean moved (``input_cell`` > 0: into another cell of that grid)."""
+    pos = np.searchsorted(sorted_keys, keys)
+    found = np.zeros(len(keys), np.bool_)
+    n = len(sorted_keys)
+    for q in range(len(keys)):
+        p = pos[q]
+        if p >= n or sorted_keys[p] != keys[q]:
+            continue
+        found[q] = True
+        i = sorted_idx[p]
+        before = np.float64(count[i])
+        total = before + cnt[q]
+        moved = input_cell <= 0.0
+        for c in range(3):
+            old = np.float64(xyz[i, c])
+            mean = np.float32((old * before + sum_xyz[q, c]) / total)
+            if not moved and np.floor(old / input_cell) != np.floor(np.float64(mean) / input_cell):
+                moved = True
+            xyz[i, c] = mean
+            rgb[i, c] = np.float32((np.float64(rgb[i, c]) * before + sum_rgb[q, c]) / total)
+        count[i] += cnt[q]
+        last_seen[i] = stamp
+        if moved:
+            dirty[i] = True
+    return pos, found

@@ -34,7 +34,8 @@ from ovseg3d.geometry.camera import backproject_strided, colors_from_camera
 from ovseg3d.geometry.neighbors import Neighbourhood
 from ovseg3d.geometry.rows import unique_rows
 from ovseg3d.geometry.superpoints import point_superpoints
-from ovseg3d.geometry.voxel_map import VoxelMap, pack_keys
+from ovseg3d.geometry.voxel_map import VoxelMap
+from ovseg3d.geometry.voxel_reduce import VoxelSums, pack_keys, reduce_depth, reduce_points
 from ovseg3d.geometry.voxels import segment_mean, voxelize
 from ovseg3d.labels import STUFF_LABELS, stuff_indices
 from ovseg3d.segment.feature_codes import FeatureCodec, TextProjection, recode
@@ -193,15 +194,13 @@ class LiveSegmenter:
             raise UserError(f"depth must be a 2D image, got shape {depth.shape}")
         if rgb is not None and color_camera is None and rgb.shape[:2] != depth.shape:
             raise UserError(f"colour image {rgb.shape[:2]} does not match depth {depth.shape}")
-        pts, pix = backproject_strided(depth, K, cam_to_world, self.cfg.depth_stride, self.cfg.min_depth,
-                                       self.cfg.max_depth)
-        if rgb is None:
-            colors = None
-        elif color_camera is None:
-            colors = rgb[pix[:, 0], pix[:, 1]]
-        else:
-            colors = colors_from_camera(pts, rgb, *color_camera)
-        new = self._insert(pts, colors, stamp, cam_to_world[:3, 3])
+        voxel, cfg = self.map.voxel_size, self.cfg
+        if color_camera is None:  # one pass, no GIL (``voxel_reduce``): the common case
+            sums = reduce_depth(depth, K, cam_to_world, voxel, cfg.depth_stride, cfg.min_depth, cfg.max_depth, rgb)
+        else:  # colour from another camera: projected into it
+            pts, _ = backproject_strided(depth, K, cam_to_world, cfg.depth_stride, cfg.min_depth, cfg.max_depth)
+            sums = reduce_points(pts, colors_from_camera(pts, rgb, *color_camera), voxel)
+        new = self._insert(sums, stamp, cam_to_world[:3, 3])
         self.keyframes.taken(np.asarray(cam_to_world, np.float64), stamp)
         return new
 
@@ -211,12 +210,14 @@ class LiveSegmenter:
         pts = np.asarray(points_world, np.float64).reshape(-1, 3)
         dist = np.linalg.norm(pts - np.asarray(sensor_origin)[:3], axis=1)
         keep = (dist >= self.cfg.lidar_min_range) & (dist <= self.cfg.lidar_max_range)
-        return self._insert(pts[keep], None if colors is None else colors[keep], stamp, sensor_origin)
+        sums = reduce_points(pts[keep], None if colors is None else colors[keep], self.map.voxel_size)
+        return self._insert(sums, stamp, sensor_origin)
 
-    def _insert(self, pts, colors, stamp, robot) -> int:
+    def _insert(self, sums: VoxelSums, stamp: float, robot: np.ndarray) -> int:
+        """Merge a frame reduced outside the lock (the student's update and queries wait less)."""
         with self.lock:
             self.newest_stamp = max(self.newest_stamp, stamp)
-            return self.map.insert(pts, colors, stamp=stamp, robot=np.asarray(robot, float))
+            return self.map.insert_sums(sums, stamp=stamp, robot=np.asarray(robot, float))
 
     # ------------------------------------------------------------------ inference
     def _context_region(self, changed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
