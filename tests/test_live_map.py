@@ -151,6 +151,26 @@ def test_rgbd_ingest_respects_depth_limits_and_stride():
         live.add_rgbd(depth, K, np.eye(4), 2.0, np.zeros((10, 10, 3), np.uint8))
 
 
+def test_a_sweep_in_its_sensor_frame_maps_like_the_same_points_in_the_world():
+    rng = np.random.default_rng(3)
+    sweep = rng.uniform(-8, 8, (10_000, 3))
+    sweep[::50] = np.nan  # organised clouds carry NaN rows
+    a = 0.4
+    pose = np.eye(4)
+    pose[:3, :3] = [[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]]
+    pose[:3, 3] = [2.0, -1.0, 0.3]
+    by_scan, by_points = _live(lidar_min_range=1.0, lidar_max_range=6.0), _live(lidar_min_range=1.0,
+                                                                                  lidar_max_range=6.0)
+    by_scan.add_scan(sweep, pose, stamp=1.0)
+    by_points.add_points(sweep @ pose[:3, :3].T + pose[:3, 3], stamp=1.0, sensor_origin=pose[:3, 3])
+    dist = np.linalg.norm(sweep, axis=1)
+    kept = (dist >= 1.0) & (dist <= 6.0)
+    assert by_scan.map.count.sum() == by_points.map.count.sum() == kept.sum() > 1000
+    assert np.array_equal(np.sort(by_scan.map.keys), np.sort(by_points.map.keys))
+    far = np.linalg.norm(by_scan.map.points - pose[:3, 3], axis=1)
+    assert far.max() <= 6.0 + 1e-6 and far.min() >= 1.0 - 1e-6
+
+
 def test_instances_group_touching_same_label_cells_with_stable_ids():
     pts = np.concatenate([_box([0, 0, 0], 300), _box([0.25, 0, 0], 300, seed=1), _box([3, 0, 0], 300, seed=2),
                           _box([6, 0, 0], 3, seed=3)])

@@ -19,7 +19,7 @@ import numba
 import numpy as np
 
 from ovseg3d.errors import UserError
-from ovseg3d.geometry.voxel_reduce import VoxelSums, reduce_points
+from ovseg3d.geometry.voxel_reduce import VoxelSums, reduce_depth, reduce_points
 
 GROWTH = 1.25  # storage grows by a quarter when full: at most 25 % of it unused
 LOW_WATER = 0.95  # a map over max_voxels is cut to this share of it (the oldest voxels go first)
@@ -264,3 +264,15 @@ def _merge(sorted_keys, sorted_idx, xyz, rgb, count, last_seen, dirty, keys, sum
         if moved:
             dirty[i] = True
     return pos, found
+
+
+def compile_ingest() -> None:
+    """Compile (or load from numba's cache) every ingest kernel for the array types the live map
+    feeds them, on a toy map: on a fresh install that takes seconds, which must not fall on the
+    first sensor frames (a node would drop them at a full queue)."""
+    m = VoxelMap(0.1, input_cell=0.2)
+    depth, rgb, K = np.ones((4, 4), np.float32), np.zeros((4, 4, 3), np.uint8), np.eye(3)
+    m.insert_sums(reduce_depth(depth, K, np.eye(4), 0.1, 1, rgb=rgb))  # colour sums: a column view
+    m.insert_sums(reduce_depth(depth, K, np.eye(4), 0.1, 2))
+    m.insert_sums(reduce_points(np.ones((3, 3)), None, 0.1, pose=np.eye(4)))  # LiDAR: no colours
+    m.insert(np.ones((3, 3)), np.zeros((3, 3), np.uint8))

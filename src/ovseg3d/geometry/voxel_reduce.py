@@ -11,6 +11,7 @@ the map sorts only the voxels it did not have). Sums are in float64, as ``np.bin
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numba
@@ -20,7 +21,6 @@ from ovseg3d.errors import UserError
 
 BIAS = 1 << 20  # voxel indices in [-2^20, 2^20) per axis: +-21 km at 2 cm
 _EMPTY = -1  # a free hash slot (packed keys are >= 0)
-_TOO_FAR = -2  # returned count when a point's voxel index does not fit the packed key
 
 
 def pack_keys(ijk: np.ndarray) -> np.ndarray:
@@ -36,7 +36,7 @@ class VoxelSums:
     """A frame reduced to its voxels: packed keys, and per voxel the sums of its points'
     positions and colours (float64) and how many points it got."""
 
-    keys: np.ndarray  # (M,) int64, distinct, in no particular order
+    keys: np.ndarray  # (M,) int64, distinct, in the order the points first reached them
     xyz: np.ndarray  # (M, 3) float64 sums
     rgb: np.ndarray | None  # (M, 3) float64 sums, or None without colours
     count: np.ndarray  # (M,) int64
@@ -46,79 +46,101 @@ class VoxelSums:
         return len(self.keys)
 
 
-@numba.njit(cache=True, inline="always")
-def _slot(table_keys: np.ndarray, shift: np.uint64, key: np.int64) -> np.int64:
-    """The table slot of ``key``, claimed if new (linear probing; the table is at most half full).
-    Fibonacci hashing: the product's top bits, which depend on every bit of the key."""
-    mask = len(table_keys) - 1
-    i = np.int64((np.uint64(key) * np.uint64(0x9E3779B97F4A7C15)) >> shift)
-    while True:
-        k = table_keys[i]
-        if k == key:
-            return i
-        if k == _EMPTY:
-            table_keys[i] = key
-            return i
-        i = (i + 1) & mask
+class _Table(threading.local):
+    """A hash table per thread, kept between frames: allocating and clearing a fresh one per frame
+    (3 MB at 640x480) cost more than the reduction, in page faults shared with the student's
+    threads. Each call empties the slots it used before it returns."""
+
+    def __init__(self) -> None:
+        self.keys = np.zeros(0, np.int64)
+        self.rows = np.zeros(0, np.int64)
+
+    def fitting(self, points: int) -> tuple[np.ndarray, np.ndarray, np.uint64]:
+        bits = 10
+        while (1 << bits) < 2 * points:  # at most half full: short probe chains
+            bits += 1
+        if len(self.keys) < (1 << bits):
+            self.keys, self.rows = np.full(1 << bits, _EMPTY, np.int64), np.zeros(1 << bits, np.int64)
+        bits = len(self.keys).bit_length() - 1
+        return self.keys, self.rows, np.uint64(64 - bits)
+
+
+_TABLE = _Table()
 
 
 @numba.njit(cache=True, inline="always")
 def _key(x: float, y: float, z: float, voxel: float) -> np.int64:
-    """Packed voxel key (``voxel_map.pack_keys``: a division, not a product with 1 / voxel, which
-    rounds differently at cell borders), or -1 when the voxel index is outside the packed range."""
+    """Packed voxel key (``pack_keys``: a division, not a product with 1 / voxel, which rounds
+    differently at cell borders), or -1 when the voxel index is outside the packed range."""
     fi, fj, fk = np.floor(x / voxel), np.floor(y / voxel), np.floor(z / voxel)
     if not (-BIAS <= fi < BIAS and -BIAS <= fj < BIAS and -BIAS <= fk < BIAS):  # before any int conversion
         return np.int64(-1)
     return ((np.int64(fi) + BIAS) << 42) | ((np.int64(fj) + BIAS) << 21) | (np.int64(fk) + BIAS)
 
 
-@numba.njit(cache=True)
-def _table(points: int):
-    bits = 10
-    while (1 << bits) < 2 * points:
-        bits += 1
-    size = 1 << bits
-    return np.full(size, _EMPTY, np.int64), np.zeros((size, 6)), np.zeros(size, np.int64), np.uint64(64 - bits)
-
-
-@numba.njit(cache=True)
-def _collect(table_keys, sums, count):
-    used = np.flatnonzero(table_keys != _EMPTY)  # in hash order: the map sorts only its new voxels
-    return table_keys[used], sums[used], count[used]
+@numba.njit(cache=True, inline="always")
+def _add(table_keys, table_rows, shift, keys, slots, sums, count, m, key, x, y, z, r, g, b) -> int:
+    """Add one point to its voxel's row (a new row when the key is new); returns the rows in use.
+    Linear probing from the Fibonacci hash (the product's top bits: every key bit counts)."""
+    mask = len(table_keys) - 1
+    i = np.int64((np.uint64(key) * np.uint64(0x9E3779B97F4A7C15)) >> shift)
+    while table_keys[i] != key and table_keys[i] != _EMPTY:
+        i = (i + 1) & mask
+    if table_keys[i] == _EMPTY:
+        table_keys[i], table_rows[i], keys[m], slots[m] = key, m, key, i
+        sums[m, :] = 0.0
+        count[m] = 0
+        m += 1
+    row = table_rows[i]
+    sums[row, 0] += x
+    sums[row, 1] += y
+    sums[row, 2] += z
+    sums[row, 3] += r
+    sums[row, 4] += g
+    sums[row, 5] += b
+    count[row] += 1
+    return m
 
 
 @numba.njit(cache=True, nogil=True)
-def _reduce_points(points, colors, voxel):
+def _reduce_points(points, colors, pose, origin, min_range, max_range, voxel, table_keys, table_rows, shift):
     n = points.shape[0]
-    table_keys, sums, count, shift = _table(n)
+    keys, slots, count = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
+    sums = np.empty((n, 6))  # rows are touched (and paged in) only as voxels appear
     with_color = colors.shape[0] == n
+    m, too_far = 0, False
     for p in range(n):
-        x, y, z = points[p, 0], points[p, 1], points[p, 2]
+        a, b, c = points[p, 0], points[p, 1], points[p, 2]
+        x = pose[0, 0] * a + pose[0, 1] * b + pose[0, 2] * c + pose[0, 3]
+        y = pose[1, 0] * a + pose[1, 1] * b + pose[1, 2] * c + pose[1, 3]
+        z = pose[2, 0] * a + pose[2, 1] * b + pose[2, 2] * c + pose[2, 3]
         if not (np.isfinite(x) and np.isfinite(y) and np.isfinite(z)):
+            continue
+        dist = np.sqrt((x - origin[0]) ** 2 + (y - origin[1]) ** 2 + (z - origin[2]) ** 2)
+        if not (min_range <= dist <= max_range):
             continue
         key = _key(x, y, z, voxel)
         if key < 0:
-            return table_keys[:0], sums[:0], np.full(1, _TOO_FAR, np.int64)
-        s = _slot(table_keys, shift, key)
-        sums[s, 0] += x
-        sums[s, 1] += y
-        sums[s, 2] += z
-        if with_color:
-            sums[s, 3] += colors[p, 0]
-            sums[s, 4] += colors[p, 1]
-            sums[s, 5] += colors[p, 2]
-        count[s] += 1
-    return _collect(table_keys, sums, count)
+            too_far = True
+            break
+        r, g, b = (colors[p, 0], colors[p, 1], colors[p, 2]) if with_color else (0.0, 0.0, 0.0)
+        m = _add(table_keys, table_rows, shift, keys, slots, sums, count, m, key, x, y, z, r, g, b)
+    table_keys[slots[:m]] = _EMPTY  # the table is clean for the next frame
+    return keys[:m], sums[:m], count[:m], too_far
 
 
 @numba.njit(cache=True, nogil=True)
-def _reduce_depth(depth, rgb, K, pose, stride, min_depth, max_depth, voxel):
+def _reduce_depth(depth, rgb, K, pose, stride, min_depth, max_depth, voxel, table_keys, table_rows, shift):
     h, w = depth.shape
-    rows, cols = (h + stride - 1) // stride, (w + stride - 1) // stride
-    table_keys, sums, count, shift = _table(rows * cols)
+    n = ((h + stride - 1) // stride) * ((w + stride - 1) // stride)
+    keys, slots, count = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
+    sums = np.empty((n, 6))
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
     with_color = rgb.shape[0] == h
+    m, too_far = 0, False
     for v in range(0, h, stride):
+        if too_far:
+            break
         for u in range(0, w, stride):
             d = np.float64(depth[v, u])
             if not (d >= min_depth and d <= max_depth and d > 0.0 and np.isfinite(d)):
@@ -132,33 +154,36 @@ def _reduce_depth(depth, rgb, K, pose, stride, min_depth, max_depth, voxel):
                 continue
             key = _key(x, y, z, voxel)
             if key < 0:
-                return table_keys[:0], sums[:0], np.full(1, _TOO_FAR, np.int64)
-            s = _slot(table_keys, shift, key)
-            sums[s, 0] += x
-            sums[s, 1] += y
-            sums[s, 2] += z
-            if with_color:
-                sums[s, 3] += rgb[v, u, 0]
-                sums[s, 4] += rgb[v, u, 1]
-                sums[s, 5] += rgb[v, u, 2]
-            count[s] += 1
-    return _collect(table_keys, sums, count)
+                too_far = True
+                break
+            r, g, b = ((np.float64(rgb[v, u, 0]), np.float64(rgb[v, u, 1]), np.float64(rgb[v, u, 2])) if with_color
+                       else (0.0, 0.0, 0.0))
+            m = _add(table_keys, table_rows, shift, keys, slots, sums, count, m, key, x, y, z, r, g, b)
+    table_keys[slots[:m]] = _EMPTY
+    return keys[:m], sums[:m], count[:m], too_far
 
 
-def _sums(out: tuple[np.ndarray, np.ndarray, np.ndarray], with_color: bool, voxel: float) -> VoxelSums:
-    keys, sums, count = out
-    if len(count) == 1 and count[0] == _TOO_FAR:
+def _sums(out: tuple[np.ndarray, np.ndarray, np.ndarray, bool], with_color: bool, voxel: float) -> VoxelSums:
+    keys, sums, count, too_far = out
+    if too_far:
         raise UserError("points too far from the map origin for the voxel grid")
     return VoxelSums(keys, sums[:, :3], sums[:, 3:] if with_color else None, count, voxel)
 
 
-def reduce_points(points: np.ndarray, colors: np.ndarray | None, voxel: float) -> VoxelSums:
-    """Per-voxel sums of world-frame points (non-finite rows dropped) and their colours."""
+def reduce_points(points: np.ndarray, colors: np.ndarray | None, voxel: float, pose: np.ndarray | None = None,
+                  origin: np.ndarray | None = None, min_range: float = 0.0, max_range: float = np.inf) -> VoxelSums:
+    """Per-voxel sums of points (non-finite ones dropped) and their colours. ``pose`` (4x4) takes
+    them into the map's frame first (a LiDAR sweep in its sensor's frame), and only those at
+    [min_range, max_range] from ``origin`` (default: the pose's translation, the sensor) count."""
     points = np.ascontiguousarray(points, np.float64).reshape(-1, 3)
     c = np.zeros((0, 3)) if colors is None else np.ascontiguousarray(colors, np.float64).reshape(-1, 3)
     if colors is not None and len(c) != len(points):
         raise UserError(f"{len(c)} colours for {len(points)} points")
-    return _sums(_reduce_points(points, c, float(voxel)), colors is not None, float(voxel))
+    pose = np.eye(4) if pose is None else np.ascontiguousarray(pose, np.float64)
+    origin = pose[:3, 3] if origin is None else np.asarray(origin, np.float64).reshape(-1)[:3]
+    out = _reduce_points(points, c, pose, np.ascontiguousarray(origin), float(min_range), float(max_range),
+                         float(voxel), *_TABLE.fitting(len(points)))
+    return _sums(out, colors is not None, float(voxel))
 
 
 def reduce_depth(depth: np.ndarray, K: np.ndarray, cam_to_world: np.ndarray, voxel: float, stride: int = 1,
@@ -170,7 +195,10 @@ def reduce_depth(depth: np.ndarray, K: np.ndarray, cam_to_world: np.ndarray, vox
     image = np.zeros((0, 0, 3), np.uint8) if rgb is None else np.ascontiguousarray(rgb, np.uint8)
     if rgb is not None and image.shape[:2] != depth.shape:
         raise UserError(f"colour image {image.shape[:2]} does not match depth {depth.shape}")
-    out = _reduce_depth(depth, image, np.ascontiguousarray(K, np.float64)[:3, :3],
+    if stride < 1:
+        raise UserError(f"the depth stride must be at least 1, got {stride}")
+    rows, cols = -(-depth.shape[0] // stride), -(-depth.shape[1] // stride)
+    out = _reduce_depth(depth, image, np.ascontiguousarray(np.asarray(K, np.float64)[:3, :3]),
                         np.ascontiguousarray(cam_to_world, np.float64), int(stride), float(min_depth),
-                        float(max_depth), float(voxel))
+                        float(max_depth), float(voxel), *_TABLE.fitting(rows * cols))
     return _sums(out, rgb is not None, float(voxel))

@@ -34,7 +34,7 @@ from ovseg3d.geometry.camera import backproject_strided, colors_from_camera
 from ovseg3d.geometry.neighbors import Neighbourhood
 from ovseg3d.geometry.rows import unique_rows
 from ovseg3d.geometry.superpoints import point_superpoints
-from ovseg3d.geometry.voxel_map import VoxelMap
+from ovseg3d.geometry.voxel_map import VoxelMap, compile_ingest
 from ovseg3d.geometry.voxel_reduce import VoxelSums, pack_keys, reduce_depth, reduce_points
 from ovseg3d.geometry.voxels import segment_mean, voxelize
 from ovseg3d.labels import STUFF_LABELS, stuff_indices
@@ -142,6 +142,7 @@ class LiveSegmenter:
         self.map = VoxelMap(self.cfg.voxel_size, self.cfg.max_voxels, self.cfg.extent or None,
                             code_dim=self.cfg.code_bytes - inst, instance_code_dim=inst,
                             input_cell=self._input_cell())
+        compile_ingest()  # now, not on the first sensor frame
         self.codec: FeatureCodec | None = None  # fitted on the first update's features
         self.instance_codec: FeatureCodec | None = None
         self.code_refits = 0
@@ -207,11 +208,18 @@ class LiveSegmenter:
     def add_points(self, points_world: np.ndarray, stamp: float, sensor_origin: np.ndarray,
                    colors: np.ndarray | None = None) -> int:
         """Insert a world-frame scan (e.g. LiDAR) whose sensor sat at ``sensor_origin``."""
-        pts = np.asarray(points_world, np.float64).reshape(-1, 3)
-        dist = np.linalg.norm(pts - np.asarray(sensor_origin)[:3], axis=1)
-        keep = (dist >= self.cfg.lidar_min_range) & (dist <= self.cfg.lidar_max_range)
-        sums = reduce_points(pts[keep], None if colors is None else colors[keep], self.map.voxel_size)
-        return self._insert(sums, stamp, sensor_origin)
+        origin = np.asarray(sensor_origin, np.float64).reshape(-1)[:3]
+        sums = reduce_points(points_world, colors, self.map.voxel_size, origin=origin,
+                             min_range=self.cfg.lidar_min_range, max_range=self.cfg.lidar_max_range)
+        return self._insert(sums, stamp, origin)
+
+    def add_scan(self, points_sensor: np.ndarray, sensor_to_world: np.ndarray, stamp: float) -> int:
+        """Insert a LiDAR sweep in its sensor's frame: transformed, range-gated and reduced to
+        voxels in one pass (``voxel_reduce``), no world-frame copy of the cloud."""
+        pose = np.asarray(sensor_to_world, np.float64)
+        sums = reduce_points(points_sensor, None, self.map.voxel_size, pose=pose,
+                             min_range=self.cfg.lidar_min_range, max_range=self.cfg.lidar_max_range)
+        return self._insert(sums, stamp, pose[:3, 3])
 
     def _insert(self, sums: VoxelSums, stamp: float, robot: np.ndarray) -> int:
         """Merge a frame reduced outside the lock (the student's update and queries wait less)."""
