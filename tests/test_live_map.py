@@ -171,6 +171,14 @@ def test_a_sweep_in_its_sensor_frame_maps_like_the_same_points_in_the_world():
     assert far.max() <= 6.0 + 1e-6 and far.min() >= 1.0 - 1e-6
 
 
+def test_warming_up_the_student_leaves_the_map_alone():
+    live = _live()
+    live.add_points(_box([0, 0, 0]), stamp=1.0, sensor_origin=np.zeros(3))
+    before, version = live.map.keys.copy(), live.version
+    assert live.warm_up() > 0
+    assert np.array_equal(live.map.keys, before) and live.version == version and live.map.dirty.all()
+
+
 def test_instances_group_touching_same_label_cells_with_stable_ids():
     pts = np.concatenate([_box([0, 0, 0], 300), _box([0.25, 0, 0], 300, seed=1), _box([3, 0, 0], 300, seed=2),
                           _box([6, 0, 0], 3, seed=3)])

@@ -240,3 +240,13 @@ def encode_compressed_color(rgb: np.ndarray, codec: str = "jpeg", quality: int =
     else:
         raise UserError(f"compressed colour codecs are jpeg and png, not {codec!r}")
     return f"rgb8; {codec} compressed bgr8", buf.getvalue()
+
+
+def warm_up_decoders() -> None:
+    """Decode one tiny image of each kind: Pillow's first import and codec set-up (tenths of a
+    second) then happen when the node is configured, not on its first camera frame."""
+    tiny = np.zeros((4, 4, 3), np.uint8)
+    compressed_color(*encode_compressed_color(tiny, "jpeg"))
+    compressed_color(*encode_compressed_color(tiny, "png"))
+    for codec in ("png", "rvl"):
+        compressed_depth(*encode_compressed_depth(np.ones((4, 4), np.float32), codec=codec))

@@ -179,6 +179,16 @@ class LiveSegmenter:
         gate.max_interval, gate.min_interval = cfg.keyframe_interval, cfg.keyframe_min_interval
         return gate
 
+    def warm_up(self) -> float:
+        """Run the student once on a small synthetic cloud, outside the map, and return the seconds
+        it took: its first call initialises torch and MinkowskiEngine (about a second here), which
+        would otherwise hold the first real update -- and the ingest worker beside it -- back."""
+        t0 = time.perf_counter()
+        g = np.mgrid[0:8, 0:8, 0:4].reshape(3, -1).T * self.student.cfg.voxel_size  # a small block of voxels
+        self.student.predict_voxels(g.astype(np.float64), np.full((len(g), 3), 128, np.uint8)
+                                    if self.student.cfg.input == "color" else None)
+        return time.perf_counter() - t0
+
     def is_keyframe(self, cam_to_world: np.ndarray, stamp: float) -> bool:
         """Whether an RGB-D frame at this pose should be integrated (``keyframes.KeyframeGate``); ask
         before decoding its images, skip it if not. The frame becomes the gate's reference once
