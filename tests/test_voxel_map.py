@@ -55,6 +55,35 @@ def test_one_pass_depth_reduction_matches_backprojecting_then_grouping(voxel):
     assert np.array_equal(np.sort(also.keys), keys) and also.count.sum() == cnt.sum() == len(pts)
 
 
+def test_a_voxel_seen_again_without_colour_stays_grey():
+    m = VoxelMap(voxel_size=0.1)
+    cloud = [[0.01, 0.01, 0.01], [0.55, 0.55, 0.55], [1.05, 0.05, 0.05]]
+    m.insert(cloud, stamp=1.0)
+    m.insert(cloud, stamp=2.0)  # every voxel revisited, no colours: the merge reads three grey columns
+    assert m.colors.tolist() == [[128, 128, 128]] * 3 and m.count.tolist() == [2, 2, 2]
+
+
+def test_read_only_images_use_the_kernels_compiled_up_front():
+    from ovseg3d.geometry import voxel_map, voxel_reduce
+    from ovseg3d.geometry.voxel_map import compile_ingest
+
+    compile_ingest()
+    kernels = (voxel_reduce._reduce_depth, voxel_reduce._reduce_points, voxel_map._merge)
+    before = [len(k.signatures) for k in kernels]
+    depth, rgb = np.full((8, 8), 1.0, np.float32), np.zeros((8, 8, 3), np.uint8)
+    depth.flags.writeable = rgb.flags.writeable = False  # as Pillow's images and message buffers come
+    pose = np.eye(4)
+    pose.flags.writeable = False
+    m = VoxelMap(0.1)
+    m.insert_sums(reduce_depth(depth, np.eye(3), pose, 0.1, rgb=rgb))
+    m.insert_sums(reduce_points(np.ones((2, 3)), None, 0.1, pose=pose))
+    assert [len(k.signatures) for k in kernels] == before  # no compile on a robot's first frames
+    with pytest.raises(UserError, match="8-bit"):
+        reduce_depth(depth, np.eye(3), pose, 0.1, rgb=rgb.astype(np.float32))
+    with pytest.raises(UserError, match="does not match"):
+        reduce_depth(depth, np.eye(3), pose, 0.1, rgb=rgb[..., 0])
+
+
 def test_reduction_refuses_points_off_the_grid_and_keeps_the_map():
     m = VoxelMap(voxel_size=0.02)
     m.insert([[1.0, 2.0, 3.0]])

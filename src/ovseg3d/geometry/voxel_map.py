@@ -102,7 +102,8 @@ class VoxelMap:
             raise UserError(f"a frame reduced to {sums.voxel} m voxels does not fit this {self.voxel_size} m map")
         n_new = 0
         if len(sums):
-            rgb = 128.0 * sums.count[:, None].astype(np.float64) if sums.rgb is None else sums.rgb
+            # no colours: grey, as sums (three columns: the merge reads each)
+            rgb = np.repeat(128.0 * sums.count[:, None], 3, axis=1) if sums.rgb is None else sums.rgb
             st = self._store
             pos, found = _merge(self._sorted_keys, self._sorted_idx, st["xyz"], st["rgb"], st["count"],
                                 st["last_seen"], st["dirty"], sums.keys, sums.xyz, rgb, sums.count, float(stamp),
@@ -272,6 +273,7 @@ def compile_ingest() -> None:
     first sensor frames (a node would drop them at a full queue)."""
     m = VoxelMap(0.1, input_cell=0.2)
     depth, rgb, K = np.ones((4, 4), np.float32), np.zeros((4, 4, 3), np.uint8), np.eye(3)
+    rgb.flags.writeable = False  # as decoded images and message buffers come: reduce_depth copies them
     m.insert_sums(reduce_depth(depth, K, np.eye(4), 0.1, 1, rgb=rgb))  # colour sums: a column view
     m.insert_sums(reduce_depth(depth, K, np.eye(4), 0.1, 2))
     m.insert_sums(reduce_points(np.ones((3, 3)), None, 0.1, pose=np.eye(4)))  # LiDAR: no colours

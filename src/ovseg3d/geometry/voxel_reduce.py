@@ -170,18 +170,24 @@ def _sums(out: tuple[np.ndarray, np.ndarray, np.ndarray, bool], with_color: bool
     return VoxelSums(keys, sums[:, :3], sums[:, 3:] if with_color else None, count, voxel)
 
 
+def _small(a: np.ndarray) -> np.ndarray:
+    """A float64 C-contiguous writeable copy of a small array (a pose, K): one compiled kernel type."""
+    return np.array(a, np.float64, order="C")
+
+
 def reduce_points(points: np.ndarray, colors: np.ndarray | None, voxel: float, pose: np.ndarray | None = None,
                   origin: np.ndarray | None = None, min_range: float = 0.0, max_range: float = np.inf) -> VoxelSums:
     """Per-voxel sums of points (non-finite ones dropped) and their colours. ``pose`` (4x4) takes
     them into the map's frame first (a LiDAR sweep in its sensor's frame), and only those at
     [min_range, max_range] from ``origin`` (default: the pose's translation, the sensor) count."""
-    points = np.ascontiguousarray(points, np.float64).reshape(-1, 3)
-    c = np.zeros((0, 3)) if colors is None else np.ascontiguousarray(colors, np.float64).reshape(-1, 3)
+    points = np.require(np.asarray(points, np.float64).reshape(-1, 3), None, ["C", "W"])
+    c = np.zeros((0, 3)) if colors is None else np.require(np.asarray(colors, np.float64).reshape(-1, 3), None,
+                                                           ["C", "W"])
     if colors is not None and len(c) != len(points):
         raise UserError(f"{len(c)} colours for {len(points)} points")
-    pose = np.eye(4) if pose is None else np.ascontiguousarray(pose, np.float64)
+    pose = np.eye(4) if pose is None else _small(pose)
     origin = pose[:3, 3] if origin is None else np.asarray(origin, np.float64).reshape(-1)[:3]
-    out = _reduce_points(points, c, pose, np.ascontiguousarray(origin), float(min_range), float(max_range),
+    out = _reduce_points(points, c, pose, _small(origin), float(min_range), float(max_range),
                          float(voxel), *_TABLE.fitting(len(points)))
     return _sums(out, colors is not None, float(voxel))
 
@@ -191,14 +197,19 @@ def reduce_depth(depth: np.ndarray, K: np.ndarray, cam_to_world: np.ndarray, vox
     """Per-voxel sums of every ``stride``-th depth pixel per axis with depth in [min_depth,
     max_depth] (finite, > 0), back-projected into the world, with the colour of the same pixel of a
     registered ``rgb`` image: ``camera.backproject_strided`` then ``reduce_points`` in one pass."""
-    depth = np.ascontiguousarray(depth, np.float32)  # as backproject_strided reads it
-    image = np.zeros((0, 0, 3), np.uint8) if rgb is None else np.ascontiguousarray(rgb, np.uint8)
-    if rgb is not None and image.shape[:2] != depth.shape:
-        raise UserError(f"colour image {image.shape[:2]} does not match depth {depth.shape}")
+    # contiguous and writeable (numba compiles read-only arrays -- Pillow's images, message buffers --
+    # as another type: a second compile, seconds long, on the first compressed frame); depth in
+    # float32, as backproject_strided reads it
+    depth = np.require(depth, np.float32, ["C", "W"])
+    if rgb is not None and np.asarray(rgb).dtype != np.uint8:
+        raise UserError(f"the colour image must be 8-bit (uint8), got {np.asarray(rgb).dtype}")
+    image = np.zeros((0, 0, 3), np.uint8) if rgb is None else np.require(rgb, np.uint8, ["C", "W"])
+    if rgb is not None and (image.ndim != 3 or image.shape[2] != 3 or image.shape[:2] != depth.shape):
+        raise UserError(f"colour image of shape {image.shape} does not match depth {depth.shape} (H, W, 3)")
     if stride < 1:
         raise UserError(f"the depth stride must be at least 1, got {stride}")
     rows, cols = -(-depth.shape[0] // stride), -(-depth.shape[1] // stride)
-    out = _reduce_depth(depth, image, np.ascontiguousarray(np.asarray(K, np.float64)[:3, :3]),
-                        np.ascontiguousarray(cam_to_world, np.float64), int(stride), float(min_depth),
+    out = _reduce_depth(depth, image, _small(np.asarray(K, np.float64)[:3, :3]), _small(cam_to_world),
+                        int(stride), float(min_depth),
                         float(max_depth), float(voxel), *_TABLE.fitting(rows * cols))
     return _sums(out, rgb is not None, float(voxel))

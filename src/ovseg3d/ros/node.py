@@ -83,6 +83,28 @@ SERVICE_QOS = QoSProfile(depth=100)
 # keyframe took 71 ms instead of ~15 and the queue overflowed. At 1 ms: 27 ms, no queue losses
 # (``bench node``, 2 minutes); the student's update got faster too.
 GIL_SWITCH_INTERVAL_S = 0.001
+_frozen_lock = threading.Lock()
+_frozen_nodes = [0]  # active nodes of this process that froze the collector's view (gc.freeze)
+
+
+def _freeze_long_lived() -> None:
+    """Move the objects alive now (student, text encoder, CLIP, rclpy) out of the cyclic collector's
+    sight: they live as long as the node, and every full collection scanned them. Before, each held
+    the GIL -- ingest and callbacks too -- for 112 ms on average (max 178, every ~7 s); after, 10 ms
+    (bench node, 2 minutes)."""
+    with _frozen_lock:
+        gc.collect()
+        gc.freeze()
+        _frozen_nodes[0] += 1
+
+
+def _thaw() -> None:
+    """Undo ``_freeze_long_lived`` once no active node of this process needs it (process-wide): a
+    cleanup may then drop a student whose cycles must be collectable again."""
+    with _frozen_lock:
+        _frozen_nodes[0] = max(0, _frozen_nodes[0] - 1)
+        if _frozen_nodes[0] == 0:
+            gc.unfreeze()
 
 
 class PerceptionNode(LifecycleNode):
@@ -347,12 +369,7 @@ class PerceptionNode(LifecycleNode):
         self._threads = [threading.Thread(target=self._ingest_loop, name="ovseg3d-ingest", daemon=True),
                          threading.Thread(target=self._inference_loop, name="ovseg3d-inference", daemon=True),
                          threading.Thread(target=self._autosave_loop, name="ovseg3d-autosave", daemon=True)]
-        # The objects alive now (student, text encoder, CLIP, rclpy) live as long as the node: moved
-        # out of the collector's sight, a full collection scans only what the stream makes. Before,
-        # each held the GIL -- ingest and callbacks too -- for 112 ms on average (max 178, every ~7 s);
-        # after, 10 ms (bench node, 2 minutes)
-        gc.collect()
-        gc.freeze()
+        _freeze_long_lived()
         for t in self._threads:
             t.start()
         return super().on_activate(state)
@@ -379,7 +396,7 @@ class PerceptionNode(LifecycleNode):
         for t in self._threads:
             t.join(timeout=30)
         if self._threads:
-            gc.unfreeze()  # a cleanup may now drop the student; its cycles must be collectable again
+            _thaw()
         self._threads = []
         self._restore_threads()
         if self.live is not None and self.p("map.autosave_period") > 0:

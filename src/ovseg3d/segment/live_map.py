@@ -180,13 +180,16 @@ class LiveSegmenter:
         return gate
 
     def warm_up(self) -> float:
-        """Run the student once on a small synthetic cloud, outside the map, and return the seconds
-        it took: its first call initialises torch and MinkowskiEngine (about a second here), which
-        would otherwise hold the first real update -- and the ingest worker beside it -- back."""
+        """Run the student and the superpoint segmentation once on a small synthetic cloud, outside
+        the map, and return the seconds it took: their first calls initialise torch and
+        MinkowskiEngine (about a second here) and compile numba kernels (seconds on a fresh
+        install), which would otherwise hold the first real update -- and the ingest worker beside
+        it -- back."""
         t0 = time.perf_counter()
         g = np.mgrid[0:8, 0:8, 0:4].reshape(3, -1).T * self.student.cfg.voxel_size  # a small block of voxels
-        self.student.predict_voxels(g.astype(np.float64), np.full((len(g), 3), 128, np.uint8)
-                                    if self.student.cfg.input == "color" else None)
+        grey = np.full((len(g), 3), 128, np.uint8)
+        self.student.predict_voxels(g.astype(np.float64), grey if self.student.cfg.input == "color" else None)
+        point_superpoints(g.astype(np.float64), colors=grey)  # compiles regrouping's kernels (GIL held meanwhile)
         return time.perf_counter() - t0
 
     def is_keyframe(self, cam_to_world: np.ndarray, stamp: float) -> bool:
