@@ -142,7 +142,6 @@ class LiveSegmenter:
         self.map = VoxelMap(self.cfg.voxel_size, self.cfg.max_voxels, self.cfg.extent or None,
                             code_dim=self.cfg.code_bytes - inst, instance_code_dim=inst,
                             input_cell=self._input_cell())
-        compile_ingest()  # now, not on the first sensor frame
         self.codec: FeatureCodec | None = None  # fitted on the first update's features
         self.instance_codec: FeatureCodec | None = None
         self.code_refits = 0
@@ -180,12 +179,12 @@ class LiveSegmenter:
         return gate
 
     def warm_up(self) -> float:
-        """Run the student and the superpoint segmentation once on a small synthetic cloud, outside
-        the map, and return the seconds it took: their first calls initialise torch and
-        MinkowskiEngine (about a second here) and compile numba kernels (seconds on a fresh
-        install), which would otherwise hold the first real update -- and the ingest worker beside
-        it -- back."""
+        """Compile the ingest kernels and run the student and the superpoint segmentation once on a
+        small synthetic cloud, outside the map; returns the seconds it took. First calls initialise
+        torch and MinkowskiEngine (about a second here) and compile numba kernels (seconds on a
+        fresh install): on the first sensor frames they would stall ingest and the first update."""
         t0 = time.perf_counter()
+        compile_ingest()
         g = np.mgrid[0:8, 0:8, 0:4].reshape(3, -1).T * self.student.cfg.voxel_size  # a small block of voxels
         grey = np.full((len(g), 3), 128, np.uint8)
         self.student.predict_voxels(g.astype(np.float64), grey if self.student.cfg.input == "color" else None)
@@ -206,8 +205,6 @@ class LiveSegmenter:
         depth = np.asarray(depth)
         if depth.ndim != 2:
             raise UserError(f"depth must be a 2D image, got shape {depth.shape}")
-        if rgb is not None and color_camera is None and rgb.shape[:2] != depth.shape:
-            raise UserError(f"colour image {rgb.shape[:2]} does not match depth {depth.shape}")
         voxel, cfg = self.map.voxel_size, self.cfg
         if color_camera is None:  # one pass, no GIL (``voxel_reduce``): the common case
             sums = reduce_depth(depth, K, cam_to_world, voxel, cfg.depth_stride, cfg.min_depth, cfg.max_depth, rgb)
