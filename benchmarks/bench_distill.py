@@ -47,6 +47,7 @@ from ovseg3d.labels import load_label_set
 from ovseg3d.pipelines.extract import ExtractOptions, extract_scenes
 from ovseg3d.segment.labeling import ensemble_2d_3d
 from ovseg3d.student.checkpoint import load_student
+from ovseg3d.student.model import INPUTS
 from ovseg3d.student.pooling import GEOPURIFY_K, GEOPURIFY_SHARPEN, GEOPURIFY_STEPS, affinity_matrix, propagate
 from ovseg3d.text.vocabulary import Vocabulary, build_vocabulary
 
@@ -107,8 +108,9 @@ def main() -> None:
     # the "test" world's meshes have 10 cm vertex spacing: at 5 cm voxels two thirds of the voxels
     # have no occupied neighbour and the full-resolution convolutions see nothing but themselves
     p.add_argument("--voxel", type=float, default=0.1, help="student voxel size in metres (default 0.1)")
-    p.add_argument("--input", choices=["occupancy", "color"], default="occupancy",
-                   help="what the students see besides point positions (default: nothing, geometry only)")
+    p.add_argument("--input", choices=list(INPUTS), default="occupancy",
+                   help="what the students see besides point positions: occupancy (geometry only, the default), "
+                        "height (+ each voxel's z), color, color_height")
     p.add_argument("--seed", type=int, default=0, help="training seed of the students (default 0)")
     p.add_argument("--jobs", type=int, default=2, help="students trained at once (threads split between them)")
     p.add_argument("--affinity-epochs", type=int, default=50, help="GeoPurify's schedule (default 50)")

@@ -52,6 +52,36 @@ def test_features_per_voxel_are_what_every_point_gets(extra):
         assert torch.allclose(pred.instance[pred.index], inst, atol=1e-5)
 
 
+@pytest.mark.parametrize("inputs", ["height", "color_height"])
+def test_a_height_student_reads_how_high_a_voxel_is_and_nothing_finer(inputs):
+    """Occupancy alone is the same for a shape and the shape lifted by whole voxels (convolutions are
+    translation-invariant); with height input the lift changes the answer, a move inside the voxels
+    does not (the voxel centre's z: a function of the cell, as the live map's update logic needs)."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(2)
+    cells = np.unique(rng.integers(0, 10, (800, 3)), axis=0)
+    pts = (cells + 0.5) * 0.1  # voxel centres: lifting them stays clear of cell borders
+    colors = rng.integers(0, 256, (len(cells), 3), dtype=np.uint8)
+    lifted = pts + np.array([0.0, 0.0, 1.6])  # 16 voxels up: the U-Net's coarsest grid (stride 16) stays aligned
+    inside = (cells + rng.uniform(0.1, 0.9, pts.shape)) * 0.1  # the same cells, other points
+    students = {name: Student(StudentConfig(arch="MinkUNetSmall", feature_dim=16, voxel_size=0.1, input=name))
+                .eval() for name in ("occupancy", inputs)}
+    same = {name: torch.allclose(s.predict(pts, colors), s.predict(lifted, colors), atol=1e-5)
+            for name, s in students.items()}
+    assert same == {"occupancy": True, inputs: False}
+    assert torch.allclose(students[inputs].predict(pts, colors), students[inputs].predict(inside, colors), atol=1e-5)
+    if inputs == "color_height":
+        with pytest.raises(UserError, match="colour input"):
+            students[inputs].predict(pts)
+
+
+def test_the_demo_can_train_a_student_on_every_input():
+    from ovseg3d.commands.demo import INPUT_WORDS
+    from ovseg3d.student.model import INPUTS
+
+    assert set(INPUT_WORDS) == set(INPUTS)
+
+
 def test_the_student_runs_without_minkowski_engine_notices_users_cannot_act_on():
     """ME's CPU-only notice (expected where torch sees no GPU) and torch's deprecation that ME's own
     sparse-matrix code triggers at every forward pass stay out of every command's output."""

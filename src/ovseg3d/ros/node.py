@@ -292,8 +292,8 @@ class PerceptionNode(LifecycleNode):
             for name, choices in TRANSPORTS.items():
                 if self.p(name) not in choices:
                     raise UserError(f"{name} must be one of {', '.join(choices)}, got {self.p(name)!r}")
-            if student.cfg.input == "color" and not self.p("camera.color"):
-                raise UserError("this student reads colour (input: color) but camera.color is false; "
+            if student.cfg.reads_color and not self.p("camera.color"):
+                raise UserError(f"this student reads colour (input: {student.cfg.input}) but camera.color is false; "
                                 "subscribe to the colour stream or use a geometry-only student")
             cfg = params.live_config(params.values(self))
             self.live = LiveSegmenter(student, vocab, cfg)

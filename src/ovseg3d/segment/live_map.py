@@ -163,7 +163,7 @@ class LiveSegmenter:
     def _input_cell(self) -> float | None:
         """What of a revisited voxel the student reads: only its cell on the student's grid for a
         geometry-only student (re-seeing mapped surfaces then costs no update), colour too else."""
-        return None if self.student.cfg.input == "color" else self.student.cfg.voxel_size
+        return None if self.student.cfg.reads_color else self.student.cfg.voxel_size
 
     def _check_dim(self, vocab: Vocabulary) -> None:
         if vocab.dim != self.student.cfg.feature_dim:
@@ -187,7 +187,7 @@ class LiveSegmenter:
         compile_ingest()
         g = np.mgrid[0:8, 0:8, 0:4].reshape(3, -1).T * self.student.cfg.voxel_size  # a small block of voxels
         grey = np.full((len(g), 3), 128, np.uint8)
-        self.student.predict_voxels(g.astype(np.float64), grey if self.student.cfg.input == "color" else None)
+        self.student.predict_voxels(g.astype(np.float64), grey if self.student.cfg.reads_color else None)
         point_superpoints(g.astype(np.float64), colors=grey)  # compiles regrouping's kernels (GIL held meanwhile)
         return time.perf_counter() - t0
 
@@ -300,7 +300,7 @@ class LiveSegmenter:
                              else self._context_region(changed))
             keys = self.map.keys[region[write]]
             points = self.map.points[region]
-            colors = self.map.colors[region] if self.student.cfg.input == "color" else None
+            colors = self.map.colors[region] if self.student.cfg.reads_color else None
             stamp = float(self.newest_stamp)
             vocab, codecs = self.vocab, (self.codec, self.instance_codec)
         pred = self.student.predict_voxels(points, colors)

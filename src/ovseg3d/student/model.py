@@ -3,7 +3,9 @@
 Points are voxelised on the student's grid inside a MinkowskiEngine TensorField, the sparse
 U-Net runs on the occupied voxels, and ``slice`` maps voxel features back to every input point
 (OpenScene's TensorField -> sparse -> slice). The input is geometry alone by default (a constant
-occupancy feature per voxel; the coordinates carry the shape); colour can be added.
+occupancy feature per voxel; the coordinates carry the shape); the voxel's height and colour can be
+added. Height is what a translation-invariant convolution cannot see: how far up a surface is (a
+table top, a sink, a picture) is only known to it from the floor within its receptive field.
 """
 
 from __future__ import annotations
@@ -29,7 +31,10 @@ class MinkUNetSmall(MinkUNet18A):
 
 
 ARCHS = {"MinkUNet18A": MinkUNet18A, "MinkUNetSmall": MinkUNetSmall}
-INPUTS = ("occupancy", "color")
+# what a student reads per voxel besides its position, and how many input channels that is
+INPUT_CHANNELS = {"occupancy": 1, "height": 2, "color": 4, "color_height": 5}
+INPUTS = tuple(INPUT_CHANNELS)
+HEIGHT_OFFSET_M = 1.0  # the height feature is z - 1 m: centred on a room's height range, as colour is on grey
 
 
 @dataclass(frozen=True)
@@ -46,7 +51,10 @@ class StudentConfig:
     arch: str = "MinkUNet18A"
     feature_dim: int = 512  # the teacher's text-space dimension (512 for ViT-B, 768 for ViT-L)
     voxel_size: float = 0.02  # metres
-    input: str = "occupancy"  # "occupancy" (geometry only) or "color" (occupancy + RGB)
+    # "occupancy" (geometry only), "height" (+ the voxel's z: the map frame's z must be up, 0 at the
+    # floor, as in ScanNet's aligned scans and a robot's map started on the ground), "color" (+ RGB),
+    # "color_height" (both)
+    input: str = "occupancy"
     adapter_hidden: int = 0  # > 0: a two-layer MLP adapter on backbone features replaces the 1x1 head (GeoGuide)
     instance_hidden: int = 0  # > 0: FOLK's instance head, a two-layer MLP on backbone features into the text space
 
@@ -58,6 +66,14 @@ class StudentConfig:
         if self.voxel_size <= 0 or self.feature_dim <= 0:
             raise UserError("student.voxel_size and student.feature_dim must be positive")
 
+    @property
+    def reads_color(self) -> bool:
+        return self.input in ("color", "color_height")
+
+    @property
+    def reads_height(self) -> bool:
+        return self.input in ("height", "color_height")
+
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -68,7 +84,7 @@ class Student(nn.Module):
         super().__init__()
         cfg.validate()
         self.cfg = cfg
-        self.net = ARCHS[cfg.arch](in_channels=1 if cfg.input == "occupancy" else 4, out_channels=cfg.feature_dim)
+        self.net = ARCHS[cfg.arch](in_channels=INPUT_CHANNELS[cfg.input], out_channels=cfg.feature_dim)
         self.adapter = None
         if cfg.adapter_hidden > 0:
             width = self.net.backbone_dim
@@ -97,15 +113,17 @@ class Student(nn.Module):
         if any(not torch.isfinite(p).all() for p in pts):
             raise UserError("points contain NaN or inf")
         coords = ME.utils.batched_coordinates([p / self.cfg.voxel_size for p in pts], dtype=torch.float32)
-        ones = torch.ones(len(coords), 1)
-        if self.cfg.input == "color":
+        feats = [torch.ones(len(coords), 1)]
+        if self.cfg.reads_height:  # the z of the voxel's centre: a function of the cell alone, like occupancy
+            v = self.cfg.voxel_size
+            feats.append(torch.cat([(torch.floor(p[:, 2:3] / v) + 0.5) * v for p in pts]) - HEIGHT_OFFSET_M)
+        if self.cfg.reads_color:
             if colors is None:
                 raise UserError("this student takes colour input; pass colours")
             col = torch.cat([torch.as_tensor(np.asarray(c, dtype=np.float32)) for c in colors])
             col = col / 255.0 if col.max() > 1.0 else col
-            feats = torch.cat([ones, col - 0.5], dim=1)
-        else:
-            feats = ones
+            feats.append(col - 0.5)
+        feats = torch.cat(feats, dim=1)
         return ME.TensorField(features=feats.to(self.device), coordinates=coords.to(self.device),
                               quantization_mode=ME.SparseTensorQuantizationMode.UNWEIGHTED_AVERAGE,
                               minkowski_algorithm=ME.MinkowskiAlgorithm.SPEED_OPTIMIZED, device=str(self.device))
