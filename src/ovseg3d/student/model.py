@@ -31,9 +31,10 @@ class MinkUNetSmall(MinkUNet18A):
 
 
 ARCHS = {"MinkUNet18A": MinkUNet18A, "MinkUNetSmall": MinkUNetSmall}
-# what a student reads per voxel besides its position, and how many input channels that is
-INPUT_CHANNELS = {"occupancy": 1, "height": 2, "color": 4, "color_height": 5}
-INPUTS = tuple(INPUT_CHANNELS)
+# what a student reads per voxel besides its position: occupancy always, and these parts
+INPUT_PARTS = {"occupancy": (), "height": ("height",), "color": ("color",), "color_height": ("height", "color")}
+PART_CHANNELS = {"height": 1, "color": 3}
+INPUTS = tuple(INPUT_PARTS)
 HEIGHT_OFFSET_M = 1.0  # the height feature is z - 1 m: centred on a room's height range, as colour is on grey
 
 
@@ -68,11 +69,15 @@ class StudentConfig:
 
     @property
     def reads_color(self) -> bool:
-        return self.input in ("color", "color_height")
+        return "color" in INPUT_PARTS[self.input]
 
     @property
     def reads_height(self) -> bool:
-        return self.input in ("height", "color_height")
+        return "height" in INPUT_PARTS[self.input]
+
+    @property
+    def in_channels(self) -> int:
+        return 1 + sum(PART_CHANNELS[part] for part in INPUT_PARTS[self.input])
 
 
 def default_device() -> torch.device:
@@ -84,7 +89,7 @@ class Student(nn.Module):
         super().__init__()
         cfg.validate()
         self.cfg = cfg
-        self.net = ARCHS[cfg.arch](in_channels=INPUT_CHANNELS[cfg.input], out_channels=cfg.feature_dim)
+        self.net = ARCHS[cfg.arch](in_channels=cfg.in_channels, out_channels=cfg.feature_dim)
         self.adapter = None
         if cfg.adapter_hidden > 0:
             width = self.net.backbone_dim
@@ -115,8 +120,7 @@ class Student(nn.Module):
         coords = ME.utils.batched_coordinates([p / self.cfg.voxel_size for p in pts], dtype=torch.float32)
         feats = [torch.ones(len(coords), 1)]
         if self.cfg.reads_height:  # the z of the voxel's centre: a function of the cell alone, like occupancy
-            v = self.cfg.voxel_size
-            feats.append(torch.cat([(torch.floor(p[:, 2:3] / v) + 0.5) * v for p in pts]) - HEIGHT_OFFSET_M)
+            feats.append((torch.floor(coords[:, 3:4]) + 0.5) * self.cfg.voxel_size - HEIGHT_OFFSET_M)  # z / voxel
         if self.cfg.reads_color:
             if colors is None:
                 raise UserError("this student takes colour input; pass colours")
