@@ -14,7 +14,7 @@ Also shown: the same namings of the ground-truth masks (proposal quality taken o
 AP50 / AP25 and seconds per scene side by side, and the speed ratio 2D / 3D.
 
 Needs a student and its data, e.g. from `make demo`:
-  .venv/bin/python benchmarks/bench_instances.py --data demo_out/data --checkpoint demo_out/runs/demo/best.pt
+  .venv/bin/python benchmarks/bench_instances.py --data demo_out/data --checkpoint demo_out/runs/demo/last.pt
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ ROWS = [("head", "3D only: FOLK instance head"), ("mean", "3D only: mean student
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=Path("demo_out/data"))
-    p.add_argument("--checkpoint", type=Path, default=Path("demo_out/runs/demo/best.pt"))
+    p.add_argument("--checkpoint", type=Path, default=Path("demo_out/runs/demo/last.pt"))
     p.add_argument("--scenes", nargs="*", help="held-out scene names (default: the last scene of --data)")
     p.add_argument("--all", action="store_true", help="every scene of --data is held out (e.g. a fresh `synth` seed)")
     p.add_argument("--teacher", choices=["simulated", "simulated_hard"], default="simulated",

@@ -47,7 +47,7 @@ from ovseg3d.student.model import Student, StudentConfig
 from ovseg3d.text.clip_model import DEFAULT_CLIP_MODEL, ClipSpec
 from ovseg3d.text.vocabulary import Vocabulary, build_vocabulary, embed_prompts
 
-DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "demo_out" / "runs" / "demo" / "best.pt"
+DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "demo_out" / "runs" / "demo" / "last.pt"
 REPLAY_STUDENT_VOXEL, REPLAY_INSTANCE_CELL = 0.1, 0.1  # the demo's node (its map: 5 cm voxels)
 CAP = 20_000  # answer points per query (a client's max_points; the node's default cap is 200,000)
 

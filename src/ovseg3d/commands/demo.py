@@ -122,7 +122,9 @@ def run(args: argparse.Namespace) -> int:
           "instance teacher", f"ovseg3d extract {data} --teacher {args.teacher} --out {features} --instance-teacher",
           timings, "extract",
           lambda: extract_scenes(data, features, ExtractOptions(teachers=[args.teacher], instance_teacher=True)))
-    ckpt = runs / f"demo{tag}" / "best.pt"
+    # the student after its last epoch: the held-out room is validated on for the progress lines only,
+    # so choosing the checkpoint that scored best on it (best.pt) would select on the test room
+    ckpt = runs / f"demo{tag}" / "last.pt"
     import ovseg3d_train
 
     overrides = [f"data.scenes={data}", f"data.targets={features}", f"data.val=[{held_out}]", f"out={runs}",
