@@ -5,14 +5,17 @@ from __future__ import annotations
 import os
 import random
 
+import pytest
+
+from ovseg3d.ros.dds import use_sensor_profile  # imports no ROS
+
 # Set before anything imports open_clip/huggingface_hub or rclpy.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+use_sensor_profile()  # Fast DDS reads it once per process, when the first ROS context starts
 if "ROS_DOMAIN_ID" not in os.environ:
     os.environ["ROS_DOMAIN_ID"] = str(random.Random(os.getpid()).randint(1, 100))
-
-import pytest
 
 
 def interruptible() -> None:

@@ -5,20 +5,24 @@ camera streams, and transforms that come late or never."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import struct
 import time
+from pathlib import Path
 
 import numpy as np
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header
 
 from ovseg3d.data.map_files import read_map_file
+from ovseg3d.paths import config_dir
 from ovseg3d.ros.compressed import encode_compressed_color, encode_compressed_depth
+from ovseg3d.ros.dds import PROFILE_ENV, PROFILE_NAME
 from ovseg3d.ros.images import array_to_image, camera_info, compressed_image
 from ovseg3d.ros.pointcloud2 import array_to_pointcloud2, xyz_fields_array
 from ovseg3d.ros.transforms import tf_message, to_stamp
-from ovseg3d.ros_tools.node_process import until
+from ovseg3d.ros_tools.node_process import NodeProcess, until
 from ovseg3d.ros_tools.robot_stream import BASE_CAMERA, BASE_LIDAR, MAP_BASE, K, RobotStream
 from ovseg3d_interfaces.srv import SaveMap
 
@@ -318,3 +322,39 @@ def test_messages_that_never_reach_the_node_are_counted_from_the_publishers_sequ
     assert until(accounted, 30), (before, counts())
     assert node.counter("missed lidar/points") > 0 and node.counter("received lidar/points") > 1
     assert node.alive()
+
+
+def _own_fastdds_segments(pid: int) -> list[int]:
+    """Bytes of each Fast DDS shared-memory segment process ``pid`` made for what it sends (one per
+    participant): those whose ``<segment>_el`` file it holds locked (it maps every sender's too)."""
+    names = {}
+    for f in Path("/dev/shm").glob("fastdds_*_el"):
+        with contextlib.suppress(FileNotFoundError):  # another process's, gone meanwhile
+            names[f.stat().st_ino] = f.name
+    held = [names.get(int(parts[5].rsplit(":", 1)[1])) for parts in map(str.split, Path("/proc/locks").read_text()
+                                                                         .splitlines())
+            if parts[1] != "->" and parts[4] == str(pid)]
+    segments = [name[: -len("_el")] for name in held if name and not name.startswith("fastdds_port")]
+    assert segments, f"process {pid} holds the locks of {held}"
+    return [(Path("/dev/shm") / name).stat().st_size for name in segments]
+
+
+def test_the_node_sends_and_receives_through_a_shared_memory_segment_that_holds_many_sweeps(
+        adv_params, adv_env, tmp_path):
+    """Fast DDS's default segment (512 kB) holds less than one 630 kB LiDAR sweep; a busy reader
+    then lost a third of the sweeps in the 30 Hz replay (``config/fastdds_sensors.xml`` says why).
+    Started without a profile, ``ovseg3d_node`` takes ovseg3d's (32 MB); a profile of the user's
+    is kept as it is (here one with a 4 MB segment)."""
+    own = tmp_path / "mine.xml"
+    own.write_text((config_dir() / PROFILE_NAME).read_text().replace("33554432", "4194304"))
+    for profile, low, high in (("", 32 << 20, 40 << 20), (str(own), 4 << 20, 8 << 20)):
+        node = NodeProcess(adv_params, tmp_path / f"node_{bool(profile)}.log", env={**adv_env, PROFILE_ENV: profile})
+        try:
+            node.start()
+            # the largest: with ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST (these tests) the RMW adds a
+            # shared-memory transport of Fast DDS's default size beside the profile's
+            sizes = _own_fastdds_segments(node.proc.pid)
+            assert low <= max(sizes) < high, (sizes, node.log()[-2000:])
+            assert f"Fast DDS profile: {profile or config_dir() / PROFILE_NAME}" in node.log()
+        finally:
+            node.close()

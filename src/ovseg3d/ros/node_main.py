@@ -22,6 +22,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     own = argv[: argv.index("--ros-args")] if "--ros-args" in argv else argv
     build_parser().parse_args(own)
+    from ovseg3d.ros.dds import use_sensor_profile
+
+    profile = use_sensor_profile()  # before the first ROS context: large clouds and images survive a busy moment
     import rclpy
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 
@@ -35,6 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ovseg3d_node: error: {exc}", file=sys.stderr)
         rclpy.try_shutdown()
         return 1
+    node.get_logger().info(f"Fast DDS profile: {profile}" if profile else "not Fast DDS: no profile of ovseg3d's")
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
     code = 0

@@ -28,6 +28,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from tf2_msgs.msg import TFMessage
 
+from ovseg3d.ros.dds import use_sensor_profile
 from ovseg3d.ros_tools.harness import wait_for
 
 TOPIC_TYPES = {"rgb/image": Image, "depth/image": Image, "rgb/camera_info": CameraInfo, "lidar/points": PointCloud2,
@@ -50,6 +51,7 @@ class NodeProcess:
         self.extra_args, self.env = extra_args, env or {}
         self.prefix = f"/{namespace}/{name}"  # the node's private names: ~/text_query is {prefix}/text_query
         self.proc: subprocess.Popen | None = None
+        use_sensor_profile()  # this process publishes sensor data to the node: the sender's segment is what counts
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.client = rclpy.create_node("ovseg3d_test_client", namespace=namespace, context=self.context)

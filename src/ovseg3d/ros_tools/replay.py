@@ -203,7 +203,9 @@ def replay_bag(bag: Path, checkpoint: Path, out: Path, gt: Path | None = None, l
     encoder unless given), play ``bag`` into it and return the report written to ``out``."""
     import os
 
-    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")  # large clouds and images, one host
+    from ovseg3d.ros.dds import use_sensor_profile
+
+    use_sensor_profile()  # large clouds and images, one host
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     import rclpy
 
