@@ -170,9 +170,10 @@ def run(args: argparse.Namespace) -> int:
           lambda: replay_bag(bag, ckpt, out / "replay", val, cfg=ReplayConfig(rate=args.replay_rate), params=params))
     replay = json.loads((out / "replay" / "report.json").read_text())
     total = time.perf_counter() - t_all
-    print(f"\n=== 7/7 summary (held-out scene {held_out}; simulated teacher, random CLIP: a test of the pipeline)")
+    print(f"\n=== 7/7 summary (held-out scene {held_out}; {args.teacher} teacher (simulated), random CLIP: "
+          "a test of the pipeline)")
     print("| what | mIoU | mAcc |\n| --- | --- | --- |")
-    print(f"| 2D fusion of the simulated teacher | {100 * results['2d']['mIoU']:.1f} | "
+    print(f"| 2D fusion of the {args.teacher} teacher | {100 * results['2d']['mIoU']:.1f} | "
           f"{100 * results['2d']['mAcc']:.1f} |")
     print(f"| 3D student ({INPUT_WORDS[args.input]}, {args.epochs} epochs on the CPU) | "
           f"{100 * results['3d']['mIoU']:.1f} | {100 * results['3d']['mAcc']:.1f} |")
@@ -186,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
               f"the node found {replay.get('instances', 0)} instances in its map")
     if inst and inst_2d:
         ratio = f"{100 * inst['AP50'] / inst_2d['AP50']:.0f} %" if inst_2d["AP50"] > 0 else "n/a"
-        print(f"the same proposals named by 2D projection (the simulated teacher on crops of 5 views each, "
+        print(f"the same proposals named by 2D projection (the {args.teacher} teacher on crops of 5 views each, "
               f"OpenMask3D-like): AP {100 * inst_2d['AP']:.1f}, AP50 {100 * inst_2d['AP50']:.1f}, "
               f"AP25 {100 * inst_2d['AP25']:.1f}; 3D-only AP50 is {ratio} of it "
               f"(infer 3d {timings['infer 3d']:.0f} s, infer 2d with projection {timings['infer 2d']:.0f} s)")
