@@ -73,7 +73,7 @@ def main() -> None:
         gt_sem, gt_inst = scene.semantic(labels), scene.instance_ids
         gt_label = np.where(gt_sem >= 0, gt_sem, -1)
         t0 = time.perf_counter()
-        feats, inst_feats = student.predict_instance(scene.points)  # inst_feats: None without an instance head
+        feats, inst_feats = student.predict_instance(scene.points, scene.colors)  # inst_feats: None without a head
         secs["student"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         props = merge_superpoints(scene.points, feats, scene.segments, args.threshold, 100)

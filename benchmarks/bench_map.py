@@ -36,8 +36,8 @@ import torch
 
 from ovseg3d.data.scannet import ScanNetScene
 from ovseg3d.data.synth.generate import SYNTH_PRESETS, generate_scene
-from ovseg3d.geometry.camera import backproject_strided
 from ovseg3d.geometry.voxel_map import GROWTH, VoxelMap
+from ovseg3d.geometry.voxel_reduce import reduce_depth
 from ovseg3d.labels import load_label_set
 from ovseg3d.segment.feature_codes import FeatureCodec, TextProjection
 from ovseg3d.segment.live_map import LiveConfig, LiveSegmenter
@@ -52,14 +52,16 @@ REPLAY_STUDENT_VOXEL, REPLAY_INSTANCE_CELL = 0.1, 0.1  # the demo's node (its ma
 CAP = 20_000  # answer points per query (a client's max_points; the node's default cap is 200,000)
 
 
-def room_points(scene: ScanNetScene, voxel: float, voxels: int) -> np.ndarray:
-    """The voxel centres a robot's map of the room holds (every frame back-projected, stride 2),
-    cut to the ``voxels`` nearest the room's first corner along x then y (a region, not a thinning)."""
+def room_points(scene: ScanNetScene, voxel: float, voxels: int) -> tuple[np.ndarray, np.ndarray]:
+    """The voxel centres and mean colours a robot's map of the room holds (every frame, stride 2, as
+    the live map reduces them), cut to the ``voxels`` nearest the room's first corner along x then y
+    (a region, not a thinning). Colours for students that read them (the demo's)."""
     vmap = VoxelMap(voxel)
-    for f in scene.frames(stride=1, with_color=False):
-        vmap.insert(backproject_strided(f.depth, f.K, f.pose, stride=2)[0])
+    for f in scene.frames(stride=1):
+        vmap.insert_sums(reduce_depth(f.depth, f.K, f.pose, voxel, stride=2, rgb=f.color))
     pts = vmap.points
-    return pts[np.argsort(pts[:, 0] + 0.5 * pts[:, 1], kind="stable")[:voxels]]
+    order = np.argsort(pts[:, 0] + 0.5 * pts[:, 1], kind="stable")[:voxels]
+    return pts[order], vmap.colors[order]
 
 
 def median_ms(fn, repeats: int) -> float:
@@ -200,9 +202,9 @@ def main() -> None:
     rooms = [ScanNetScene(generate_scene(tmp, i, seed=11, cfg=SYNTH_PRESETS["demo"])) for i in range(2)]
     feats = []
     room_maps = [room_points(room, 0.02, args.room_voxels) for room in rooms]
-    for room, pts in zip(rooms, room_maps):
+    for room, (pts, rgb) in zip(rooms, room_maps):
         t0 = time.perf_counter()
-        feats.append(student.predict(pts))
+        feats.append(student.predict(pts, rgb))
         print(f"  {room.name}: {len(pts)} voxels at 2 cm, student {time.perf_counter() - t0:.1f} s", flush=True)
     cfg = LiveConfig()
     inst_width = cfg.instance_codes if student.has_instance_head else 0
@@ -274,7 +276,8 @@ def main() -> None:
 
     # instance regrouping on a room-sized live map (the held-out room's voxels, labelled by the student)
     room_live = LiveSegmenter(student, vocab, cfg)
-    room_live.add_points(room_maps[1].astype(np.float64), 1.0, room_maps[1].mean(0))
+    pts, rgb = room_maps[1]
+    room_live.add_points(pts.astype(np.float64), 1.0, pts.mean(0), colors=rgb)
     room_live.update(force=True)
     regroup = median_ms(room_live._group_instances, 3)
     figures["regroup_voxels"] = len(room_live.map)
