@@ -331,9 +331,11 @@ def _own_fastdds_segments(pid: int) -> list[int]:
     for f in Path("/dev/shm").glob("fastdds_*_el"):
         with contextlib.suppress(FileNotFoundError):  # another process's, gone meanwhile
             names[f.stat().st_ino] = f.name
-    held = [names.get(int(parts[5].rsplit(":", 1)[1])) for parts in map(str.split, Path("/proc/locks").read_text()
-                                                                         .splitlines())
-            if parts[1] != "->" and parts[4] == str(pid)]
+    held = []
+    for line in Path("/proc/locks").read_text().splitlines():  # "1: FLOCK ADVISORY WRITE <pid> <dev>:<inode> 0 EOF"
+        parts = line.split()
+        if parts[1] != "->" and parts[4] == str(pid):  # "->": a waiter, not a holder
+            held.append(names.get(int(parts[5].rsplit(":", 1)[1])))
     segments = [name[: -len("_el")] for name in held if name and not name.startswith("fastdds_port")]
     assert segments, f"process {pid} holds the locks of {held}"
     return [(Path("/dev/shm") / name).stat().st_size for name in segments]
