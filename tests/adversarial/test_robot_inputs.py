@@ -346,7 +346,7 @@ def test_the_node_sends_and_receives_through_a_shared_memory_segment_that_holds_
     """Fast DDS's default segment (512 kB) holds less than one 630 kB LiDAR sweep; a busy reader
     then lost a third of the sweeps in the 30 Hz replay (``config/fastdds_sensors.xml`` says why).
     Started without a profile, ``ovseg3d_node`` takes ovseg3d's (32 MB); a profile of the user's
-    is kept as it is (here one with a 4 MB segment)."""
+    is kept as it is (here one with a 4 MB segment); one that is not there is warned about."""
     own = tmp_path / "mine.xml"
     own.write_text((config_dir() / PROFILE_NAME).read_text().replace("33554432", "4194304"))
     for profile, low, high in (("", 32 << 20, 40 << 20), (str(own), 4 << 20, 8 << 20)):
@@ -360,3 +360,10 @@ def test_the_node_sends_and_receives_through_a_shared_memory_segment_that_holds_
             assert f"Fast DDS profile: {profile or config_dir() / PROFILE_NAME}" in node.log()
         finally:
             node.close()
+    missing = tmp_path / "missing.xml"  # a profile that is not there: Fast DDS's defaults, said in the log
+    node = NodeProcess(adv_params, tmp_path / "node_missing.log", env={**adv_env, PROFILE_ENV: str(missing)})
+    try:
+        node.start()
+        assert f"Fast DDS profile {missing} is not a file" in node.log() and node.alive()
+    finally:
+        node.close()

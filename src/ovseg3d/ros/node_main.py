@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -38,7 +39,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ovseg3d_node: error: {exc}", file=sys.stderr)
         rclpy.try_shutdown()
         return 1
-    node.get_logger().info(f"Fast DDS profile: {profile}" if profile else "not Fast DDS: no profile of ovseg3d's")
+    if profile and not os.path.isfile(profile):  # Fast DDS says so in its own words and runs on its defaults
+        node.get_logger().warning(f"Fast DDS profile {profile} is not a file: Fast DDS runs on its defaults "
+                                  "(a 512 kB shared-memory segment: large sensor messages may be lost)")
+    else:
+        node.get_logger().info(f"Fast DDS profile: {profile}" if profile else "not Fast DDS: no profile of ovseg3d's")
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
     code = 0
