@@ -12,7 +12,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 from ovseg3d.errors import UserError
-from ovseg3d.ros.images import array_to_image, camera_info, camera_matrix, color_image, depth_image, registered_color
+from ovseg3d.ros.images import array_to_image, camera_info, camera_matrix, color_image, depth_image
 from ovseg3d.ros.outputs import instance_markers, pack_rgb, semantic_cloud
 from ovseg3d.ros.pointcloud2 import pointcloud2_to_array
 from ovseg3d.ros.sync import ApproximateSync, DropOldestQueue
@@ -63,18 +63,13 @@ def test_colour_encodings_and_bad_images():
         color_image(bad_step)
 
 
-def test_camera_info_and_registration():
+def test_camera_info():
     K = np.array([[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]])
     info = camera_info(K, 640, 480)
     assert np.allclose(camera_matrix(info), K) and info.p[0] == 500.0
     info.k[0] = 0.0
     with pytest.raises(UserError, match="invalid K"):
         camera_matrix(info)
-    rgb = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
-    half = registered_color(rgb, (2, 3))
-    assert half.shape == (2, 3, 3) and (half == rgb[::2, ::2]).all()
-    with pytest.raises(UserError, match="aspect"):
-        registered_color(rgb, (4, 4))
 
 
 def test_transform_buffer_chains_interpolates_and_refuses_to_extrapolate():

@@ -55,6 +55,26 @@ def test_one_pass_depth_reduction_matches_backprojecting_then_grouping(voxel):
     assert np.array_equal(np.sort(also.keys), keys) and also.count.sum() == cnt.sum() == len(pts)
 
 
+def test_a_registered_colour_image_of_another_resolution_is_sampled_at_the_nearest_pixel():
+    """A camera's colour at a multiple (or fraction) of its depth's resolution, or a JPEG decoded at
+    half size: the same sums as the colour resampled to the depth's pixels first."""
+    rng = np.random.default_rng(2)
+    depth = (1.0 + 0.5 * rng.random((48, 64))).astype(np.float32)
+    K, pose = np.array([[60.0, 0, 31.5], [0, 60.0, 23.5], [0, 0, 1]]), np.eye(4)
+    for size in ((24, 32), (96, 128), (36, 48)):
+        rgb = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+        rows, cols = np.arange(48) * size[0] // 48, np.arange(64) * size[1] // 64
+        resampled = rgb[rows][:, cols]
+        for stride in (1, 2, 3):
+            got = reduce_depth(depth, K, pose, 0.05, stride, rgb=rgb)
+            want = reduce_depth(depth, K, pose, 0.05, stride, rgb=resampled)
+            assert np.array_equal(got.keys, want.keys) and np.array_equal(got.rgb, want.rgb), (size, stride)
+    with pytest.raises(UserError, match="aspect"):  # another view, not another resolution
+        reduce_depth(depth, K, pose, 0.05, rgb=np.zeros((48, 48, 3), np.uint8))
+    with pytest.raises(UserError, match="does not match"):
+        reduce_depth(depth, K, pose, 0.05, rgb=np.zeros((0, 0, 3), np.uint8))
+
+
 def test_a_voxel_seen_again_without_colour_stays_grey():
     m = VoxelMap(voxel_size=0.1)
     cloud = [[0.01, 0.01, 0.01], [0.55, 0.55, 0.55], [1.05, 0.05, 0.05]]
@@ -68,7 +88,8 @@ def test_read_only_images_use_the_kernels_compiled_up_front():
     from ovseg3d.geometry.voxel_map import compile_ingest
 
     compile_ingest()
-    kernels = (voxel_reduce._reduce_depth, voxel_reduce._reduce_points, voxel_map._merge)
+    kernels = (voxel_reduce._reduce_depth, voxel_reduce._reduce_points, voxel_map._merge, voxel_map._insert_rows,
+               voxel_map._forget, voxel_map._find_all)
     before = [len(k.signatures) for k in kernels]
     depth, rgb = np.full((8, 8), 1.0, np.float32), np.zeros((8, 8, 3), np.uint8)
     depth.flags.writeable = rgb.flags.writeable = False  # as Pillow's images and message buffers come
@@ -160,6 +181,70 @@ def test_eviction_by_extent_and_by_size():
     assert len(m) == 2  # x-y distance only: 5 m up is inside
     m.insert([[-0.5, 0, 0]], robot=np.array([-0.5, 0.0, 0.0]))  # the robot moved 0.5 m back along x
     assert sorted(m.points[:, :2].astype(float).round(1).tolist()) == [[-0.5, 0.0], [0.0, -1.9]]  # (1.9, 0): 2.4 m away
+
+
+def test_a_robot_driving_on_keeps_every_voxel_whole_as_the_map_drops_what_it_left_behind():
+    """Eviction moves the last rows into the holes: each voxel's fields must travel with its key and
+    the key index must find every one; voxels beyond the extent go once they are 1 % of the map."""
+    rng = np.random.default_rng(3)
+    m = VoxelMap(voxel_size=0.1, extent=3.0, code_dim=4, instance_code_dim=2)
+
+    def stamp_fields() -> None:  # every field a function of the voxel's own position
+        idx = np.arange(len(m))
+        ijk = np.floor(m.xyz / 0.1).astype(np.int64)
+        m.set_predictions(idx, (ijk[:, :1] % 100).astype(np.int8).repeat(4, 1),
+                          (1000 + ijk[:, 0] + 7 * (100 + ijk[:, 1])).astype(np.int32), ijk[:, 2].astype(np.float32),
+                          (ijk[:, 1:2] % 50).astype(np.int8).repeat(2, 1))
+
+    for step in range(40):
+        x = 0.2 * step
+        m.insert(np.c_[rng.uniform(x - 2.5, x + 2.5, 3000), rng.uniform(-2, 2, 3000), rng.uniform(0, 1, 3000)],
+                 stamp=float(step), robot=np.array([x, 0.0, 0.0]))
+        if step < 30:  # the last ten steps evict rows stamped before them
+            stamp_fields()
+            evicted_when_stamped = m.evicted
+        far = np.hypot(m.xyz[:, 0] - x, m.xyz[:, 1]) > 3.0
+        assert far.sum() < max(1, 0.01 * len(m))  # what is left beyond the extent is under 1 % of the map
+    assert m.evicted - evicted_when_stamped > 1000 and len(np.unique(m.keys)) == len(m)
+    assert (m.index_of(m.keys) == np.arange(len(m))).all()  # the key index finds every voxel where it is
+    ijk = np.floor(m.xyz / 0.1).astype(np.int64)
+    assert (pack_keys(ijk) == m.keys).all()  # positions stayed with their keys
+    labelled = m.labels >= 0  # stamped at some step (the newest voxels may not be)
+    lab_ijk = ijk[labelled]
+    assert labelled.sum() > 1000
+    assert (m.labels[labelled] == 1000 + lab_ijk[:, 0] + 7 * (100 + lab_ijk[:, 1])).all()
+    assert (m.scores[labelled] == lab_ijk[:, 2]).all()
+    assert (m.codes[labelled] == (lab_ijk[:, :1] % 100)).all()
+    assert (m.instance_codes[labelled] == (lab_ijk[:, 1:2] % 50)).all()
+
+
+def test_the_key_index_finds_every_voxel_and_forgets_dropped_ones_through_growth_and_cuts():
+    """The hash index against a set of every key seen: voxels come and go (the oldest at max_voxels
+    cuts, those far from a robot that jumps about at its extent: rows all over the storage), the
+    table is rebuilt as it grows; a copy and a restored map look up the same."""
+    rng = np.random.default_rng(4)
+    m = VoxelMap(voxel_size=0.1, max_voxels=6000, extent=25.0)
+    ever: set[int] = set()
+    for step in range(30):
+        centre = rng.uniform(-20, 20, 3)
+        m.insert(centre + rng.normal(0, 1.5, (800, 3)), stamp=float(step), robot=centre)
+        ever.update(m.keys.tolist())
+        assert (m.index_of(m.keys) == np.arange(len(m))).all() and len(np.unique(m.keys)) == len(m)
+        gone = np.array(sorted(ever - set(m.keys.tolist())), np.int64)
+        assert (m.index_of(gone) == -1).all()
+    assert m.evicted > 5000 and len(gone) > 5000  # many cuts: dropped keys stay dropped
+    probe = np.r_[m.keys[::7], gone[::7]]
+    assert (m.copy().index_of(probe) == m.index_of(probe)).all()
+    fresh = VoxelMap(voxel_size=0.1)
+    saved = {name: getattr(m, name).copy() for name in ("keys", "xyz", "rgb", "count", "last_seen", "codes",
+                                                         "instance_codes", "labels", "scores", "instances")}
+    fresh.restore(saved)
+    assert (fresh.index_of(probe) == m.index_of(probe)).all()
+    saved["keys"][-1] = saved["keys"][len(m) // 2]  # a damaged file: one voxel twice
+    with pytest.raises(UserError, match="same voxel twice"):
+        fresh.restore(saved)
+    assert len(fresh) == len(m) and (fresh.index_of(probe) == m.index_of(probe)).all()  # untouched
+    assert m.nbytes_per_voxel()["index"] <= 20 and fresh.nbytes_per_voxel()["index"] <= 20  # 4-byte slots
 
 
 def test_save_writes_ply_and_arrays(tmp_path):

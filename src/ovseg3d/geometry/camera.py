@@ -26,6 +26,14 @@ def scale_intrinsics(K: np.ndarray, from_size: tuple[int, int], to_size: tuple[i
     return K2
 
 
+def check_registered(color_size: tuple[int, int], depth_size: tuple[int, int]) -> None:
+    """A colour image registered to a depth image may have another resolution, not another view:
+    (H, W) sizes whose aspect ratios differ by more than 1 % are refused."""
+    (h, w), (dh, dw) = color_size, depth_size
+    if min(h, w, dh, dw) < 1 or abs(h / w - dh / dw) > 0.01:
+        raise UserError(f"colour image {w}x{h} and depth {dw}x{dh} have different aspect ratios")
+
+
 def world_to_camera(points: np.ndarray, cam_to_world: np.ndarray) -> np.ndarray:
     """(N, 3) points in the camera frame."""
     R, t = cam_to_world[:3, :3], cam_to_world[:3, 3]

@@ -9,8 +9,9 @@ mean position or colour moved (with ``input_cell``: only when the mean position 
 another cell of that grid, which is all a geometry-only student reads).
 
 Bounds, and what is evicted: with ``extent`` set, voxels farther than ``extent`` metres (in x, y)
-from the robot are dropped on every insert; above ``max_voxels``, the voxels seen longest ago are
-dropped first (ties: farthest from the robot first), down to 95 % of it at once.
+from the robot are dropped as soon as they are 1 % of the map (checked on every insert: a robot
+moving a few centimetres a frame leaves a few behind each time); above ``max_voxels``, the voxels
+seen longest ago are dropped first (ties: farthest from the robot first), down to 95 % of it at once.
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ import numba
 import numpy as np
 
 from ovseg3d.errors import UserError
-from ovseg3d.geometry.voxel_reduce import VoxelSums, reduce_depth, reduce_points
+from ovseg3d.geometry.voxel_reduce import VoxelSums, home_slot, reduce_depth, reduce_points
 
 GROWTH = 1.25  # storage grows by a quarter when full: at most 25 % of it unused
 LOW_WATER = 0.95  # a map over max_voxels is cut to this share of it (the oldest voxels go first)
+# voxels beyond the extent are dropped once they are this share of the map: a drop passes over every
+# field's rows, and dropping the few that a moving robot leaves behind on every insert cost most of a merge
+EXTENT_SLACK = 0.01
 
 
 _FIELDS = ("keys", "xyz", "rgb", "count", "last_seen", "dirty", "codes", "instance_codes", "labels",
@@ -30,8 +34,10 @@ _FIELDS = ("keys", "xyz", "rgb", "count", "last_seen", "dirty", "codes", "instan
 
 
 class VoxelMap:
-    """Voxel storage in insertion order (grown by a quarter) plus a sorted key index for lookups,
-    so an insert costs O(new points + map size) in cheap memory moves, never a full sort."""
+    """Voxel storage (grown by a quarter; rows in insertion order until an eviction moves the last
+    ones into the holes) plus a hash index of the keys (``_KeyIndex``), so an insert costs
+    O(its own points): before, a sorted key index was searched (20 cache misses a key at 1M
+    voxels) and copied whole for every frame that brought new voxels (16 MB at 1M, 64 at 4M)."""
 
     def __init__(self, voxel_size: float = 0.02, max_voxels: int = 2_000_000, extent: float | None = None,
                  code_dim: int = 0, instance_code_dim: int = 0, input_cell: float | None = None):
@@ -49,8 +55,7 @@ class VoxelMap:
     def reset(self) -> None:
         self._n = 0
         self._store = self._empty(1024)
-        self._sorted_keys = np.zeros(0, np.int64)
-        self._sorted_idx = np.zeros(0, np.int64)
+        self._index = _KeyIndex()
         self.evicted = 0
 
     def _empty(self, cap: int) -> dict[str, np.ndarray]:
@@ -83,12 +88,21 @@ class VoxelMap:
         return np.clip(np.rint(self.rgb), 0, 255).astype(np.uint8)
 
     def _take(self, keep: np.ndarray) -> None:
-        n = int(keep.sum())
+        """Keep the voxels where ``keep`` is set: the kept rows from the end of the storage move
+        into the holes the dropped ones leave (rows moved: as many as were dropped, not the whole
+        map), and the key index forgets the dropped keys and re-points the moved ones (work in
+        proportion to what was dropped, not to the map)."""
+        n = int(np.count_nonzero(keep))
+        dropped = np.flatnonzero(~keep[: self._n])
+        holes = dropped[: np.searchsorted(dropped, n)]  # the dropped rows below the new size
+        movers = n + np.flatnonzero(keep[n: self._n])  # as many as there are holes
+        self._index.forget(self._store["keys"], dropped, movers, holes)
         for name in _FIELDS:
-            self._store[name][:n] = self._store[name][: self._n][keep]
+            field = self._store[name]
+            field[holes] = field[movers]
         self._n = n
-        self._sorted_idx = np.argsort(self.keys, kind="stable")
-        self._sorted_keys = self.keys[self._sorted_idx]
+        if n < _FILL / 2 * len(self._index.slots) and len(self._index.slots) > 1024:  # a map cut to a fraction
+            self._index.rebuild(self._store["keys"], n)
 
     def insert(self, points: np.ndarray, colors: np.ndarray | None = None, stamp: float = 0.0,
                robot: np.ndarray | None = None) -> int:
@@ -104,22 +118,19 @@ class VoxelMap:
         if len(sums):
             # no colours: grey, as sums (three columns: the merge reads each)
             rgb = np.repeat(128.0 * sums.count[:, None], 3, axis=1) if sums.rgb is None else sums.rgb
-            st = self._store
-            pos, found = _merge(self._sorted_keys, self._sorted_idx, st["xyz"], st["rgb"], st["count"],
-                                st["last_seen"], st["dirty"], sums.keys, sums.xyz, rgb, sums.count, float(stamp),
-                                -1.0 if self.input_cell is None else float(self.input_cell))
-            new = ~found
-            n_new = int(new.sum())
+            st, index = self._store, self._index
+            found = _merge(index.slots, index.shift, st["keys"], st["xyz"], st["rgb"], st["count"],
+                           st["last_seen"], st["dirty"], sums.keys, sums.xyz, rgb, sums.count, float(stamp),
+                           -1.0 if self.input_cell is None else float(self.input_cell))
+            new = np.flatnonzero(~found)
+            n_new = len(new)
             if n_new:
-                new = np.flatnonzero(new)
-                new = new[np.argsort(sums.keys[new])]  # np.insert takes equal positions in the order given
                 cnt = sums.count[new]
-                self._append(sums.keys[new], sums.xyz[new] / cnt[:, None], rgb[new] / cnt[:, None], cnt, stamp,
-                             pos[new])
+                self._append(sums.keys[new], sums.xyz[new] / cnt[:, None], rgb[new] / cnt[:, None], cnt, stamp)
         self._bound(robot)
         return n_new
 
-    def _append(self, keys, xyz, col, cnt, stamp, sorted_pos) -> None:
+    def _append(self, keys, xyz, col, cnt, stamp) -> None:
         n, k = self._n, len(keys)
         cap = len(self._store["keys"])
         if n + k > cap:
@@ -139,8 +150,7 @@ class VoxelMap:
         st["labels"][n:n + k] = -1
         st["scores"][n:n + k] = 0
         st["instances"][n:n + k] = -1
-        self._sorted_keys = np.insert(self._sorted_keys, sorted_pos, keys)
-        self._sorted_idx = np.insert(self._sorted_idx, sorted_pos, np.arange(n, n + k))
+        self._index.add(st["keys"], n, n + k)
         self._n = n + k
 
     def _far2(self, robot: np.ndarray) -> np.ndarray:
@@ -158,9 +168,11 @@ class VoxelMap:
         before = len(self)
         robot = None if robot is None else np.asarray(robot, float)
         if self.extent is not None and robot is not None and len(self):
-            inside = self._far2(robot) <= np.float32(self.extent) ** 2
-            if not inside.all():
-                self._take(inside)
+            reach2 = np.float32(self.extent) ** 2
+            # counted in one compiled pass (this runs on every insert); the mask only when it cuts
+            beyond = _count_beyond(self._store["xyz"], self._n, np.float32(robot[0]), np.float32(robot[1]), reach2)
+            if beyond >= max(1, EXTENT_SLACK * len(self)):
+                self._take(self._far2(robot) <= reach2)
         if len(self) > self.max_voxels:
             # down to LOW_WATER of the bound at once: one sort of the map per few percent of it
             # inserted, not one per insert once the map is full
@@ -177,31 +189,25 @@ class VoxelMap:
                          self.input_cell)
         other._n, other.evicted = self._n, self.evicted
         other._store = {name: array[: self._n].copy() for name, array in self._store.items()}
-        other._sorted_keys, other._sorted_idx = self._sorted_keys.copy(), self._sorted_idx.copy()
+        other._index = self._index.copy()
         return other
 
     def restore(self, arrays: dict[str, np.ndarray]) -> None:
         """Replace the contents with saved per-voxel arrays (one row per voxel, every field but
         ``dirty``): a map read back from disk, all clean."""
         n = len(arrays["keys"])
-        order = np.argsort(arrays["keys"], kind="stable")
-        if (np.diff(arrays["keys"][order]) == 0).any():
-            raise UserError("the saved map holds the same voxel twice")
-        self._store = self._empty(max(n, 1024))
+        store, index = self._empty(max(n, 1024)), _KeyIndex()
         for name in _FIELDS:
             if name != "dirty":
-                self._store[name][:n] = arrays[name]
-        self._n = n
-        self._sorted_idx = order
-        self._sorted_keys = self.keys[order]
+                store[name][:n] = arrays[name]
+        if index.rebuild(store["keys"], n):  # checked while indexing (numpy's unique hashed: 1 s at 1M)
+            raise UserError("the saved map holds the same voxel twice")
+        self._store, self._index, self._n = store, index, n
 
     def index_of(self, keys: np.ndarray) -> np.ndarray:
         """Current storage index of each voxel key, -1 where the voxel is gone (evicted or reset)."""
-        keys = np.asarray(keys, np.int64)
-        if not self._n:
-            return np.full(len(keys), -1, np.int64)
-        pos = np.minimum(np.searchsorted(self._sorted_keys, keys), self._n - 1)
-        return np.where(self._sorted_keys[pos] == keys, self._sorted_idx[pos], -1)
+        keys = np.ascontiguousarray(keys, np.int64).reshape(-1)
+        return _find_all(self._index.slots, self._index.shift, self._store["keys"], keys)
 
     def take_dirty(self) -> np.ndarray:
         """Indices of the voxels changed since the last call, marking them clean: whatever is
@@ -227,29 +233,139 @@ class VoxelMap:
         st["scores"][index] = scores
 
     def nbytes_per_voxel(self) -> dict[str, float]:
-        """Bytes each voxel costs in storage (all fields and the key index; the feature codes alone)
-        and the allocated share (capacity over occupied voxels: up to 1.25 after growing)."""
+        """Bytes each voxel costs in storage (all fields and the key index; the index alone; the
+        feature codes alone), the allocated share (capacity over occupied voxels: up to 1.25 after
+        growing) and the bytes held per voxel with it (storage capacity and index)."""
         per = {name: self._store[name].itemsize * int(np.prod(self._store[name].shape[1:])) for name in _FIELDS}
-        index = 2 * 8  # the sorted key index: a key and a position per voxel
-        return {"map": float(sum(per.values()) + index), "features": float(per["codes"] + per["instance_codes"]),
-                "allocated": len(self._store["keys"]) / max(self._n, 1)}
+        index = self._index.slots.nbytes / max(self._n, 1)  # 4-byte slots, 2.5-5 a voxel
+        allocated = len(self._store["keys"]) / max(self._n, 1)
+        return {"map": float(sum(per.values()) + index), "index": float(index),
+                "features": float(per["codes"] + per["instance_codes"]), "allocated": allocated,
+                "held": float(sum(per.values()) * allocated + index)}
+
+
+_EMPTY, _GONE = -1, -2  # index slots: never used / a dropped voxel's (probe chains run on past it)
+_MAX_LOAD = 0.5  # used slots (with the dropped ones) at most half the table: short probe chains
+_FILL = 0.4  # a rebuilt table is at most this full (0.2-0.4): a map grows by a quarter before the next
+# rebuild, and the index costs 10-20 bytes a voxel (a table left at under _FILL / 2 by a cut is rebuilt)
+
+
+class _KeyIndex:
+    """Open-addressing hash table from voxel key to storage row: int32 slots holding a row, the
+    key compared in the storage itself (4 bytes a slot, 2.5-5 slots a voxel: about what a sorted
+    index of keys and rows cost). Linear probing from the Fibonacci hash of the key; dropped
+    voxels leave tombstones, swept out whenever the table is rebuilt for size."""
+
+    def __init__(self) -> None:
+        self.slots = np.full(1024, _EMPTY, np.int32)
+        self.shift = np.uint64(64 - 10)
+        self.used = 0  # slots holding a row or a tombstone
+
+    def copy(self) -> _KeyIndex:
+        other = _KeyIndex()
+        other.slots, other.shift, other.used = self.slots.copy(), self.shift, self.used
+        return other
+
+    def add(self, keys: np.ndarray, start: int, stop: int) -> None:
+        """Index storage rows [start, stop), whose keys are not in it yet (rows [0, start) are).
+        Rebuilt from all rows, tombstones swept out, when it would be more than half full."""
+        if self.used + (stop - start) > _MAX_LOAD * len(self.slots):
+            self.rebuild(keys, stop)
+        else:
+            _insert_rows(self.slots, self.shift, keys, start, stop)
+            self.used += stop - start
+
+    def rebuild(self, keys: np.ndarray, n: int) -> bool:
+        """A table sized for rows [0, n) alone, holding them (tombstones swept out); whether some
+        key is in two of those rows."""
+        bits = max(10, int(np.ceil(np.log2(max(n, 1) / _FILL))))
+        self.slots = np.full(1 << bits, _EMPTY, np.int32)
+        self.shift, self.used = np.uint64(64 - bits), n
+        return _insert_rows(self.slots, self.shift, keys, 0, n)
+
+    def forget(self, keys: np.ndarray, dropped: np.ndarray, movers: np.ndarray, holes: np.ndarray) -> None:
+        """Before storage rows ``movers`` move into ``holes`` and ``dropped`` rows go."""
+        _forget(self.slots, self.shift, keys, dropped.astype(np.int64), movers.astype(np.int64),
+                holes.astype(np.int64))
+
+
+@numba.njit(cache=True, inline="always")
+def _slot_of(slots, shift, keys, key) -> np.int64:
+    """The slot holding ``key``'s row, or -1."""
+    mask = len(slots) - 1
+    s = home_slot(key, shift)
+    while True:
+        r = slots[s]
+        if r == _EMPTY:
+            return np.int64(-1)
+        if r >= 0 and keys[r] == key:
+            return s
+        s = (s + 1) & mask
+
+
+@numba.njit(cache=True, nogil=True)
+def _insert_rows(slots, shift, keys, start, stop):
+    """Index rows [start, stop), each in the first free slot (empty or a tombstone) of its probe
+    chain; whether a key met itself on the way (a duplicate: only seen before a tombstone)."""
+    mask = len(slots) - 1
+    twice = False
+    for r in range(start, stop):
+        key = keys[r]
+        s = home_slot(key, shift)
+        while slots[s] >= 0:
+            if keys[slots[s]] == key:
+                twice = True
+            s = (s + 1) & mask
+        slots[s] = r
+    return twice
+
+
+@numba.njit(cache=True, nogil=True)
+def _forget(slots, shift, keys, dropped, movers, holes):
+    for r in dropped:
+        s = _slot_of(slots, shift, keys, keys[r])
+        if s >= 0:
+            slots[s] = _GONE
+    for q in range(len(movers)):
+        s = _slot_of(slots, shift, keys, keys[movers[q]])
+        if s >= 0:
+            slots[s] = holes[q]
+
+
+@numba.njit(cache=True, nogil=True)
+def _find_all(slots, shift, keys, queries):
+    out = np.empty(len(queries), np.int64)
+    for q in range(len(queries)):
+        s = _slot_of(slots, shift, keys, queries[q])
+        out[q] = -1 if s < 0 else slots[s]
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _count_beyond(xyz, n, rx, ry, reach2) -> int:
+    """How many of the first ``n`` voxels lie farther than sqrt(reach2) from (rx, ry) in x-y, in
+    float32 as ``VoxelMap._far2`` computes it."""
+    beyond = 0
+    for i in range(n):
+        dx, dy = xyz[i, 0] - rx, xyz[i, 1] - ry
+        if dx * dx + dy * dy > reach2:
+            beyond += 1
+    return beyond
 
 
 @numba.njit(cache=True, nogil=True)  # no GIL: the student and the node's callbacks run meanwhile
-def _merge(sorted_keys, sorted_idx, xyz, rgb, count, last_seen, dirty, keys, sum_xyz, sum_rgb, cnt, stamp,
+def _merge(slots, shift, stored_keys, xyz, rgb, count, last_seen, dirty, keys, sum_xyz, sum_rgb, cnt, stamp,
            input_cell):
     """Fold per-voxel sums into the voxels the map already has (running means in float64, stored
-    float32); returns each key's position in the sorted index and whether it was found there. A
-    revisited voxel is dirty when its mean moved (``input_cell`` > 0: into another cell of that grid)."""
-    pos = np.searchsorted(sorted_keys, keys)
+    float32); returns whether each key was found. A revisited voxel is dirty when its mean moved
+    (``input_cell`` > 0: into another cell of that grid)."""
     found = np.zeros(len(keys), np.bool_)
-    n = len(sorted_keys)
     for q in range(len(keys)):
-        p = pos[q]
-        if p >= n or sorted_keys[p] != keys[q]:
+        s = _slot_of(slots, shift, stored_keys, keys[q])
+        if s < 0:
             continue
         found[q] = True
-        i = sorted_idx[p]
+        i = slots[s]
         before = np.float64(count[i])
         total = before + cnt[q]
         moved = input_cell <= 0.0
@@ -264,7 +380,7 @@ def _merge(sorted_keys, sorted_idx, xyz, rgb, count, last_seen, dirty, keys, sum
         last_seen[i] = stamp
         if moved:
             dirty[i] = True
-    return pos, found
+    return found
 
 
 def compile_ingest() -> None:
@@ -278,3 +394,6 @@ def compile_ingest() -> None:
     m.insert_sums(reduce_depth(depth, K, np.eye(4), 0.1, 2))
     m.insert_sums(reduce_points(np.ones((3, 3)), None, 0.1, pose=np.eye(4)))  # LiDAR: no colours
     m.insert(np.ones((3, 3)), np.zeros((3, 3), np.uint8))
+    m.index_of(m.keys)  # the update's look-ups
+    m.extent = 1.0
+    m.insert(np.full((3, 3), 5.0), robot=np.full(3, 5.0))  # an eviction: the index forgets and re-points

@@ -89,20 +89,6 @@ def camera_matrix(info: CameraInfo) -> np.ndarray:
     return K
 
 
-def registered_color(rgb: np.ndarray, depth_shape: tuple[int, int]) -> np.ndarray:
-    """The colour image resampled (nearest) to the depth image's size, for registered RGB-D pairs
-    published at different resolutions; the aspect ratios must agree."""
-    h, w = rgb.shape[:2]
-    dh, dw = depth_shape
-    if (h, w) == (dh, dw):
-        return rgb
-    if abs(h / w - dh / dw) > 0.01:
-        raise UserError(f"colour image {w}x{h} and depth {dw}x{dh} have different aspect ratios")
-    rows = (np.arange(dh) * h / dh).astype(np.int64)
-    cols = (np.arange(dw) * w / dw).astype(np.int64)
-    return rgb[rows][:, cols]
-
-
 def compressed_image(fmt: str, data: bytes, header: Header | None = None) -> CompressedImage:
     """A CompressedImage message of already encoded bytes (``ros.compressed``'s writers)."""
     buf = array.array("B")
