@@ -147,8 +147,9 @@ def test_rgbd_ingest_respects_depth_limits_and_stride():
     z = live.map.points[:, 2]
     assert len(live.map) > 0 and np.allclose(z, 1.0, atol=0.05)
     assert live.map.points[:, 0].max() < 0.05  # only the left half (x < 0 in the camera)
-    with pytest.raises(UserError, match="does not match depth"):
-        live.add_rgbd(depth, K, np.eye(4), 2.0, np.zeros((10, 10, 3), np.uint8))
+    live.add_rgbd(depth, K, np.eye(4), 2.0, np.zeros((20, 30, 3), np.uint8))  # half-size colour: same view
+    with pytest.raises(UserError, match="different aspect ratios"):  # another view: refused
+        live.add_rgbd(depth, K, np.eye(4), 3.0, np.zeros((10, 10, 3), np.uint8))
 
 
 def test_a_sweep_in_its_sensor_frame_maps_like_the_same_points_in_the_world():
@@ -259,3 +260,29 @@ def test_query_answers_only_labelled_voxels():
         res = live.query(t, threshold=-1, max_points=cap)
         assert len(res.points) == labelled and np.isfinite(res.scores).all()
         assert (np.linalg.norm(res.points - [3, 0, 0], axis=1) > 0.5).all()
+
+
+@pytest.mark.parametrize("case", ["spread", "ties", "unlabelled", "skewed", "aliased"])
+def test_a_capped_answer_holds_the_best_scores_whatever_their_spread(case):
+    """The answer cap selects among a sample-made cut (``_best``): the scores it returns are the
+    best ``max_points`` of the map, best first, whatever the map's scores look like."""
+    from ovseg3d.segment.live_map import _best
+
+    rng = np.random.default_rng(7)
+    n, cap = 300_000, 2_000
+    scores = rng.normal(size=n).astype(np.float32)
+    if case == "ties":  # many voxels share one student voxel's feature: whole groups score alike
+        scores = np.round(scores, 1)
+    elif case == "unlabelled":  # most of the map not labelled yet: -inf
+        scores[rng.random(n) < 0.995] = -np.inf
+    elif case == "skewed":  # the best answers all in one stretch the sample strides over
+        scores[:] = 0.0
+        scores[1000:1000 + cap + 5] = 1.0 + rng.random(cap + 5).astype(np.float32)
+    elif case == "aliased":  # the best ones exactly where the sample looks: its cut is too high
+        scores[:] = 0.0
+        scores[:: n // 16_384] = 1.0 + rng.random(len(scores[:: n // 16_384])).astype(np.float32)
+    for threshold in (np.finfo(np.float32).min, 0.5):
+        got = _best(scores, threshold, cap)
+        want = np.sort(scores[scores >= threshold])[::-1][:cap]
+        assert np.array_equal(scores[got], want), case  # the same scores, in order
+        assert len(np.unique(got)) == len(got)
