@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header
 
@@ -75,7 +76,7 @@ def test_depth_and_camera_info_alone_map_and_label(start_node, tmp_path):
     TF) are enough for the geometry-only student to map and label."""
     save_dir = tmp_path / "maps"
     node = start_node(save_dir=str(save_dir), **{"camera.color": False, "diagnostics.period": 0.2})
-    subscribed = dict(node.client.get_subscriber_names_and_types_by_node(node.name, f"/{node.namespace}"))
+    subscribed = node.subscribed_topics()
     assert f"/{node.namespace}/depth/image" in subscribed and f"/{node.namespace}/rgb/image" not in subscribed
     RobotStream(node).publish_static()
     node.wait_matched(topics=("depth/image", "rgb/camera_info", "/tf"))
@@ -367,3 +368,33 @@ def test_the_node_sends_and_receives_through_a_shared_memory_segment_that_holds_
         assert f"Fast DDS profile {missing} is not a file" in node.log() and node.alive()
     finally:
         node.close()
+
+
+def _nice(stat: Path) -> int:
+    """The niceness in a /proc ``stat`` file (its field 19; the command name before it may hold spaces)."""
+    return int(stat.read_text().rsplit(")", 1)[1].split()[16])
+
+
+def _thread_nice(pid: int) -> list[int]:
+    """The niceness of every thread of a process."""
+    values = []
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            values.append(_nice(stat))
+    return values
+
+
+def test_the_student_update_runs_at_a_lower_priority_than_the_sensor_path(start_node):
+    """On 2 cores the update shared the CPU evenly with the callbacks and the ingest worker; it now
+    renices its own thread (``inference.nice``, default 10), and only its own."""
+    base = _nice(Path("/proc/self/stat"))  # the node inherits ours
+    if base >= 19:
+        pytest.skip("this test runs at the lowest priority already: no thread can go lower")
+    lowered = min(19, base + 10)
+    node = start_node()
+    assert until(lambda: lowered in _thread_nice(node.proc.pid), 20.0), _thread_nice(node.proc.pid)
+    nice = _thread_nice(node.proc.pid)
+    assert nice.count(lowered) == 1 and set(nice) == {base, lowered}, nice
+    node = start_node(**{"inference.nice": 0})
+    time.sleep(2.0)
+    assert set(_thread_nice(node.proc.pid)) == {base}

@@ -25,13 +25,14 @@ import warnings
 import numpy as np
 
 from ovseg3d.errors import UserError
+from ovseg3d.ros import png16
 
 CONFIG_HEADER = struct.Struct("<iff")  # compressionFormat (enum, int32), depthParam[2]
 INV_DEPTH = 0
 MAX_PIXELS = 16_777_216  # a header claiming more (4096 x 4096) is a lie, not a camera
 
 
-def _pil_decode(data: bytes, what: str) -> np.ndarray:
+def _pil_decode(data: bytes, what: str, at_least: tuple[int, int] | None = None) -> np.ndarray:
     from PIL import Image
 
     try:
@@ -40,6 +41,8 @@ def _pil_decode(data: bytes, what: str) -> np.ndarray:
             with Image.open(io.BytesIO(bytes(data))) as img:
                 if img.width * img.height > MAX_PIXELS:
                     raise UserError(f"{what} claims {img.width}x{img.height} pixels")
+                if at_least is not None:  # JPEG's DCT scaling: a half-size decode costs a third
+                    img.draft(img.mode, at_least)
                 img.load()
                 return np.asarray(img)
     except UserError:
@@ -48,14 +51,17 @@ def _pil_decode(data: bytes, what: str) -> np.ndarray:
         raise UserError(f"{what} could not be decoded ({type(exc).__name__}: {str(exc)[:120]})") from None
 
 
-def compressed_color(fmt: str, data: bytes) -> np.ndarray:
-    """(H, W, 3) uint8 RGB of a ``sensor_msgs/CompressedImage`` colour message."""
+def compressed_color(fmt: str, data: bytes, at_least: tuple[int, int] | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a ``sensor_msgs/CompressedImage`` colour message. With ``at_least``
+    (width, height), a JPEG is decoded at the smallest of 1/2, 1/4, 1/8 of its size that still
+    has that many pixels (each pixel the mean of its block): for a reader that samples every n-th
+    pixel anyway (the live map's depth stride). PNG has no such mode: it is decoded whole."""
     kind = fmt.lower()
     if "compresseddepth" in kind:
         raise UserError(f"colour stream got a compressedDepth image (format {fmt[:80]!r})")
     if not any(word in kind for word in ("jpeg", "jpg", "png")):
         raise UserError(f"unknown compressed image format {fmt[:80]!r} (expected jpeg or png)")
-    px = _pil_decode(data, "compressed colour image")
+    px = _pil_decode(data, "compressed colour image", at_least)
     if px.ndim == 2:
         px = np.repeat(px[..., None], 3, axis=2)
     if px.dtype != np.uint8:
@@ -97,6 +103,9 @@ def compressed_depth(fmt: str, data: bytes) -> np.ndarray:
 
 
 def _png_depth(payload: bytes) -> np.ndarray:
+    fast = png16.decode(payload, MAX_PIXELS)  # what image_transport writes; anything else: Pillow
+    if fast is not None:
+        return fast
     px = _pil_decode(payload, "compressedDepth PNG")
     if px.ndim != 2 or px.dtype.itemsize != 2:
         raise UserError(f"compressedDepth PNG holds {px.dtype} pixels of shape {px.shape}; expected 16-bit grey")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import os
 import sys
 import threading
 import time
@@ -39,10 +40,11 @@ from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
 from ovseg3d.errors import Rejected, Skipped, UserError
+from ovseg3d.geometry.camera import check_registered
 from ovseg3d.paths import path_inside
 from ovseg3d.ros import outputs, params
 from ovseg3d.ros.compressed import compressed_color, compressed_depth, warm_up_decoders
-from ovseg3d.ros.images import camera_matrix, color_image, depth_image, registered_color
+from ovseg3d.ros.images import camera_matrix, color_image, depth_image
 from ovseg3d.ros.pointcloud2 import xyz_from_pointcloud2
 from ovseg3d.ros.stamps import StreamOrder
 from ovseg3d.ros.stats import NodeStats, SequenceGaps
@@ -428,6 +430,18 @@ class PerceptionNode(LifecycleNode):
             self._threads_before = torch.get_num_threads()
         torch.set_num_threads(threads or max(1, self._threads_before - 1))
 
+    def _lower_own_priority(self, nice: int) -> None:
+        """Renice the calling thread (Linux: niceness is per thread, and lowering one's own priority
+        needs no privilege). The student's update is throughput work that can wait; the sensor
+        callbacks and the ingest worker are not, and on 2 cores they shared the CPU with it evenly."""
+        if nice <= 0 or not hasattr(os, "setpriority"):
+            return
+        try:
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
+        except OSError as exc:
+            self.get_logger().warning(f"could not lower the update thread's priority: {exc}")
+
     def _student_threads(self) -> int:
         """torch's CPU threads while the student runs on the CPU (0: it runs elsewhere)."""
         if not self._on_cpu:
@@ -492,7 +506,7 @@ class PerceptionNode(LifecycleNode):
             if item is None:
                 continue
             kind, payload, self._taken_in = item
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.thread_time()
             try:
                 self._ingest_rgbd(*payload) if kind == "rgbd" else self._ingest_lidar(payload)
             except Skipped as exc:
@@ -508,6 +522,8 @@ class PerceptionNode(LifecycleNode):
                 self.warn("internal", f"dropped a {kind} message after an unexpected error: {exc!r}")
                 continue
             self.stats.time(kind, time.perf_counter() - t0)
+            # this thread's own CPU time: the rest of the wall time it waited (for a core or the GIL)
+            self.stats.time(f"{kind}_cpu", time.thread_time() - cpu0)
             self.stats.add("ingested", kind)
 
     def _check_order(self, stream: str, stamp: float) -> None:
@@ -562,7 +578,11 @@ class PerceptionNode(LifecycleNode):
         if depth is None:
             depth = self._sized(_decoded(compressed_depth, depth_msg), info)
         if rgb is None and rgb_msg is not None:
-            rgb = _decoded(compressed_color, rgb_msg)
+            # registered colour is read at every depth.stride-th depth pixel only: a JPEG is decoded
+            # no larger than that needs (a projected one, its own camera, is read anywhere: whole)
+            stride = self.live.cfg.depth_stride
+            grid = None if "rgb_info" in frame else (-(-depth.shape[1] // stride), -(-depth.shape[0] // stride))
+            rgb = _decoded(functools.partial(compressed_color, at_least=grid), rgb_msg)
         color_camera = None
         if rgb is not None and "rgb_info" in frame:  # not registered: the colour camera's own intrinsics
             rgb_info = frame["rgb_info"]
@@ -572,9 +592,9 @@ class PerceptionNode(LifecycleNode):
             # where the colour camera was when it took its image
             color_camera = (camera_matrix(rgb_info), self._pose(rgb_msg.header.frame_id or rgb_info.header.frame_id,
                                                                 stamp_seconds(rgb_msg.header.stamp)))
-        elif rgb is not None:
+        elif rgb is not None:  # registered: any resolution of the depth's view (``reduce_depth`` samples it)
             try:
-                rgb = registered_color(rgb, depth.shape)
+                check_registered(rgb.shape[:2], depth.shape)
             except UserError as exc:
                 raise Rejected("camera_mismatch", f"dropped an RGB-D frame: {exc}") from None
         self.live.add_rgbd(depth, K, pose, stamp, rgb, color_camera)
@@ -603,6 +623,7 @@ class PerceptionNode(LifecycleNode):
             self.stats.add("rejected", "nonfinite_points", msg.width * msg.height - len(xyz))
 
     def _inference_loop(self) -> None:
+        self._lower_own_priority(self.p("inference.nice"))
         next_run = time.monotonic()
         while not self._stop.is_set():
             next_run += 1.0 / self.p("inference.rate_hz")
@@ -677,13 +698,15 @@ class PerceptionNode(LifecycleNode):
 
         memory = self.live.memory()
         values = {"map voxels": len(self.live.map), "evicted voxels": self.live.map.evicted,
-                  "map bytes per voxel": f"{memory['map'] * memory['allocated']:.0f}",
+                  "map bytes per voxel": f"{memory['held']:.0f}",
                   "feature bytes per voxel": f"{memory['features']:.0f}",
                   "text query ms in map (mean of last 100)": ms("query_map"),
                   "text query ms service (mean of last 100)": ms("query"),
                   "instances": len(self.live.instances), "queue length": snap.queue_length,
                   "queue drops": snap.queue_dropped, "unmatched camera messages": snap.camera_unmatched,
                   "rgbd ingest ms (mean of last 100)": ms("rgbd"), "lidar ingest ms (mean of last 100)": ms("lidar"),
+                  "rgbd ingest cpu ms (mean of last 100)": ms("rgbd_cpu"),
+                  "lidar ingest cpu ms (mean of last 100)": ms("lidar_cpu"),
                   "update ms (mean of last 100)": ms("update"), "regroup ms (mean of last 100)": ms("regroup"),
                   "autosave ms (mean of last 100)": ms("autosave"),
                   "data arrival lag ms (mean of last 100)": ms("data_lag"),

@@ -59,7 +59,8 @@ PARAMS: tuple[Param, ...] = (
     Param("map.max_voxels", 1_000_000,
           "map size bound: above it the voxels seen longest ago are evicted, down to 95 % of it",
           1000, 50_000_000, read_only=True, field="max_voxels"),
-    Param("map.extent", 0.0, "evict voxels farther than this (x, y; m) from the robot; 0: no bound", 0.0, 10000.0,
+    Param("map.extent", 0.0, "evict voxels farther than this (x, y; m) from the robot, once they are 1 % of the "
+          "map; 0: no bound", 0.0, 10000.0,
           field="extent"),
     Param("rgb.transport", "raw", "raw: sensor_msgs/Image on rgb/image; compressed: image_transport's jpeg/png "
           "CompressedImage on <rgb/image, remapped>/compressed", read_only=True),
@@ -98,6 +99,9 @@ PARAMS: tuple[Param, ...] = (
     Param("inference.rate_hz", 1.0, "how often the student updates the changed part of the map", 0.01, 50.0),
     Param("inference.threads", 0, "CPU threads of the student on the CPU (torch); 0: all but one of torch's, so "
           "ingest keeps a core", 0, 1024, read_only=True),
+    Param("inference.nice", 10, "niceness the student's update thread gives itself (Linux; 0: none): sensor "
+          "callbacks and the ingest worker then take the CPU first and the update runs in what is left", 0, 19,
+          read_only=True),
     Param("inference.context", 1.0, "metres of map around changed voxels the student sees", 0.1, 20.0, field="context"),
     Param("instances.method", "proposals", "proposals: superpoints merged by student-feature similarity and "
           "adjacency, named from 3D alone (the instance head when the student has one); connected: touching "

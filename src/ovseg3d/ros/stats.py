@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# what is timed: ingest per input kind, the student's update, the instances' regrouping after it, a text
-# query inside the map (query_map) and the whole ~/text_query service call (query: text encoder, map,
-# answer cloud)
-TIMED = ("rgbd", "lidar", "update", "regroup", "query_map", "query", "autosave", "data_lag", "tf_lag")
+# what is timed: ingest per input kind (wall time, and the worker thread's own CPU time: *_cpu), the
+# student's update, the instances' regrouping after it, a text query inside the map (query_map) and the
+# whole ~/text_query service call (query: text encoder, map, answer cloud)
+TIMED = ("rgbd", "lidar", "rgbd_cpu", "lidar_cpu", "update", "regroup", "query_map", "query", "autosave", "data_lag",
+         "tf_lag")
 NOT_QUEUED = ("rgbd_rate",)  # skipped in the callback, before the ingest queue
 
 

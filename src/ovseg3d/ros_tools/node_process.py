@@ -148,6 +148,24 @@ class NodeProcess:
             raise TimeoutError("the node's subscriptions never matched the client's publishers")
         time.sleep(1.0)  # discovery settles (ENVIRONMENT.md)
 
+    def subscribed_topics(self, settled_by: str = "lidar/points", timeout: float = 30.0) -> dict[str, list[str]]:
+        """The node's subscriptions as ``ros2 node info`` sees them, once discovery has reached
+        ``settled_by`` (the node creates that subscription last). The graph is eventually consistent:
+        right after the node answers a service the client may not know the node's name yet."""
+        from rclpy.node import NodeNameNonExistentError
+
+        ns = f"/{self.namespace}"
+
+        def seen() -> dict[str, list[str]]:
+            try:
+                return dict(self.client.get_subscriber_names_and_types_by_node(self.name, ns))
+            except NodeNameNonExistentError:
+                return {}
+
+        if not wait_for(lambda: f"{ns}/{settled_by}" in seen(), timeout):
+            raise TimeoutError(f"the node's subscription to {settled_by} was never discovered: {seen()}")
+        return seen()
+
     def subscribe(self, topic: str, cls, keep: int = 1) -> list:
         box: list = []
 
