@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -39,19 +40,38 @@ def _settled(node, save_dir: Path, timeout: float = 60.0) -> dict:
         time.sleep(1.0)
 
 
+def _all_stopped(pid: int) -> bool:
+    """Every thread of the process is in the stopped state (``T`` in /proc/<pid>/task/*/stat)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):  # a thread that ended meanwhile
+            continue
+        if state not in "Tt":
+            return False
+    return True
+
+
 def _kill_while_saving(robot: RobotStream, save_dir: Path, timeout: float = 60.0) -> bool:
-    """SIGKILL the node the moment a half-written autosave appears beside the last whole one (the
-    robot keeps adding LiDAR returns at new places, so the map keeps changing and being saved)."""
+    """SIGKILL the node while a half-written autosave lies beside the last whole one (the robot
+    keeps adding LiDAR returns at new places, so the map keeps changing and being saved). A small
+    map is written in milliseconds, so the save may end between seeing its file and the kill:
+    the node is frozen (SIGSTOP) first and killed only if the file is still there, else let go on."""
     node = robot.node
-    pattern = f".autosave.npz.{node.proc.pid}.tmp"
+    pid = node.proc.pid
+    half = save_dir / f".autosave.npz.{pid}.tmp"
     rng = np.random.default_rng(0)
     end = time.monotonic() + timeout
     next_points = 0.0
     while time.monotonic() < end:
-        if (save_dir / pattern).exists():
-            node.proc.kill()
-            node.proc.wait(30)
-            return True
+        if half.exists():
+            os.kill(pid, signal.SIGSTOP)
+            assert until(lambda: _all_stopped(pid), 10), "the node did not stop on SIGSTOP"
+            if half.exists():
+                node.proc.kill()
+                node.proc.wait(30)
+                return True
+            os.kill(pid, signal.SIGCONT)  # that save had ended: wait for the next one
         if time.monotonic() > next_points:
             robot.lidar(rng.uniform(-3, 3, (40, 3)), frame="fixed_lidar")  # posed by static TF alone
             next_points = time.monotonic() + 0.3
