@@ -225,6 +225,9 @@ def main() -> None:
         "skipped": {k.removeprefix("skipped "): int(v) for k, v in d.items() if k.startswith("skipped ")},
         "rgbd_ingest_ms": d.get("rgbd ingest ms (mean of last 100)"),
         "lidar_ingest_ms": d.get("lidar ingest ms (mean of last 100)"),
+        # the ingest worker's own CPU time per input (the rest of the above it waited for a core or the GIL)
+        "rgbd_ingest_cpu_ms": d.get("rgbd ingest cpu ms (mean of last 100)"),
+        "lidar_ingest_cpu_ms": d.get("lidar ingest cpu ms (mean of last 100)"),
         "update_ms": d.get("update ms (mean of last 100)"),
         "regroup_ms": d.get("regroup ms (mean of last 100)"),
         "data_arrival_lag_ms": d.get("data arrival lag ms (mean of last 100)"),

@@ -194,7 +194,8 @@ def run(args: argparse.Namespace) -> int:
     latency = (replay.get("latency_s") or {}).get("median", float("nan"))
     print(f"\nnode: {sum(replay['played'].values())} messages played, {replay['queue_drops']} queue drops, "
           f"rejected {replay['rejected'] or 'none'}, latency sensor->labels median {latency:.1f} s, "
-          f"peak memory {replay['peak_rss_mib']:.0f} MiB")
+          f"peak memory of the demo's process {replay['peak_rss_mib']:.0f} MiB (the node ran inside it: the "
+          f"training's and the teachers' allocations count too; `ovseg3d bench node` measures the node alone)")
     print("\ntime per step: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
           + f"; total {total / 60:.1f} min")
     pictures = [out / "pred_2d" / f"{held_out}.png", out / "pred_3d" / f"{held_out}.png", out / "query.png",
