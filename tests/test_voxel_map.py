@@ -55,6 +55,37 @@ def test_one_pass_depth_reduction_matches_backprojecting_then_grouping(voxel):
     assert np.array_equal(np.sort(also.keys), keys) and also.count.sum() == cnt.sum() == len(pts)
 
 
+def test_a_frame_with_far_more_voxels_than_the_last_overflows_its_table_and_is_reduced_again_whole():
+    """The hash table is sized for the voxels the last frame of its kind brought: a frame that
+    brings many more (a coarse frame, then a fine one) fills it and runs again on a table with
+    room for every point -- the sums are those of the numpy reference either way, and the table
+    is clean for the frames after it."""
+    from ovseg3d.geometry import voxel_reduce
+
+    rng = np.random.default_rng(3)
+    pts = rng.uniform(0, 4, (20_000, 3))
+    colors = rng.integers(0, 256, (20_000, 3)).astype(np.float64)
+    for voxel in (1.0, 0.001, 1.0, 0.001):  # 64 voxels, then ~20,000: far past 1.5 x 64 + 1024
+        before = voxel_reduce._TABLE.voxels.get("points")
+        got = reduce_points(pts, colors, voxel)
+        keys, xyz, col, cnt = _reference_sums(pts, colors, voxel)
+        order = np.argsort(got.keys)
+        assert np.array_equal(got.keys[order], keys) and np.array_equal(got.count[order], cnt)
+        assert np.allclose(got.xyz[order], xyz) and np.array_equal(got.rgb[order], col)
+        if voxel < 0.1 and before is not None:
+            assert before < 100 and len(got) > 19_000  # this frame did overflow the table it was given
+    K = np.array([[100.0, 0, 63.5], [0, 100.0, 47.5], [0, 0, 1]])
+    depth = (1.0 + rng.random((96, 128))).astype(np.float32)
+    for voxel in (2.0, 0.0005, 2.0, 0.0005):
+        got = reduce_depth(depth, K, np.eye(4), voxel)
+        pts, _ = backproject_strided(depth, K, np.eye(4), 1, 0.0, np.inf)
+        keys, xyz, _, cnt = _reference_sums(pts, np.zeros_like(pts), voxel)
+        order = np.argsort(got.keys)
+        assert np.array_equal(got.keys[order], keys) and np.array_equal(got.count[order], cnt)
+        assert np.allclose(got.xyz[order], xyz)
+    assert not (voxel_reduce._TABLE.slots[:, 0] != -1).any()  # every slot emptied again
+
+
 def test_a_registered_colour_image_of_another_resolution_is_sampled_at_the_nearest_pixel():
     """A camera's colour at a multiple (or fraction) of its depth's resolution, or a JPEG decoded at
     half size: the same sums as the colour resampled to the depth's pixels first."""

@@ -11,7 +11,9 @@ the map sorts only the voxels it did not have). Sums are in float64, as ``np.bin
 
 from __future__ import annotations
 
+import functools
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numba
@@ -22,6 +24,7 @@ from ovseg3d.geometry.camera import check_registered
 
 BIAS = 1 << 20  # voxel indices in [-2^20, 2^20) per axis: +-21 km at 2 cm
 _EMPTY = -1  # a free hash slot (packed keys are >= 0)
+_OK, _TOO_FAR, _FULL = 0, 1, 2  # how a kernel ended
 
 
 def pack_keys(ijk: np.ndarray) -> np.ndarray:
@@ -50,20 +53,25 @@ class VoxelSums:
 class _Table(threading.local):
     """A hash table per thread, kept between frames: allocating and clearing a fresh one per frame
     (3 MB at 640x480) cost more than the reduction, in page faults shared with the student's
-    threads. Each call empties the slots it used before it returns."""
+    threads. Each call empties the slots it used before it returns.
+
+    A call uses a power-of-two prefix of it sized for the voxels the last frame of its kind
+    (depth or points) brought, not for its points: every pixel of a 640x480 frame (stride 2) in a
+    voxel of its own would take 2^18 slots (4 MB, beyond the caches: a cache miss a probe), while
+    a frame lands in 12-55k voxels (2^16-2^17 slots). A frame that brings more than its prefix
+    holds (half full) stops and runs again on a prefix sized for all of its points."""
 
     def __init__(self) -> None:
-        self.keys = np.zeros(0, np.int64)
-        self.rows = np.zeros(0, np.int64)
+        self.slots = np.full((1024, 2), _EMPTY, np.int64)  # (key, row) side by side: one cache line a probe
+        self.voxels: dict[str, int] = {}  # voxels the last frame of each kind brought
 
-    def fitting(self, points: int) -> tuple[np.ndarray, np.ndarray, np.uint64]:
-        bits = 10
-        while (1 << bits) < 2 * points:  # at most half full: short probe chains
-            bits += 1
-        if len(self.keys) < (1 << bits):
-            self.keys, self.rows = np.full(1 << bits, _EMPTY, np.int64), np.zeros(1 << bits, np.int64)
-        bits = len(self.keys).bit_length() - 1
-        return self.keys, self.rows, np.uint64(64 - bits)
+    def fitting(self, points: int, kind: str, worst: bool = False) -> tuple[np.ndarray, np.uint64]:
+        """The table prefix for a frame of ``points`` points (``worst``: room for each in its own voxel)."""
+        expect = points if worst or kind not in self.voxels else min(points, 3 * self.voxels[kind] // 2 + 1024)
+        bits = max(10, int(2 * expect - 1).bit_length())  # at most half full: short probe chains
+        if len(self.slots) < (1 << bits):
+            self.slots = np.full((1 << bits, 2), _EMPTY, np.int64)
+        return self.slots[: 1 << bits], np.uint64(64 - bits)
 
 
 _TABLE = _Table()
@@ -87,21 +95,21 @@ def home_slot(key: np.int64, shift: np.uint64) -> np.int64:
 
 
 @numba.njit(cache=True, inline="always")
-def _row(table_keys, table_rows, shift, keys, slots, sums, count, m, key) -> tuple[int, int]:
+def _row(table, shift, keys, slots, sums, count, m, key) -> tuple[int, int]:
     """The row of ``key``'s voxel (a new, zeroed one when the key is new) and the rows in use.
     Linear probing from the Fibonacci hash. The kernels ask only when a point's key differs from
     the previous point's: neighbouring pixels (and a sweep's neighbouring returns) mostly share a
     voxel, and skipping the probe of a table larger than the cache saved ~30 % of a depth frame."""
-    mask = len(table_keys) - 1
+    mask = len(table) - 1
     i = home_slot(key, shift)
-    while table_keys[i] != key and table_keys[i] != _EMPTY:
+    while table[i, 0] != key and table[i, 0] != _EMPTY:
         i = (i + 1) & mask
-    if table_keys[i] == _EMPTY:
-        table_keys[i], table_rows[i], keys[m], slots[m] = key, m, key, i
+    if table[i, 0] == _EMPTY:
+        table[i, 0], table[i, 1], keys[m], slots[m] = key, m, key, i
         sums[m, :] = 0.0
         count[m] = 0
         m += 1
-    return table_rows[i], m
+    return table[i, 1], m
 
 
 @numba.njit(cache=True, inline="always")
@@ -116,12 +124,12 @@ def _add(sums, count, row, x, y, z, r, g, b) -> None:
 
 
 @numba.njit(cache=True, nogil=True)
-def _reduce_points(points, colors, pose, origin, min_range, max_range, voxel, table_keys, table_rows, shift):
+def _reduce_points(points, colors, pose, origin, min_range, max_range, voxel, table, shift):
     n = points.shape[0]
     keys, slots, count = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
     sums = np.empty((n, 6))  # rows are touched (and paged in) only as voxels appear
     with_color = colors.shape[0] == n
-    m, too_far, last, row = 0, False, np.int64(-1), 0
+    m, status, last, row = 0, _OK, np.int64(-1), 0
     for p in range(n):
         a, b, c = points[p, 0], points[p, 1], points[p, 2]
         x = pose[0, 0] * a + pose[0, 1] * b + pose[0, 2] * c + pose[0, 3]
@@ -134,19 +142,22 @@ def _reduce_points(points, colors, pose, origin, min_range, max_range, voxel, ta
             continue
         key = _key(x, y, z, voxel)
         if key < 0:
-            too_far = True
+            status = _TOO_FAR
             break
         r, g, b = (colors[p, 0], colors[p, 1], colors[p, 2]) if with_color else (0.0, 0.0, 0.0)
         if key != last:
-            row, m = _row(table_keys, table_rows, shift, keys, slots, sums, count, m, key)
+            row, m = _row(table, shift, keys, slots, sums, count, m, key)
             last = key
+            if 2 * m > len(table):  # past half full: run again on a larger prefix
+                status = _FULL
+                break
         _add(sums, count, row, x, y, z, r, g, b)
-    table_keys[slots[:m]] = _EMPTY  # the table is clean for the next frame
-    return keys[:m], sums[:m], count[:m], too_far
+    table[slots[:m], 0] = _EMPTY  # the table is clean for the next frame
+    return keys[:m], sums[:m], count[:m], status
 
 
 @numba.njit(cache=True, nogil=True)
-def _reduce_depth(depth, rgb, K, pose, stride, min_depth, max_depth, voxel, table_keys, table_rows, shift):
+def _reduce_depth(depth, rgb, K, pose, stride, min_depth, max_depth, voxel, table, shift):
     h, w = depth.shape
     n = ((h + stride - 1) // stride) * ((w + stride - 1) // stride)
     keys, slots, count = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
@@ -154,9 +165,9 @@ def _reduce_depth(depth, rgb, K, pose, stride, min_depth, max_depth, voxel, tabl
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
     with_color = rgb.shape[0] > 0
     ch, cw = rgb.shape[0], rgb.shape[1]  # a registered colour image of any size: pixel scaled by integers
-    m, too_far, last, row = 0, False, np.int64(-1), 0
+    m, status, last, row = 0, _OK, np.int64(-1), 0
     for v in range(0, h, stride):
-        if too_far:
+        if status != _OK:
             break
         vc = v * ch // h
         for u in range(0, w, stride):
@@ -172,7 +183,7 @@ def _reduce_depth(depth, rgb, K, pose, stride, min_depth, max_depth, voxel, tabl
                 continue
             key = _key(x, y, z, voxel)
             if key < 0:
-                too_far = True
+                status = _TOO_FAR
                 break
             if with_color:
                 uc = u * cw // w
@@ -180,16 +191,26 @@ def _reduce_depth(depth, rgb, K, pose, stride, min_depth, max_depth, voxel, tabl
             else:
                 r, g, b = 0.0, 0.0, 0.0
             if key != last:
-                row, m = _row(table_keys, table_rows, shift, keys, slots, sums, count, m, key)
+                row, m = _row(table, shift, keys, slots, sums, count, m, key)
                 last = key
+                if 2 * m > len(table):  # past half full: run again on a larger prefix
+                    status = _FULL
+                    break
             _add(sums, count, row, x, y, z, r, g, b)
-    table_keys[slots[:m]] = _EMPTY
-    return keys[:m], sums[:m], count[:m], too_far
+    table[slots[:m], 0] = _EMPTY
+    return keys[:m], sums[:m], count[:m], status
 
 
-def _sums(out: tuple[np.ndarray, np.ndarray, np.ndarray, bool], with_color: bool, voxel: float) -> VoxelSums:
-    keys, sums, count, too_far = out
-    if too_far:
+def _reduced(kernel: Callable[[np.ndarray, np.uint64], tuple], points: int, kind: str, with_color: bool,
+             voxel: float) -> VoxelSums:
+    """Run ``kernel`` on the table prefix the last frame of its kind suggests; again on one with
+    room for every point when that filled up (a frame that reached far more voxels)."""
+    out = kernel(*_TABLE.fitting(points, kind))
+    if out[3] == _FULL:
+        out = kernel(*_TABLE.fitting(points, kind, worst=True))
+    _TABLE.voxels[kind] = len(out[0])
+    keys, sums, count, status = out
+    if status == _TOO_FAR:
         raise UserError("points too far from the map origin for the voxel grid")
     return VoxelSums(keys, sums[:, :3], sums[:, 3:] if with_color else None, count, voxel)
 
@@ -211,9 +232,9 @@ def reduce_points(points: np.ndarray, colors: np.ndarray | None, voxel: float, p
         raise UserError(f"{len(c)} colours for {len(points)} points")
     pose = np.eye(4) if pose is None else _small(pose)
     origin = pose[:3, 3] if origin is None else np.asarray(origin, np.float64).reshape(-1)[:3]
-    out = _reduce_points(points, c, pose, _small(origin), float(min_range), float(max_range),
-                         float(voxel), *_TABLE.fitting(len(points)))
-    return _sums(out, colors is not None, float(voxel))
+    kernel = functools.partial(_reduce_points, points, c, pose, _small(origin), float(min_range),
+                               float(max_range), float(voxel))
+    return _reduced(kernel, len(points), "points", colors is not None, float(voxel))
 
 
 def reduce_depth(depth: np.ndarray, K: np.ndarray, cam_to_world: np.ndarray, voxel: float, stride: int = 1,
@@ -238,7 +259,6 @@ def reduce_depth(depth: np.ndarray, K: np.ndarray, cam_to_world: np.ndarray, vox
     if stride < 1:
         raise UserError(f"the depth stride must be at least 1, got {stride}")
     rows, cols = -(-depth.shape[0] // stride), -(-depth.shape[1] // stride)
-    out = _reduce_depth(depth, image, _small(np.asarray(K, np.float64)[:3, :3]), _small(cam_to_world),
-                        int(stride), float(min_depth),
-                        float(max_depth), float(voxel), *_TABLE.fitting(rows * cols))
-    return _sums(out, rgb is not None, float(voxel))
+    kernel = functools.partial(_reduce_depth, depth, image, _small(np.asarray(K, np.float64)[:3, :3]),
+                               _small(cam_to_world), int(stride), float(min_depth), float(max_depth), float(voxel))
+    return _reduced(kernel, rows * cols, "depth", rgb is not None, float(voxel))
