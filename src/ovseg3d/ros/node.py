@@ -83,8 +83,10 @@ SERVICE_QOS = QoSProfile(depth=100)
 # The ingest worker gives the GIL up in every compiled or numpy call and waited up to this long to
 # get it back from the executor's and the student's Python each time: on 2 cores a 30 Hz camera's
 # keyframe took 71 ms instead of ~15 and the queue overflowed. At 1 ms: 27 ms, no queue losses
-# (``bench node``, 2 minutes); the student's update got faster too.
-GIL_SWITCH_INTERVAL_S = 0.001
+# (``bench node``, 2 minutes); the student's update got faster too. At 0.25 ms the worker's wall time
+# per keyframe fell from 1.56-1.68 to 1.34-1.39 times its own CPU time (2-minute A/B, two rounds
+# each; a lower priority for the update thread -- nice 19, SCHED_IDLE -- did less and slowed the update).
+GIL_SWITCH_INTERVAL_S = 0.00025
 _frozen_lock = threading.Lock()
 _frozen_nodes = [0]  # active nodes of this process that froze the collector's view (gc.freeze)
 
