@@ -120,7 +120,7 @@ def test_read_only_images_use_the_kernels_compiled_up_front():
 
     compile_ingest()
     kernels = (voxel_reduce._reduce_depth, voxel_reduce._reduce_points, voxel_map._merge, voxel_map._insert_rows,
-               voxel_map._forget, voxel_map._find_all)
+               voxel_map._forget, voxel_map._find_all, voxel_map._beyond)
     before = [len(k.signatures) for k in kernels]
     depth, rgb = np.full((8, 8), 1.0, np.float32), np.zeros((8, 8, 3), np.uint8)
     depth.flags.writeable = rgb.flags.writeable = False  # as Pillow's images and message buffers come

@@ -88,14 +88,20 @@ class VoxelMap:
         return np.clip(np.rint(self.rgb), 0, 255).astype(np.uint8)
 
     def _take(self, keep: np.ndarray) -> None:
-        """Keep the voxels where ``keep`` is set: the kept rows from the end of the storage move
-        into the holes the dropped ones leave (rows moved: as many as were dropped, not the whole
-        map), and the key index forgets the dropped keys and re-points the moved ones (work in
-        proportion to what was dropped, not to the map)."""
-        n = int(np.count_nonzero(keep))
-        dropped = np.flatnonzero(~keep[: self._n])
-        holes = dropped[: np.searchsorted(dropped, n)]  # the dropped rows below the new size
-        movers = n + np.flatnonzero(keep[n: self._n])  # as many as there are holes
+        """Keep the voxels where ``keep`` is set (``_drop`` the others)."""
+        self._drop(np.flatnonzero(~keep[: self._n]))
+
+    def _drop(self, dropped: np.ndarray) -> None:
+        """Drop the voxels at the ascending rows ``dropped``: the kept rows from the end of the
+        storage move into the holes the dropped ones leave (rows moved: as many as were dropped,
+        not the whole map), and the key index forgets the dropped keys and re-points the moved
+        ones (work in proportion to what was dropped, not to the map)."""
+        n = self._n - len(dropped)
+        split = int(np.searchsorted(dropped, n))
+        holes = dropped[:split]  # the dropped rows below the new size
+        tail = np.ones(self._n - n, bool)  # rows [n, old size): the kept ones move into the holes
+        tail[dropped[split:] - n] = False
+        movers = n + np.flatnonzero(tail)  # as many as there are holes
         self._index.forget(self._store["keys"], dropped, movers, holes)
         for name in _FIELDS:
             field = self._store[name]
@@ -169,10 +175,14 @@ class VoxelMap:
         robot = None if robot is None else np.asarray(robot, float)
         if self.extent is not None and robot is not None and len(self):
             reach2 = np.float32(self.extent) ** 2
-            # counted in one compiled pass (this runs on every insert); the mask only when it cuts
-            beyond = _count_beyond(self._store["xyz"], self._n, np.float32(robot[0]), np.float32(robot[1]), reach2)
+            # counted in one compiled pass (this runs on every insert); only when that many are to go, a
+            # second pass lists their rows (no distance array or mask of the whole map)
+            xyz, rx, ry = self._store["xyz"], np.float32(robot[0]), np.float32(robot[1])
+            beyond = _beyond(xyz, self._n, rx, ry, reach2, np.empty(0, np.int64))
             if beyond >= max(1, EXTENT_SLACK * len(self)):
-                self._take(self._far2(robot) <= reach2)
+                rows = np.empty(beyond, np.int64)
+                _beyond(xyz, self._n, rx, ry, reach2, rows)
+                self._drop(rows)
         if len(self) > self.max_voxels:
             # down to LOW_WATER of the bound at once: one sort of the map per few percent of it
             # inserted, not one per insert once the map is full
@@ -342,13 +352,16 @@ def _find_all(slots, shift, keys, queries):
 
 
 @numba.njit(cache=True, nogil=True)
-def _count_beyond(xyz, n, rx, ry, reach2) -> int:
+def _beyond(xyz, n, rx, ry, reach2, rows) -> int:
     """How many of the first ``n`` voxels lie farther than sqrt(reach2) from (rx, ry) in x-y, in
-    float32 as ``VoxelMap._far2`` computes it."""
+    float32 as ``VoxelMap._far2`` computes it; their rows, ascending, in ``rows`` if it has room."""
     beyond = 0
+    keep_rows = len(rows) > 0
     for i in range(n):
         dx, dy = xyz[i, 0] - rx, xyz[i, 1] - ry
         if dx * dx + dy * dy > reach2:
+            if keep_rows:
+                rows[beyond] = i
             beyond += 1
     return beyond
 
