@@ -31,6 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from ovseg3d.errors import UserError
     from ovseg3d.ros.node import PerceptionNode
+    from ovseg3d.ros.spin import spin
 
     rclpy.init(args=argv)
     try:
@@ -55,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print("ovseg3d_node: error: configure failed (see the log line above)", file=sys.stderr)
                 return 1
             node.trigger_activate()
-        executor.spin_until_future_complete(node.finished)  # until the lifecycle shutdown transition
+        spin(executor, until=node.finished)  # until the lifecycle shutdown transition
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

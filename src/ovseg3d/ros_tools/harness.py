@@ -17,6 +17,7 @@ from tf2_msgs.msg import TFMessage
 
 from ovseg3d.errors import UserError
 from ovseg3d.ros.node import PerceptionNode
+from ovseg3d.ros.spin import spin
 
 TYPES = {"rgb/image": Image, "depth/image": Image, "rgb/camera_info": CameraInfo, "lidar/points": PointCloud2,
          "/tf": TFMessage}
@@ -36,7 +37,7 @@ class NodeHarness:
         for topic, cls in TYPES.items():
             self.ensure_publisher(topic, cls)
         self.received: dict[str, list] = {}
-        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._thread = threading.Thread(target=spin, args=(self.executor,), daemon=True)
         self._thread.start()
 
     def start(self) -> None:
