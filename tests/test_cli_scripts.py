@@ -59,3 +59,19 @@ def test_quick_speed_benchmark_runs():
                           timeout=1800)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "3D speed-up" in proc.stdout and "labels s" in proc.stdout
+
+
+@pytest.mark.parametrize("package", ["ovseg3d", "ovseg3d_train"])
+@pytest.mark.parametrize("user_policy", [None, "ACTIVE"])
+def test_openmp_threads_sleep_when_idle_unless_the_user_says_otherwise(package, user_policy):
+    """Importing either package sets OMP_WAIT_POLICY before torch (and its libgomp) loads; a user's is kept."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if user_policy:
+        env["OMP_WAIT_POLICY"] = user_policy
+    code = (f"import sys, os; import {package}; assert 'torch' not in sys.modules, 'torch loaded first'; "
+            "import torch; print(os.environ.get('OMP_WAIT_POLICY'))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == (user_policy or "PASSIVE")

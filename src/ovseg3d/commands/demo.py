@@ -58,6 +58,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "geometry only)")
     p.add_argument("--query", default="a chair", help='the text query of the demo (default "a chair")')
     p.add_argument("--replay-rate", type=float, default=2.0, help="bag playback speed for the node (default 2)")
+    p.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="one more ovseg3d-train override for the student (repeatable), e.g. optim.epochs=60")
 
 
 def _step(title: str, same_as: str, timings: dict, key: str, work: Callable[[], object]) -> object:
@@ -131,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
                  f"name=demo{tag}", "student.arch=MinkUNetSmall", "student.voxel_size=0.1",
                  f"student.input={args.input}", f"optim.epochs={args.epochs}", "data.max_points=30000",
                  "student.instance_hidden=128", "loss.instance_distill=1.0", "loss.instance_label_ce=0.2",
-                 *NO_AUGMENTATION, f"val_every={max(1, args.epochs // 4)}", "optim.lr=0.004"]
+                 *NO_AUGMENTATION, f"val_every={max(1, args.epochs // 4)}", "optim.lr=0.004", *args.train_set]
     config = Path(ovseg3d_train.__file__).parent / "configs" / "synthetic.yaml"
     _step(f"3/7 distilling a small 3D student on the CPU ({INPUT_WORDS[args.input]}, no augmentation at this budget)",
           f"ovseg3d-train --config {config} {' '.join(overrides)}",
