@@ -1,5 +1,6 @@
 """The console scripts exist, explain themselves, and refuse what they cannot do yet."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -65,8 +66,6 @@ def test_quick_speed_benchmark_runs():
 @pytest.mark.parametrize("user_policy", [None, "ACTIVE"])
 def test_openmp_threads_sleep_when_idle_unless_the_user_says_otherwise(package, user_policy):
     """Importing either package sets OMP_WAIT_POLICY before torch (and its libgomp) loads; a user's is kept."""
-    import os
-
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     if user_policy:
         env["OMP_WAIT_POLICY"] = user_policy

@@ -59,7 +59,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--query", default="a chair", help='the text query of the demo (default "a chair")')
     p.add_argument("--replay-rate", type=float, default=2.0, help="bag playback speed for the node (default 2)")
     p.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE",
-                   help="one more ovseg3d-train override for the student (repeatable), e.g. optim.epochs=60")
+                   help="one more ovseg3d-train override for the student (repeatable), "
+                        "e.g. loss.superpoint_point_targets=true")
 
 
 def _step(title: str, same_as: str, timings: dict, key: str, work: Callable[[], object]) -> object:
@@ -96,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
     from ovseg3d.pipelines.synth import make_scenes
     from ovseg3d.ros_tools.bag import write_scene_bag
     from ovseg3d.ros_tools.replay import ReplayConfig, replay_bag
+    from ovseg3d_train.config import load_config
 
     if args.scenes < 2:
         raise UserError("--scenes must be at least 2 (one is held out)")
@@ -105,6 +107,18 @@ def run(args: argparse.Namespace) -> int:
     tag = "" if args.teacher == "simulated" else f"_{args.teacher}"  # features and student kept apart per teacher
     data, features, runs = out / "data", out / f"features{tag}", out / "runs"
     held_out = f"scene{args.scenes - 1:04d}_00"
+    # the student after its last epoch: the held-out room is validated on for the progress lines only,
+    # so choosing the checkpoint that scored best on it (best.pt) would select on the test room
+    ckpt = runs / f"demo{tag}" / "last.pt"
+    import ovseg3d_train
+
+    overrides = [f"data.scenes={data}", f"data.targets={features}", f"data.val=[{held_out}]", f"out={runs}",
+                 f"name=demo{tag}", "student.arch=MinkUNetSmall", "student.voxel_size=0.1",
+                 f"student.input={args.input}", f"optim.epochs={args.epochs}", "data.max_points=30000",
+                 "student.instance_hidden=128", "loss.instance_distill=1.0", "loss.instance_label_ce=0.2",
+                 *NO_AUGMENTATION, f"val_every={max(1, args.epochs // 4)}", "optim.lr=0.004", *args.train_set]
+    config = Path(ovseg3d_train.__file__).parent / "configs" / "synthetic.yaml"
+    load_config(config, overrides)  # a bad --train-set fails here, not after minutes of synth and extract
     print("ovseg3d demo: the 2D teacher is SIMULATED and the CLIP text encoder has RANDOM weights, because no "
           "pretrained vision-language weights can be had offline here; " + SYNTH_NOTE + ". The numbers test the "
           "pipeline, not real-world recognition.\n" + REAL_DATA, flush=True)
@@ -124,17 +138,6 @@ def run(args: argparse.Namespace) -> int:
           "instance teacher", f"ovseg3d extract {data} --teacher {args.teacher} --out {features} --instance-teacher",
           timings, "extract",
           lambda: extract_scenes(data, features, ExtractOptions(teachers=[args.teacher], instance_teacher=True)))
-    # the student after its last epoch: the held-out room is validated on for the progress lines only,
-    # so choosing the checkpoint that scored best on it (best.pt) would select on the test room
-    ckpt = runs / f"demo{tag}" / "last.pt"
-    import ovseg3d_train
-
-    overrides = [f"data.scenes={data}", f"data.targets={features}", f"data.val=[{held_out}]", f"out={runs}",
-                 f"name=demo{tag}", "student.arch=MinkUNetSmall", "student.voxel_size=0.1",
-                 f"student.input={args.input}", f"optim.epochs={args.epochs}", "data.max_points=30000",
-                 "student.instance_hidden=128", "loss.instance_distill=1.0", "loss.instance_label_ce=0.2",
-                 *NO_AUGMENTATION, f"val_every={max(1, args.epochs // 4)}", "optim.lr=0.004", *args.train_set]
-    config = Path(ovseg3d_train.__file__).parent / "configs" / "synthetic.yaml"
     _step(f"3/7 distilling a small 3D student on the CPU ({INPUT_WORDS[args.input]}, no augmentation at this budget)",
           f"ovseg3d-train --config {config} {' '.join(overrides)}",
           timings, "train", lambda: _train(config, overrides))
