@@ -106,6 +106,45 @@ def test_a_registered_colour_image_of_another_resolution_is_sampled_at_the_neare
         reduce_depth(depth, K, pose, 0.05, rgb=np.zeros((0, 0, 3), np.uint8))
 
 
+@pytest.mark.parametrize("rows,stride", [(96, 2), (101, 3), (90, 4), (5, 1), (1, 2)])
+def test_a_frame_reduced_in_two_bands_on_two_threads_is_the_frame_reduced_whole(rows, stride):
+    """``reduce_depth_bands`` (the node's keyframes on two cores): the bands' sums together are
+    those of one pass -- same pixels on the stride's grid, colour sampled from the whole image of
+    another resolution -- and a map that merges the bands holds what it holds after one pass."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ovseg3d.geometry.voxel_reduce import reduce_depth_bands
+
+    rng = np.random.default_rng(4)
+    depth = (1.0 + 0.02 * np.arange(rows)[:, None] + 0.5 * rng.random((rows, 128))).astype(np.float32)
+    depth[::5, ::3] = 0
+    rgb = rng.integers(0, 256, (-(-rows // 2), 64, 3), dtype=np.uint8)  # a JPEG decoded at half size
+    K = np.array([[100.0, 0, 63.5], [0, 100.0, rows / 2], [0, 0, 1]])
+    pose = np.eye(4)
+    pose[:3, 3] = [1.0, -2.0, 0.5]
+    whole = reduce_depth(depth, K, pose, 0.05, stride, 0.3, 4.0, rgb)
+    with ThreadPoolExecutor(1) as helper:
+        bands = reduce_depth_bands(depth, K, pose, 0.05, stride, 0.3, 4.0, rgb, helper)
+    assert len(bands) == 2
+    keys = np.concatenate([b.keys for b in bands])
+    joined, inv = np.unique(keys, return_inverse=True)
+    order = np.argsort(whole.keys)
+    assert np.array_equal(joined, whole.keys[order])
+    for field in ("xyz", "rgb"):
+        total = np.zeros((len(joined), 3))
+        np.add.at(total, inv, np.concatenate([getattr(b, field) for b in bands]))
+        assert np.allclose(total, getattr(whole, field)[order], rtol=1e-12, atol=1e-9), field
+    assert np.array_equal(np.bincount(inv, np.concatenate([b.count for b in bands])).astype(int),
+                          whole.count[order])
+    one, two = VoxelMap(0.05), VoxelMap(0.05)
+    one.insert_sums(whole)
+    for b in bands:
+        two.insert_sums(b)
+    a, b = np.argsort(one.keys), np.argsort(two.keys)
+    assert np.array_equal(one.keys[a], two.keys[b]) and np.array_equal(one.count[a], two.count[b])
+    assert np.allclose(one.points[a], two.points[b], atol=1e-6) and np.abs(one.colors[a] - two.colors[b]).max() <= 1
+
+
 def test_a_voxel_seen_again_without_colour_stays_grey():
     m = VoxelMap(voxel_size=0.1)
     cloud = [[0.01, 0.01, 0.01], [0.55, 0.55, 0.55], [1.05, 0.05, 0.05]]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import numba
@@ -157,16 +158,17 @@ def _reduce_points(points, colors, pose, origin, min_range, max_range, voxel, ta
 
 
 @numba.njit(cache=True, nogil=True)
-def _reduce_depth(depth, rgb, K, pose, stride, min_depth, max_depth, voxel, table, shift):
+def _reduce_depth(depth, rgb, K, pose, stride, min_depth, max_depth, voxel, row0, row1, table, shift):
+    """Depth rows [row0, row1) (row0 a multiple of the stride: the same pixels as the whole frame)."""
     h, w = depth.shape
-    n = ((h + stride - 1) // stride) * ((w + stride - 1) // stride)
+    n = ((row1 - row0 + stride - 1) // stride) * ((w + stride - 1) // stride)
     keys, slots, count = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
     sums = np.empty((n, 6))
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
     with_color = rgb.shape[0] > 0
     ch, cw = rgb.shape[0], rgb.shape[1]  # a registered colour image of any size: pixel scaled by integers
     m, status, last, row = 0, _OK, np.int64(-1), 0
-    for v in range(0, h, stride):
+    for v in range(row0, row1, stride):
         if status != _OK:
             break
         vc = v * ch // h
@@ -245,10 +247,38 @@ def reduce_depth(depth: np.ndarray, K: np.ndarray, cam_to_world: np.ndarray, vox
     The colour image may have another resolution of the same view (a camera's 1280x960 colour
     beside 640x480 depth, or a JPEG decoded at a fraction of its size because only every
     ``stride``-th pixel is read): pixel (v, u) takes colour pixel (v * H // h, u * W // w), nearest."""
+    kernel, rows = _depth_kernel(depth, K, cam_to_world, voxel, stride, min_depth, max_depth, rgb)
+    return kernel("depth", 0, rows)
+
+
+def reduce_depth_bands(depth: np.ndarray, K: np.ndarray, cam_to_world: np.ndarray, voxel: float, stride: int,
+                       min_depth: float, max_depth: float, rgb: np.ndarray | None, helper: Executor
+                       ) -> list[VoxelSums]:
+    """``reduce_depth`` in two bands of rows at once, the lower one on ``helper`` (another thread:
+    the kernel holds no GIL), so a keyframe takes the time of half of it where a second core is
+    free. Each band's sums are a frame's own (a voxel the bands share is in both): the map merges
+    them one after the other as it merges frames. Same pixels, same voxels, as one pass."""
+    kernel, rows = _depth_kernel(depth, K, cam_to_world, voxel, stride, min_depth, max_depth, rgb)
+    middle = (rows // 2) // stride * stride  # on the stride's grid
+    lower = helper.submit(kernel, "depth_band", middle, rows)
+    try:
+        upper = kernel("depth_band", 0, middle)
+    finally:
+        below = lower.result()  # never leave the helper writing into this frame's arrays
+    return [upper, below]
+
+
+def _depth_kernel(depth: np.ndarray, K: np.ndarray, cam_to_world: np.ndarray, voxel: float, stride: int,
+                  min_depth: float, max_depth: float, rgb: np.ndarray | None
+                  ) -> tuple[Callable[[str, int, int], VoxelSums], int]:
+    """The checked inputs of a depth frame bound to its kernel: call it with a table kind and a
+    band of rows [row0, row1); and the frame's row count."""
     # contiguous and writeable (numba compiles read-only arrays -- Pillow's images, message buffers --
     # as another type: a second compile, seconds long, on the first compressed frame); depth in
     # float32, as backproject_strided reads it
     depth = np.require(depth, np.float32, ["C", "W"])
+    if depth.ndim != 2:
+        raise UserError(f"depth must be a 2D image, got shape {depth.shape}")
     if rgb is not None and np.asarray(rgb).dtype != np.uint8:
         raise UserError(f"the colour image must be 8-bit (uint8), got {np.asarray(rgb).dtype}")
     image = np.zeros((0, 0, 3), np.uint8) if rgb is None else np.require(rgb, np.uint8, ["C", "W"])
@@ -258,7 +288,12 @@ def reduce_depth(depth: np.ndarray, K: np.ndarray, cam_to_world: np.ndarray, vox
         check_registered(image.shape[:2], depth.shape)
     if stride < 1:
         raise UserError(f"the depth stride must be at least 1, got {stride}")
-    rows, cols = -(-depth.shape[0] // stride), -(-depth.shape[1] // stride)
-    kernel = functools.partial(_reduce_depth, depth, image, _small(np.asarray(K, np.float64)[:3, :3]),
-                               _small(cam_to_world), int(stride), float(min_depth), float(max_depth), float(voxel))
-    return _reduced(kernel, rows * cols, "depth", rgb is not None, float(voxel))
+    cols = -(-depth.shape[1] // stride)
+    bound = functools.partial(_reduce_depth, depth, image, _small(np.asarray(K, np.float64)[:3, :3]),
+                              _small(cam_to_world), int(stride), float(min_depth), float(max_depth), float(voxel))
+
+    def kernel(kind: str, row0: int, row1: int) -> VoxelSums:
+        points = -(-(row1 - row0) // stride) * cols
+        return _reduced(functools.partial(bound, row0, row1), points, kind, rgb is not None, float(voxel))
+
+    return kernel, depth.shape[0]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from ovseg3d.geometry.neighbors import Neighbourhood
 from ovseg3d.geometry.rows import unique_rows
 from ovseg3d.geometry.superpoints import point_superpoints
 from ovseg3d.geometry.voxel_map import VoxelMap, compile_ingest
-from ovseg3d.geometry.voxel_reduce import VoxelSums, pack_keys, reduce_depth, reduce_points
+from ovseg3d.geometry.voxel_reduce import VoxelSums, pack_keys, reduce_depth, reduce_depth_bands, reduce_points
 from ovseg3d.geometry.voxels import segment_mean, voxelize
 from ovseg3d.labels import STUFF_LABELS, stuff_indices
 from ovseg3d.segment.feature_codes import FeatureCodec, TextProjection, recode
@@ -198,19 +199,24 @@ class LiveSegmenter:
         return self._gate().wants(np.asarray(cam_to_world, np.float64), stamp)
 
     def add_rgbd(self, depth: np.ndarray, K: np.ndarray, cam_to_world: np.ndarray, stamp: float,
-                 rgb: np.ndarray | None = None, color_camera: tuple[np.ndarray, np.ndarray] | None = None) -> int:
+                 rgb: np.ndarray | None = None, color_camera: tuple[np.ndarray, np.ndarray] | None = None,
+                 helper: Executor | None = None) -> int:
         """Back-project a depth image (metres) with its colours; returns new voxels. The colour image
         is registered to the depth (same pixels), or with ``color_camera`` (its K and camera-to-world
-        pose) a camera of its own that the points are projected into."""
+        pose) a camera of its own that the points are projected into. With ``helper`` (a thread
+        pool), half of a registered frame is reduced on it meanwhile (``reduce_depth_bands``)."""
         depth = np.asarray(depth)
         if depth.ndim != 2:
             raise UserError(f"depth must be a 2D image, got shape {depth.shape}")
         voxel, cfg = self.map.voxel_size, self.cfg
-        if color_camera is None:  # one pass, no GIL (``voxel_reduce``): the common case
-            sums = reduce_depth(depth, K, cam_to_world, voxel, cfg.depth_stride, cfg.min_depth, cfg.max_depth, rgb)
+        bounds = (voxel, cfg.depth_stride, cfg.min_depth, cfg.max_depth)
+        if color_camera is None and helper is not None:  # two threads, no GIL (``voxel_reduce``)
+            sums = reduce_depth_bands(depth, K, cam_to_world, *bounds, rgb, helper)
+        elif color_camera is None:  # one pass, no GIL
+            sums = [reduce_depth(depth, K, cam_to_world, *bounds, rgb)]
         else:  # colour from another camera: projected into it
-            pts, _ = backproject_strided(depth, K, cam_to_world, cfg.depth_stride, cfg.min_depth, cfg.max_depth)
-            sums = reduce_points(pts, colors_from_camera(pts, rgb, *color_camera), voxel)
+            pts, _ = backproject_strided(depth, K, cam_to_world, *bounds[1:])
+            sums = [reduce_points(pts, colors_from_camera(pts, rgb, *color_camera), voxel)]
         new = self._insert(sums, stamp, cam_to_world[:3, 3])
         self.keyframes.taken(np.asarray(cam_to_world, np.float64), stamp)
         return new
@@ -221,7 +227,7 @@ class LiveSegmenter:
         origin = np.asarray(sensor_origin, np.float64).reshape(-1)[:3]
         sums = reduce_points(points_world, colors, self.map.voxel_size, origin=origin,
                              min_range=self.cfg.lidar_min_range, max_range=self.cfg.lidar_max_range)
-        return self._insert(sums, stamp, origin)
+        return self._insert([sums], stamp, origin)
 
     def add_scan(self, points_sensor: np.ndarray, sensor_to_world: np.ndarray, stamp: float) -> int:
         """Insert a LiDAR sweep in its sensor's frame: transformed, range-gated and reduced to
@@ -229,13 +235,14 @@ class LiveSegmenter:
         pose = np.asarray(sensor_to_world, np.float64)
         sums = reduce_points(points_sensor, None, self.map.voxel_size, pose=pose,
                              min_range=self.cfg.lidar_min_range, max_range=self.cfg.lidar_max_range)
-        return self._insert(sums, stamp, pose[:3, 3])
+        return self._insert([sums], stamp, pose[:3, 3])
 
-    def _insert(self, sums: VoxelSums, stamp: float, robot: np.ndarray) -> int:
-        """Merge a frame reduced outside the lock (the student's update and queries wait less)."""
+    def _insert(self, parts: list[VoxelSums], stamp: float, robot: np.ndarray) -> int:
+        """Merge a frame reduced outside the lock (the student's update and queries wait less), in
+        one or more parts under one hold of the lock (an update never sees half a frame)."""
         with self.lock:
             self.newest_stamp = max(self.newest_stamp, stamp)
-            return self.map.insert_sums(sums, stamp=stamp, robot=np.asarray(robot, float))
+            return sum(self.map.insert_sums(sums, stamp=stamp, robot=np.asarray(robot, float)) for sums in parts)
 
     # ------------------------------------------------------------------ inference
     def _context_region(self, changed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
