@@ -355,7 +355,7 @@ def main() -> None:
               f"a 5 cm map, instance cells of {REPLAY_INSTANCE_CELL * 100:g} cm): received {rep.get('received')} of "
               f"{rep.get('sent')} (never reached a callback: {rep.get('missed')}), queue "
               f"losses {rep.get('queue_drops')}, keyframe skips {rep.get('skipped')}, median latency "
-              f"{rep.get('latency_s_median')} s, RGB-D ingest {rep.get('rgbd_ingest_ms')} ms (its own CPU "
+              f"{rep.get('latency_s_median')} s, RGB-D ingest {rep.get('rgbd_ingest_ms')} ms (CPU, worker and helper: "
               f"{rep.get('rgbd_ingest_cpu_ms')} ms), LiDAR {rep.get('lidar_ingest_ms')} ms (CPU "
               f"{rep.get('lidar_ingest_cpu_ms')} ms), student update {rep.get('update_ms')} ms, regrouping "
               f"{rep.get('regroup_ms')} ms, memory second half / first {rep.get('rss_second_over_first')}")
