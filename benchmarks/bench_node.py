@@ -53,7 +53,8 @@ SCANNET20 = ["wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door"
              "otherfurniture"]
 
 
-INGEST_FIGURES = {"rgbd_ingest": "rgbd ingest ms (mean of last 100)", "lidar_ingest": "lidar ingest ms (mean of last 100)",
+INGEST_FIGURES = {"rgbd_ingest": "rgbd ingest ms (mean of last 100)",
+                  "lidar_ingest": "lidar ingest ms (mean of last 100)",
                   "rgbd_ingest_cpu": "rgbd ingest cpu ms (mean of last 100)",
                   "lidar_ingest_cpu": "lidar ingest cpu ms (mean of last 100)"}
 
