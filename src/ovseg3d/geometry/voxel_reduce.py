@@ -255,7 +255,7 @@ def reduce_depth_bands(depth: np.ndarray, K: np.ndarray, cam_to_world: np.ndarra
                        min_depth: float, max_depth: float, rgb: np.ndarray | None, helper: Executor
                        ) -> list[VoxelSums]:
     """``reduce_depth`` in two bands of rows at once, the lower one on ``helper`` (another thread:
-    the kernel holds no GIL), so a keyframe takes the time of half of it where a second core is
+    the kernel holds no GIL), so the reduction takes about half its time where a second core is
     free. Each band's sums are a frame's own (a voxel the bands share is in both): the map merges
     them one after the other as it merges frames. Same pixels, same voxels, as one pass."""
     kernel, rows = _depth_kernel(depth, K, cam_to_world, voxel, stride, min_depth, max_depth, rgb)
