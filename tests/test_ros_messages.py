@@ -16,7 +16,16 @@ from ovseg3d.ros.images import array_to_image, camera_info, camera_matrix, color
 from ovseg3d.ros.outputs import instance_markers, pack_rgb, semantic_cloud
 from ovseg3d.ros.pointcloud2 import pointcloud2_to_array
 from ovseg3d.ros.sync import ApproximateSync, DropOldestQueue
-from ovseg3d.ros.transforms import TransformBuffer, matrix_to_transform, stamp_seconds, to_stamp, transform_to_matrix
+from ovseg3d.ros.transforms import (
+    TransformBuffer,
+    matrix_to_quat,
+    matrix_to_transform,
+    quat_to_matrix,
+    rigid_inverse,
+    stamp_seconds,
+    to_stamp,
+    transform_to_matrix,
+)
 from ovseg3d.segment.instances import Instance
 
 
@@ -106,6 +115,36 @@ def test_transform_message_round_trip():
     T[:3, 3] = [0.1, -2.0, 3.5]
     assert np.allclose(transform_to_matrix(matrix_to_transform(T)), T)
     assert stamp_seconds(to_stamp(1234.5678)) == pytest.approx(1234.5678)
+
+
+def test_quaternion_helpers_match_scipy_at_every_angle():
+    """The buffer's plain-arithmetic rotations (scipy's per-call cost was most of a lookup) against
+    scipy, including half turns about each axis, where the quaternion's w is 0 and another
+    component must be the pivot."""
+    rotations = list(Rotation.random(500, random_state=0))
+    rotations += [Rotation.from_rotvec(axis * angle) for axis in np.eye(3) for angle in (np.pi, np.pi - 1e-7, 1e-9)]
+    for r in rotations:
+        q = r.as_quat()
+        assert np.allclose(quat_to_matrix(*q), r.as_matrix(), atol=1e-12)
+        back = np.array(matrix_to_quat(r.as_matrix()))
+        assert np.allclose(back, q, atol=1e-9) or np.allclose(back, -q, atol=1e-9)
+        T = np.eye(4)
+        T[:3, :3], T[:3, 3] = r.as_matrix(), [0.3, -1.0, 2.0]
+        assert np.allclose(rigid_inverse(T), np.linalg.inv(T), atol=1e-12)
+    assert np.allclose(quat_to_matrix(0, 0, 0, 1.004), np.eye(3))  # normalised first
+
+
+def test_interpolation_takes_the_shorter_way_round():
+    """Two samples 20 degrees apart whose quaternions, as read from their matrices, lie on opposite
+    sides (q and -q are the same rotation; -80 and -100 degrees about z pivot on w and on z):
+    halfway is -90 degrees, not +90 the long way round."""
+    buf = TransformBuffer(cache_seconds=10.0)
+    for t, yaw in ((1.0, -80.0), (2.0, -100.0)):
+        T = np.eye(4)
+        T[:3, :3] = Rotation.from_euler("z", yaw, degrees=True).as_matrix()
+        buf.set("map", "base", t, T)
+    yaw = Rotation.from_matrix(buf.lookup("map", "base", 1.5)[:3, :3]).as_euler("xyz", degrees=True)[2]
+    assert np.isclose(yaw, -90.0)
 
 
 def test_approximate_sync_matches_within_slop_and_counts_the_rest():

@@ -26,7 +26,6 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
 from ovseg3d.errors import Rejected
 
@@ -61,9 +60,49 @@ def transform_to_matrix(transform) -> np.ndarray:
     if not abs(norm2 - 1.0) <= QUATERNION_TOLERANCE:
         raise Rejected("tf_invalid", f"rotation quaternion is not unit length (|q|^2 = {norm2:.4g})")
     T = np.eye(4)
-    T[:3, :3] = Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix()  # normalises the small remainder
+    T[:3, :3] = quat_to_matrix(q.x, q.y, q.z, q.w)  # normalises the small remainder
     T[:3, 3] = [t.x, t.y, t.z]
     return T
+
+
+# one pose at a time, in plain arithmetic: scipy's Rotation costs ~20 us a call in set-up alone, and a
+# lookup of an interpolated edge made five of those calls (0.32 ms a lookup, on every sensor message)
+def quat_to_matrix(x: float, y: float, z: float, w: float) -> np.ndarray:
+    """3x3 rotation of the quaternion (x, y, z, w), normalised first."""
+    n = math.sqrt(x * x + y * y + z * z + w * w)
+    x, y, z, w = x / n, y / n, z / n, w / n
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+
+
+def matrix_to_quat(R: np.ndarray) -> tuple[float, float, float, float]:
+    """Unit quaternion (x, y, z, w) of a 3x3 rotation, from its largest component (stable near
+    every angle: Shepperd's method)."""
+    (m00, m01, m02), (m10, m11, m12), (m20, m21, m22) = R.tolist()
+    trace = m00 + m11 + m22
+    if trace >= max(m00, m11, m22):
+        r = math.sqrt(1.0 + trace) * 2
+        q = ((m21 - m12) / r, (m02 - m20) / r, (m10 - m01) / r, r / 4)
+    elif m00 >= m11 and m00 >= m22:
+        r = math.sqrt(1.0 + m00 - m11 - m22) * 2
+        q = (r / 4, (m01 + m10) / r, (m02 + m20) / r, (m21 - m12) / r)
+    elif m11 >= m22:
+        r = math.sqrt(1.0 + m11 - m00 - m22) * 2
+        q = ((m01 + m10) / r, r / 4, (m12 + m21) / r, (m02 - m20) / r)
+    else:
+        r = math.sqrt(1.0 + m22 - m00 - m11) * 2
+        q = ((m02 + m20) / r, (m12 + m21) / r, r / 4, (m10 - m01) / r)
+    n = math.sqrt(sum(v * v for v in q))
+    return (q[0] / n, q[1] / n, q[2] / n, q[3] / n)
+
+
+def rigid_inverse(T: np.ndarray) -> np.ndarray:
+    """Inverse of a 4x4 rotation-and-translation (transpose, not a general inverse)."""
+    inv = np.eye(4)
+    inv[:3, :3] = T[:3, :3].T
+    inv[:3, 3] = -(T[:3, :3].T @ T[:3, 3])
+    return inv
 
 
 def matrix_to_transform(T: np.ndarray):
@@ -72,7 +111,7 @@ def matrix_to_transform(T: np.ndarray):
 
     tf = Transform()
     tf.translation.x, tf.translation.y, tf.translation.z = (float(v) for v in T[:3, 3])
-    q = Rotation.from_matrix(T[:3, :3]).as_quat()
+    q = matrix_to_quat(np.asarray(T, float)[:3, :3])
     tf.rotation.x, tf.rotation.y, tf.rotation.z, tf.rotation.w = (float(v) for v in q)
     return tf
 
@@ -255,11 +294,10 @@ class TransformBuffer:
         t0, t1 = times[i - 1], times[i]
         a = 0.0 if t1 == t0 else (stamp - t0) / (t1 - t0)
         A, B = values[i - 1], values[i]
-        qa, qb = Rotation.from_matrix(A[:3, :3]).as_quat(), Rotation.from_matrix(B[:3, :3]).as_quat()
-        if qa @ qb < 0:
-            qb = -qb
+        qa, qb = matrix_to_quat(A[:3, :3]), matrix_to_quat(B[:3, :3])
+        sign = 1.0 if sum(u * v for u, v in zip(qa, qb)) >= 0 else -1.0  # the shorter way round
         T = np.eye(4)
-        T[:3, :3] = Rotation.from_quat((1 - a) * qa + a * qb).as_matrix()
+        T[:3, :3] = quat_to_matrix(*((1 - a) * u + a * sign * v for u, v in zip(qa, qb)))
         T[:3, 3] = (1 - a) * A[:3, 3] + a * B[:3, 3]
         return T
 
@@ -277,16 +315,17 @@ class TransformBuffer:
             common = next((f for f in up_s if f in up_t), None)
             if common is None:
                 raise LookupError(f"frames {target!r} and {source!r} are not connected in TF")
+            below_s, below_t = up_s[: up_s.index(common)], up_t[: up_t.index(common)]
             root_from_source, root_from_target = np.eye(4), np.eye(4)
-            path = up_s[: up_s.index(common)] + up_t[: up_t.index(common)]
-            for f in up_s[: up_s.index(common)]:
+            for f in below_s:
                 root_from_source = self._edge(f, stamp) @ root_from_source
-            for f in up_t[: up_t.index(common)]:
+            for f in below_t:
                 root_from_target = self._edge(f, stamp) @ root_from_target
-            for f in path:  # in use: kept when the frame table is full
+            for f in below_s + below_t:  # in use: kept when the frame table is full
                 if f in self._times:
                     self._touch(f, used=True)
-        return np.linalg.inv(root_from_target) @ root_from_source
+        # the target is the common ancestor itself (map <- sensor: the usual case) when below_t is empty
+        return rigid_inverse(root_from_target) @ root_from_source if below_t else root_from_source
 
 
 class TfLookup:
