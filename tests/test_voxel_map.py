@@ -352,3 +352,31 @@ def test_unique_values_and_rows_agree_with_numpy():
     assert np.array_equal(unique_rows(rows), np.unique(rows, axis=0))
     got, inverse = unique_rows(rows, return_inverse=True)
     assert np.array_equal(got[inverse], rows)
+
+
+def test_row_copies_and_key_rows_agree_with_numpy():
+    """``take_rows`` / ``put_rows`` (whole rows as one item: what the live map copies under its lock)
+    and ``key_rows`` (hashed membership) give numpy's fancy indexing and ``np.isin`` answers."""
+    from ovseg3d.geometry.rows import put_rows, take_rows
+    from ovseg3d.geometry.voxel_map import key_rows
+
+    rng = np.random.default_rng(1)
+    for dtype in (np.float32, np.int8, np.float64):
+        a = (rng.random((500, 3)) * 100).astype(dtype)
+        mask, index = rng.random(500) < 0.4, rng.integers(-500, 500, 200)
+        assert np.array_equal(take_rows(a, mask), a[mask]) and np.array_equal(take_rows(a, index), a[index])
+        assert np.array_equal(take_rows(a[:100], np.s_[10:20]), a[10:20])
+        got, want = a.copy(), a.copy()
+        values = (rng.random((mask.sum(), 3)) * 9).astype(dtype)
+        put_rows(got, mask, values)
+        want[mask] = values
+        put_rows(got, index[:5], 7)
+        want[index[:5]] = 7
+        assert np.array_equal(got, want)
+    assert take_rows(np.zeros((9, 0), np.int8), np.arange(3)).shape == (3, 0)  # a map without instance codes
+    with pytest.raises(IndexError):
+        take_rows(np.zeros((9, 3)), np.ones(8, bool))
+    table = np.unique(rng.integers(-2**40, 2**40, 300))
+    keys = np.concatenate([table[::2], rng.integers(-2**40, 2**40, 1000)])
+    rows = key_rows(table, keys)
+    assert np.array_equal(rows >= 0, np.isin(keys, table)) and np.array_equal(table[rows[rows >= 0]], keys[rows >= 0])

@@ -51,3 +51,40 @@ def unique_rows(rows: np.ndarray, return_index: bool = False, return_inverse: bo
         k = 1 if return_index else 0
         extra[k] = extra[k].reshape(-1)
     return (unpacked, *extra)
+
+
+def _row_items(a: np.ndarray) -> np.ndarray:
+    """A C-contiguous 2-D array seen as one opaque item per row (a view, no copy)."""
+    return a.view(np.dtype((np.void, a.dtype.itemsize * a.shape[1]))).reshape(len(a))
+
+
+def _rowwise(a: np.ndarray) -> bool:
+    return a.ndim == 2 and a.shape[1] > 0 and a.flags.c_contiguous
+
+
+def _positions(index: np.ndarray, n: int) -> np.ndarray:
+    index = np.asarray(index)
+    if index.dtype == bool:
+        if index.shape != (n,):
+            raise IndexError(f"boolean index of shape {index.shape} does not fit {n} rows")
+        return np.flatnonzero(index)
+    return index
+
+
+def take_rows(a: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``a[index]`` (an integer or boolean index over rows) in one copy that moves each row as one
+    item. numpy 2.4's fancy indexing of a 2-D array moves a row's elements one by one: 190k rows of
+    3 float32 took 4-5 ms, against 0.5 ms this way, and the live map takes such rows under its lock."""
+    if not _rowwise(a) or isinstance(index, slice):
+        return a[index]
+    return np.take(_row_items(a), _positions(index, len(a))).view(a.dtype).reshape(-1, a.shape[1])
+
+
+def put_rows(a: np.ndarray, index: np.ndarray, values: np.ndarray) -> None:
+    """``a[index] = values`` row by row, likewise (``values``: one row per index, or one row for all)."""
+    if not _rowwise(a) or isinstance(index, slice):
+        a[index] = values
+        return
+    positions = _positions(index, len(a))
+    values = np.broadcast_to(np.asarray(values, a.dtype), (len(positions), a.shape[1]))
+    np.put(_row_items(a), positions, _row_items(np.ascontiguousarray(values)))

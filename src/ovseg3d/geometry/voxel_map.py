@@ -20,6 +20,7 @@ import numba
 import numpy as np
 
 from ovseg3d.errors import UserError
+from ovseg3d.geometry.rows import put_rows, take_rows
 from ovseg3d.geometry.voxel_reduce import VoxelSums, home_slot, reduce_depth, reduce_points
 
 GROWTH = 1.25  # storage grows by a quarter when full: at most 25 % of it unused
@@ -80,12 +81,21 @@ class VoxelMap:
         return self.xyz.copy()
 
     def points_at(self, index: np.ndarray) -> np.ndarray:
-        """Positions of the voxels at ``index`` only (a query's answer, not the whole map)."""
-        return self._store["xyz"][index]  # fancy indexing: a copy
+        """Positions of the voxels at ``index`` (integer or boolean) only: a copy of those rows, not
+        of the whole map (``take_rows``: these are taken under the live map's lock)."""
+        return take_rows(self.xyz, index)
 
     @property
     def colors(self) -> np.ndarray:
-        return np.clip(np.rint(self.rgb), 0, 255).astype(np.uint8)
+        return _colors(self.rgb)
+
+    def colors_at(self, index: np.ndarray) -> np.ndarray:
+        """uint8 colours of the voxels at ``index`` only (as ``points_at``)."""
+        return _colors(take_rows(self.rgb, index))
+
+    def rows_at(self, name: str, index: np.ndarray) -> np.ndarray:
+        """A copy of field ``name``'s rows at ``index`` (e.g. the codes of the labelled voxels)."""
+        return take_rows(getattr(self, name), index)
 
     def _take(self, keep: np.ndarray) -> None:
         """Keep the voxels where ``keep`` is set (``_drop`` the others)."""
@@ -236,9 +246,9 @@ class VoxelMap:
                         scores: np.ndarray, instance_codes: np.ndarray | None = None) -> None:
         st = self._store
         if codes is not None and self.code_dim:
-            st["codes"][index] = codes
+            put_rows(st["codes"], index, codes)
         if instance_codes is not None and self.instance_code_dim:
-            st["instance_codes"][index] = instance_codes
+            put_rows(st["instance_codes"], index, instance_codes)
         st["labels"][index] = labels
         st["scores"][index] = scores
 
@@ -252,6 +262,19 @@ class VoxelMap:
         return {"map": float(sum(per.values()) + index), "index": float(index),
                 "features": float(per["codes"] + per["instance_codes"]), "allocated": allocated,
                 "held": float(sum(per.values()) * allocated + index)}
+
+
+def _colors(rgb: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+
+
+def key_rows(table: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Row of each of ``keys`` in ``table`` (distinct int64 keys), -1 where it is absent: hashed, one
+    pass over ``keys`` (``np.isin`` sorts both: 5.6 against 0.5 ms for 190k keys in 900)."""
+    table = np.ascontiguousarray(table, np.int64)
+    index = _KeyIndex()
+    index.rebuild(table, len(table))
+    return _find_all(index.slots, index.shift, table, np.ascontiguousarray(keys, np.int64).reshape(-1))
 
 
 _EMPTY, _GONE = -1, -2  # index slots: never used / a dropped voxel's (probe chains run on past it)

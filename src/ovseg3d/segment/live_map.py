@@ -33,9 +33,9 @@ import torch
 from ovseg3d.errors import UserError
 from ovseg3d.geometry.camera import backproject_strided, colors_from_camera
 from ovseg3d.geometry.neighbors import Neighbourhood
-from ovseg3d.geometry.rows import unique_rows
+from ovseg3d.geometry.rows import take_rows, unique_rows
 from ovseg3d.geometry.superpoints import point_superpoints
-from ovseg3d.geometry.voxel_map import VoxelMap, compile_ingest
+from ovseg3d.geometry.voxel_map import VoxelMap, compile_ingest, key_rows
 from ovseg3d.geometry.voxel_reduce import VoxelSums, pack_keys, reduce_depth, reduce_depth_bands, reduce_points
 from ovseg3d.geometry.voxels import segment_mean, voxelize
 from ovseg3d.labels import STUFF_LABELS, stuff_indices
@@ -261,9 +261,11 @@ class LiveSegmenter:
         dirty = unique_rows(blocks[changed])
         offsets = np.stack(np.meshgrid(*[np.arange(-2, 3)] * 3, indexing="ij"), -1).reshape(-1, 3)
         near = unique_rows((dirty[:, None, :] + offsets[None]).reshape(-1, 3))
-        keys = pack_keys(blocks)
-        region = np.flatnonzero(np.isin(keys, pack_keys(near)))
-        return region, np.isin(keys[region], pack_keys(dirty)) | (self.map.labels[region] < 0)
+        near_keys = pack_keys(near)
+        row = key_rows(near_keys, pack_keys(blocks))  # each voxel's block among the near ones, or -1
+        region = np.flatnonzero(row >= 0)
+        dirty_block = np.isin(near_keys, pack_keys(dirty))  # a few hundred blocks: cheap
+        return region, dirty_block[row[region]] | (self.map.labels[region] < 0)
 
     def clean_stamp(self) -> float | None:
         """The newest sensor stamp in the map when nothing awaits the student (its labels then hold
@@ -306,8 +308,8 @@ class LiveSegmenter:
             region, write = ((np.arange(len(self.map)), np.ones(len(self.map), bool)) if force
                              else self._context_region(changed))
             keys = self.map.keys[region[write]]
-            points = self.map.points[region]
-            colors = self.map.colors[region] if self.student.cfg.reads_color else None
+            points = self.map.points_at(region)
+            colors = self.map.colors_at(region) if self.student.cfg.reads_color else None
             stamp = float(self.newest_stamp)
             vocab, codecs = self.vocab, (self.codec, self.instance_codec)
         pred = self.student.predict_voxels(points, colors)
@@ -317,6 +319,9 @@ class LiveSegmenter:
         labels, scores = vocab.classify(feats)
         fitted = (self._fit_codec(codecs[0], feats, self.map.code_dim),
                   None if inst is None else self._fit_codec(codecs[1], inst, self.map.instance_code_dim))
+        # encoded before taking the lock, in the axes fitted here (the usual case: they hold on)
+        codes = (_encoded(fitted[0][0], fitted[0], feats),
+                 None if inst is None else _encoded(fitted[1][0], fitted[1], inst))
         with self.lock:
             if self.vocab is not vocab:  # replaced while the student ran: these labels index the old names
                 labels, scores = self.vocab.classify(feats)
@@ -324,13 +329,14 @@ class LiveSegmenter:
                 fitted = (self._fit_codec(self.codec, feats, self.map.code_dim),
                           None if inst is None else self._fit_codec(self.instance_codec, inst,
                                                                     self.map.instance_code_dim))
+                codes = (_encoded(fitted[0][0], fitted[0], feats),
+                         None if inst is None else _encoded(fitted[1][0], fitted[1], inst))
             self._adopt_codecs(fitted[0][0], None if inst is None else fitted[1][0])
             idx = self.map.index_of(keys)
             ok = idx >= 0  # voxels evicted meanwhile are skipped
             row = row[ok]
-            self.map.set_predictions(idx[ok], _encoded(self.codec, fitted[0], feats)[row], labels.numpy()[row],
-                                     scores.numpy()[row],
-                                     None if inst is None else _encoded(self.instance_codec, fitted[1], inst)[row])
+            self.map.set_predictions(idx[ok], take_rows(codes[0], row), labels.numpy()[row], scores.numpy()[row],
+                                     None if inst is None else take_rows(codes[1], row))
         if group:
             self._group_instances()
         with self.lock:
@@ -400,10 +406,11 @@ class LiveSegmenter:
                 if self.codec is None:
                     return
                 done = np.flatnonzero(m.labels >= 0)
-                snap = _Labelled(keys=m.keys[done].copy(), points=m.points[done], colors=m.colors[done],
-                                 labels=m.labels[done].copy(), scores=m.scores[done].copy(),
-                                 previous=m.instances[done].copy(), codes=m.codes[done],
-                                 instance_codes=m.instance_codes[done] if m.instance_code_dim else None,
+                # fancy indexing copies: no .copy() on top
+                snap = _Labelled(keys=m.keys[done], points=m.points_at(done), colors=m.colors_at(done),
+                                 labels=m.labels[done], scores=m.scores[done], previous=m.instances[done],
+                                 codes=m.rows_at("codes", done),
+                                 instance_codes=m.rows_at("instance_codes", done) if m.instance_code_dim else None,
                                  codec=self.codec, instance_codec=self.instance_codec)
                 vocab, cfg = self.vocab, self.cfg
             stuff = stuff_indices(vocab.names, cfg.stuff_labels)
@@ -444,8 +451,8 @@ class LiveSegmenter:
         with self.lock:
             m = self.map
             keep = m.labels >= 0
-            return ({"points": m.points[keep], "colors": m.colors[keep], "labels": m.labels[keep].copy(),
-                     "scores": m.scores[keep].copy(), "instances": m.instances[keep].copy()}, self.labelling)
+            return ({"points": m.points_at(keep), "colors": m.colors_at(keep), "labels": m.labels[keep],
+                     "scores": m.scores[keep], "instances": m.instances[keep]}, self.labelling)
 
     def query(self, text_embedding: torch.Tensor, threshold: float = 0.0, max_points: int = 0,
               max_instances: int = 0) -> QueryResult:
