@@ -24,6 +24,7 @@ import itertools
 import json
 import os
 import queue
+import shutil
 import tempfile
 import threading
 import time
@@ -249,6 +250,10 @@ def main() -> None:
         "tf_frames_final": node.counter("tf frames"),
     }
     node.close()
+    if restarts or not report["node_alive_at_end"]:
+        print(f"the node's log is kept in {tmp / 'node.log'}", flush=True)
+    else:  # the rendered room, the student and the logs: 140 MB a run
+        shutil.rmtree(tmp, ignore_errors=True)
     print("\nnode process memory over the stream:")
     print("| wall s | RSS MiB | map voxels | TF frames |\n| --- | --- | --- | --- |")
     step = max(1, len(samples) // 40)
