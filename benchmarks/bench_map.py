@@ -26,6 +26,7 @@ import argparse
 import functools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -204,7 +205,9 @@ def replay(minutes: float, quick: bool) -> dict:
     print(f"$ {' '.join(cmd[1:])}", flush=True)
     if subprocess.run(cmd, env={**os.environ}).returncode != 0 or not out.exists():
         return {}
-    return json.loads(out.read_text())
+    report = json.loads(out.read_text())
+    shutil.rmtree(out.parent, ignore_errors=True)
+    return report
 
 
 def main() -> None:
@@ -362,6 +365,7 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1))
         print(f"figures written to {args.json}")
+    shutil.rmtree(tmp, ignore_errors=True)  # the rooms, the saved 1M-voxel map and the node's log: 140 MB
 
 
 if __name__ == "__main__":
