@@ -376,6 +376,11 @@ def test_row_copies_and_key_rows_agree_with_numpy():
     assert take_rows(np.zeros((9, 0), np.int8), np.arange(3)).shape == (3, 0)  # a map without instance codes
     with pytest.raises(IndexError):
         take_rows(np.zeros((9, 3)), np.ones(8, bool))
+    a = np.arange(27.0).reshape(9, 3)
+    with pytest.raises(IndexError):  # checked before any row is written (np.put writes up to the bad one)
+        put_rows(a, np.array([0, 1, 9]), np.zeros((3, 3)))
+    assert np.array_equal(a, np.arange(27.0).reshape(9, 3))
+    assert np.array_equal(take_rows(a, [2, 0]), a[[2, 0]]) and take_rows(a, 4).shape == (3,)  # numpy's own
     table = np.unique(rng.integers(-2**40, 2**40, 300))
     keys = np.concatenate([table[::2], rng.integers(-2**40, 2**40, 1000)])
     rows = key_rows(table, keys)

@@ -176,7 +176,8 @@ class TransformBuffer:
         return len(self._parent)
 
     def set(self, parent: str, child: str, stamp: float, T: np.ndarray, static: bool = False) -> bool:
-        """Store ``parent <- child`` at ``stamp``; False if it was already there (a repeated stamp),
+        """Store ``parent <- child`` at ``stamp`` (``T``: a rigid 4x4, as ``transform_to_matrix`` makes:
+        lookups invert it by transposing); False if it was already there (a repeated stamp),
         ``Rejected`` if it would corrupt the tree or overfill the table."""
         check_frame_id(parent, "parent frame id")
         check_frame_id(child, "child frame id")

@@ -317,8 +317,8 @@ class LiveSegmenter:
         used, row = np.unique(pred.index[write], return_inverse=True)
         feats, inst = pred.semantic[used], None if pred.instance is None else pred.instance[used]
         labels, scores = vocab.classify(feats)
-        fitted = (self._fit_codec(codecs[0], feats, self.map.code_dim),
-                  None if inst is None else self._fit_codec(codecs[1], inst, self.map.instance_code_dim))
+        fitted = (self._fit_codec(codecs[0], feats, "codes"),
+                  None if inst is None else self._fit_codec(codecs[1], inst, "instance_codes"))
         # encoded before taking the lock, in the axes fitted here (the usual case: they hold on)
         codes = (_encoded(fitted[0][0], fitted[0], feats),
                  None if inst is None else _encoded(fitted[1][0], fitted[1], inst))
@@ -326,9 +326,8 @@ class LiveSegmenter:
             if self.vocab is not vocab:  # replaced while the student ran: these labels index the old names
                 labels, scores = self.vocab.classify(feats)
             if self.codec is not codecs[0] or self.instance_codec is not codecs[1]:  # a map loaded meanwhile
-                fitted = (self._fit_codec(self.codec, feats, self.map.code_dim),
-                          None if inst is None else self._fit_codec(self.instance_codec, inst,
-                                                                    self.map.instance_code_dim))
+                fitted = (self._fit_codec(self.codec, feats, "codes"),
+                          None if inst is None else self._fit_codec(self.instance_codec, inst, "instance_codes"))
                 codes = (_encoded(fitted[0][0], fitted[0], feats),
                          None if inst is None else _encoded(fitted[1][0], fitted[1], inst))
             self._adopt_codecs(fitted[0][0], None if inst is None else fitted[1][0])
@@ -343,11 +342,13 @@ class LiveSegmenter:
             self.version += 1
         return UpdateStats(points=len(region), changed=len(changed), seconds=time.perf_counter() - t0, stamp=stamp)
 
-    def _fit_codec(self, codec: FeatureCodec | None, features: torch.Tensor, code_dim: int
+    def _fit_codec(self, codec: FeatureCodec | None, features: torch.Tensor, field: str
                    ) -> tuple[FeatureCodec, torch.Tensor | None]:
         """``codec`` while it still holds ``features``; else axes fitted on them (and on what the
-        map already holds, decoded from a sample of its codes). With the features' coordinates in
-        the returned codec's axes when they were made here (None after a refit): ``_encoded``."""
+        map already holds in ``field``, "codes" or "instance_codes", decoded from a sample). With
+        the features' coordinates in the returned codec's axes when they were made here (None
+        after a refit): ``_encoded``."""
+        code_dim = self.map.code_dim if field == "codes" else self.map.instance_code_dim
         sample = features[torch.randperm(len(features), generator=torch.Generator().manual_seed(len(features)))[:5000]]
         # refit when new features lose codes_refit more of their variance, or twice what the fitting
         # features lost (an 8-axis instance code misses a few percent anyway): each refit rounds again
@@ -358,11 +359,13 @@ class LiveSegmenter:
             return codec.widened_to(coordinates), coordinates
         if codec is None:
             return FeatureCodec.fit(features, code_dim), None
-        with self.lock:
-            stored = self.map.codes if codec is self.codec else self.map.instance_codes
+        with self.lock:  # the stored codes are in the map's current axes (a loaded map may have new ones)
+            current = self.codec if field == "codes" else self.instance_codec
             done = np.flatnonzero(self.map.labels >= 0)
-            old = stored[done[:: max(1, len(done) // 20_000)]].copy()
-        return FeatureCodec.fit(torch.cat([codec.decode(old), features.float()]), code_dim), None
+            old = None if current is None else self.map.rows_at(field, done[:: max(1, len(done) // 20_000)])
+        if old is None:
+            return FeatureCodec.fit(features, code_dim), None
+        return FeatureCodec.fit(torch.cat([current.decode(old), features.float()]), code_dim), None
 
     def _adopt_codecs(self, codec: FeatureCodec, instance_codec: FeatureCodec | None) -> None:
         """Make these the map's code axes, re-expressing stored codes when the axes changed (one
