@@ -173,7 +173,10 @@ class TransformBuffer:
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
-        return len(self._parent)
+        # under the lock: ``set`` adds a new frame before ``_bound`` evicts one, so a read between the two
+        # (the /diagnostics timer's) saw one frame over ``max_frames`` during a flood of new names
+        with self._lock:
+            return len(self._parent)
 
     def set(self, parent: str, child: str, stamp: float, T: np.ndarray, static: bool = False) -> bool:
         """Store ``parent <- child`` at ``stamp`` (``T``: a rigid 4x4, as ``transform_to_matrix`` makes:
