@@ -317,20 +317,14 @@ class LiveSegmenter:
         used, row = np.unique(pred.index[write], return_inverse=True)
         feats, inst = pred.semantic[used], None if pred.instance is None else pred.instance[used]
         labels, scores = vocab.classify(feats)
-        fitted = (self._fit_codec(codecs[0], feats, "codes"),
-                  None if inst is None else self._fit_codec(codecs[1], inst, "instance_codes"))
         # encoded before taking the lock, in the axes fitted here (the usual case: they hold on)
-        codes = (_encoded(fitted[0][0], fitted[0], feats),
-                 None if inst is None else _encoded(fitted[1][0], fitted[1], inst))
+        axes, codes = self._fitted_codes(codecs, feats, inst)
         with self.lock:
             if self.vocab is not vocab:  # replaced while the student ran: these labels index the old names
                 labels, scores = self.vocab.classify(feats)
             if self.codec is not codecs[0] or self.instance_codec is not codecs[1]:  # a map loaded meanwhile
-                fitted = (self._fit_codec(self.codec, feats, "codes"),
-                          None if inst is None else self._fit_codec(self.instance_codec, inst, "instance_codes"))
-                codes = (_encoded(fitted[0][0], fitted[0], feats),
-                         None if inst is None else _encoded(fitted[1][0], fitted[1], inst))
-            self._adopt_codecs(fitted[0][0], None if inst is None else fitted[1][0])
+                axes, codes = self._fitted_codes((self.codec, self.instance_codec), feats, inst)
+            self._adopt_codecs(*axes)
             idx = self.map.index_of(keys)
             ok = idx >= 0  # voxels evicted meanwhile are skipped
             row = row[ok]
@@ -341,6 +335,15 @@ class LiveSegmenter:
         with self.lock:
             self.version += 1
         return UpdateStats(points=len(region), changed=len(changed), seconds=time.perf_counter() - t0, stamp=stamp)
+
+    def _fitted_codes(self, codecs: tuple[FeatureCodec | None, FeatureCodec | None], feats: torch.Tensor,
+                      inst: torch.Tensor | None) -> tuple[tuple, tuple[np.ndarray, np.ndarray | None]]:
+        """The axes for these semantic (and instance) features, starting from ``codecs``
+        (``_fit_codec``), and the features' codes in them."""
+        semantic = self._fit_codec(codecs[0], feats, "codes")
+        instance = None if inst is None else self._fit_codec(codecs[1], inst, "instance_codes")
+        return ((semantic[0], None if instance is None else instance[0]),
+                (_encoded(semantic, feats), None if instance is None else _encoded(instance, inst)))
 
     def _fit_codec(self, codec: FeatureCodec | None, features: torch.Tensor, field: str
                    ) -> tuple[FeatureCodec, torch.Tensor | None]:
@@ -589,14 +592,11 @@ class LiveSegmenter:
             return self.map.nbytes_per_voxel()
 
 
-def _encoded(codec: FeatureCodec, fitted: tuple[FeatureCodec, torch.Tensor | None], features: torch.Tensor
-             ) -> np.ndarray:
-    """Codes of ``features``: from the coordinates ``_fit_codec`` made when ``codec`` is the one it
-    returned (a second 512-d projection of every updated row was a large share of an update)."""
-    fitted_codec, coordinates = fitted
-    if codec is fitted_codec and coordinates is not None:
-        return codec.encode_coordinates(coordinates)
-    return codec.encode(features)
+def _encoded(fitted: tuple[FeatureCodec, torch.Tensor | None], features: torch.Tensor) -> np.ndarray:
+    """Codes of ``features`` in the axes ``_fit_codec`` returned: from the coordinates it made when
+    it made them (a second 512-d projection of every updated row was a large share of an update)."""
+    codec, coordinates = fitted
+    return codec.encode(features) if coordinates is None else codec.encode_coordinates(coordinates)
 
 
 def _best(scores: np.ndarray, threshold: float, max_points: int) -> np.ndarray:
