@@ -256,14 +256,19 @@ def main() -> None:
     labels = TextProjection(codec, vocab.embeddings).best(codes, vocab.row_class, len(vocab))[0]
     agreement = float((labels == exact_labels).mean())
     agreement200 = float((TextProjection(codec, words).best(codes)[0] == (held @ words.T).argmax(1).numpy()).mean())
-    overlaps = []
+    overlaps, gaps, errors = [], [], []
     for t in vocab.class_embeddings():
         got = TextProjection(codec, t).scores(codes)
         exact = (held @ t).numpy()
         kth = np.partition(exact, len(exact) - 1000)[len(exact) - 1000]
         # an answer is right when its exact score is among the best 1000 (voxels sharing one student
         # voxel share one feature, so ties at the 1000th place are common and either side is right)
-        overlaps.append(float((exact[np.argpartition(-got, 1000)[:1000]] >= kth).mean()))
+        answer = exact[np.argpartition(-got, 1000)[:1000]]
+        overlaps.append(float((answer >= kth).mean()))
+        # why a word misses: how far below the 1000th exact score its wrong answers lie, against the
+        # codes' score error; a student voxel's map voxels (up to 125) enter or leave the answer together
+        gaps.append(float(kth - answer.min()) if overlaps[-1] < 1 else 0.0)
+        errors.append(float((got - exact).std()))
     live = LiveSegmenter(student, vocab, cfg)
     memory = tiled_map(codes, 10_000, inst_width).nbytes_per_voxel()
     figures = {"bytes_per_voxel": (memory["map"] - memory["index"]) * GROWTH + memory["index"],
@@ -271,6 +276,7 @@ def main() -> None:
                "feature_bytes_per_voxel": memory["features"], "bruteforce_feature_bytes_per_voxel": 2 * 512 * 2,
                "label_agreement": agreement, "label_agreement_200_words": agreement200,
                "top1000_overlap_min": float(min(overlaps)), "top1000_overlap_mean": float(np.mean(overlaps)),
+               "top1000_miss_score_gap_max": max(gaps), "code_score_error_std_median": float(np.median(errors)),
                "code_residual_held_out": codec.residual(held), "code_axes_widened_held_out": widened_axes,
                "code_step_widening_max": float((codec.step / fitted.step).max())}
     print(f"\n| held-out room ({len(held)} voxels) | value |\n| --- | --- |")
@@ -278,6 +284,9 @@ def main() -> None:
     print(f"| labels (200 random-CLIP words) agreeing | {100 * agreement200:.2f} % |")
     print(f"| top-1000 overlap of a query, min / mean over 20 class words | {100 * min(overlaps):.1f} / "
           f"{100 * np.mean(overlaps):.1f} % |")
+    worst = int(np.argmin(overlaps))
+    print(f"| its worst word ({vocab.names[worst]}): its wrong answers' exact scores below the 1000th by at most / "
+          f"the codes' score error (std; median over the words) | {gaps[worst]:.1e} / {np.median(errors):.1e} |")
     print(f"| variance the code axes miss on the held-out room | {100 * figures['code_residual_held_out']:.3f} % |")
     print(f"| axes whose step the held-out room widened (of {codec.axes}; the widest by) | {widened_axes} "
           f"(x{figures['code_step_widening_max']:.2f}) |")
