@@ -256,7 +256,8 @@ def main() -> None:
     labels = TextProjection(codec, vocab.embeddings).best(codes, vocab.row_class, len(vocab))[0]
     agreement = float((labels == exact_labels).mean())
     agreement200 = float((TextProjection(codec, words).best(codes)[0] == (held @ words.T).argmax(1).numpy()).mean())
-    overlaps, gaps, errors = [], [], []
+    overlaps, gaps, errors, fp16_overlaps = [], [], [], []
+    held16 = held.half()  # what the replaced brute-force path stored: its answers against the same line
     for t in vocab.class_embeddings():
         got = TextProjection(codec, t).scores(codes)
         exact = (held @ t).numpy()
@@ -265,6 +266,7 @@ def main() -> None:
         # voxel share one feature, so ties at the 1000th place are common and either side is right)
         answer = exact[np.argpartition(-got, 1000)[:1000]]
         overlaps.append(float((answer >= kth).mean()))
+        fp16_overlaps.append(float((exact[np.argpartition(-text_scores(held16, t), 1000)[:1000]] >= kth).mean()))
         # why a word misses: how far below the 1000th exact score its wrong answers lie, against the
         # codes' score error; a student voxel's map voxels (up to 125) enter or leave the answer together
         gaps.append(float(kth - answer.min()) if overlaps[-1] < 1 else 0.0)
@@ -276,6 +278,7 @@ def main() -> None:
                "feature_bytes_per_voxel": memory["features"], "bruteforce_feature_bytes_per_voxel": 2 * 512 * 2,
                "label_agreement": agreement, "label_agreement_200_words": agreement200,
                "top1000_overlap_min": float(min(overlaps)), "top1000_overlap_mean": float(np.mean(overlaps)),
+               "bruteforce_fp16_top1000_overlap_min": float(min(fp16_overlaps)),
                "top1000_miss_score_gap_max": max(gaps), "code_score_error_std_median": float(np.median(errors)),
                "code_residual_held_out": codec.residual(held), "code_axes_widened_held_out": widened_axes,
                "code_step_widening_max": float((codec.step / fitted.step).max())}
@@ -284,6 +287,8 @@ def main() -> None:
     print(f"| labels (200 random-CLIP words) agreeing | {100 * agreement200:.2f} % |")
     print(f"| top-1000 overlap of a query, min / mean over 20 class words | {100 * min(overlaps):.1f} / "
           f"{100 * np.mean(overlaps):.1f} % |")
+    print(f"| the same with the replaced path's fp16 features (brute force), min / mean | "
+          f"{100 * min(fp16_overlaps):.1f} / {100 * np.mean(fp16_overlaps):.1f} % |")
     worst = int(np.argmin(overlaps))
     print(f"| its worst word ({vocab.names[worst]}): its wrong answers' exact scores below the 1000th by at most / "
           f"the codes' score error (std; median over the words) | {gaps[worst]:.1e} / {np.median(errors):.1e} |")
