@@ -2,7 +2,7 @@
 without superpoint distillation and geometric pooling, on held-out synthetic scenes.
 
 Run: .venv/bin/python benchmarks/bench_distill.py [--train-scenes 18] [--epochs 40] [--jobs 2]
-     [--input occupancy|color] [--seed 0] [--work DIR] [--teacher simulated|simulated_hard]
+     [--input occupancy|color] [--seed 0] [--work DIR] [--teacher simulated|simulated_hard|both]
 Synthetic world and simulated teacher (test instruments), random CLIP weights; the table
 compares methods on the same held-out scenes in one run. Geometric pooling (GeoPurify) is
 applied where the paper applies it, to the teacher's fused 2D features, and to the student's
@@ -20,7 +20,9 @@ about 80 minutes on 2 cores with the defaults (3 min synthesis, 2 x 30 min train
 affinity student; pooling sweep on 8 rooms and evaluation on 12 took 5-8 and 8-9 min with two
 benches sharing the cores). A run folder that already holds a finished student or affinity
 student resumes it (training is then skipped; the times printed are the epoch times of its
-log.csv).
+log.csv). Students are kept apart per teacher, input and seed (``runs[_TEACHER]/INPUT_seedS``);
+``--teacher both`` runs the two teachers one after the other on the same rooms and ends with
+every claim under each, side by side.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from tqdm import tqdm
 from ovseg3d.data.openscene import fused_path, load_fused_dense
 from ovseg3d.data.scannet import ScanNetScene
 from ovseg3d.data.synth.generate import SYNTH_PRESETS, generate_dataset
-from ovseg3d.eval.semantic import SemanticMeter, miou_difference
+from ovseg3d.eval.semantic import Difference, SemanticMeter, miou_difference
 from ovseg3d.eval.tables import miou_table
 from ovseg3d.labels import load_label_set
 from ovseg3d.pipelines.extract import ExtractOptions, extract_scenes
@@ -115,15 +117,42 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=2, help="students trained at once (threads split between them)")
     p.add_argument("--affinity-epochs", type=int, default=50, help="GeoPurify's schedule (default 50)")
     p.add_argument("--work", type=Path, default=Path("runs/bench_distill"))
-    p.add_argument("--teacher", choices=["simulated", "simulated_hard"], default="simulated",
+    p.add_argument("--teacher", choices=[*TEACHERS, "both"], default="simulated",
                    help="the simulated 2D teacher (test instrument): simulated errs independently per view; "
                         "simulated_hard misreads an object the same way in every view, bleeds wider and never "
-                        "labels some objects (features and runs kept apart per teacher; default simulated)")
+                        "labels some objects; both: one after the other on the same rooms, then every claim under "
+                        "each side by side (features and runs kept apart per teacher; default simulated)")
     args = p.parse_args()
+    teachers = TEACHERS if args.teacher == "both" else (args.teacher,)
+    claims = {teacher: run(args, teacher) for teacher in teachers}
+    if len(teachers) > 1:
+        print_claims_by_teacher(claims, args)
+
+
+def print_claims_by_teacher(claims: dict[str, list[tuple[str, Difference]]], args: argparse.Namespace) -> None:
+    """The claims of each teacher's run in one table: a student that beats only the teacher whose
+    errors fusion averages away (``simulated``) has not shown the papers' claim."""
+    print(f"\n== every claim under each teacher (input {args.input}, seed {args.seed}; difference of mIoU, "
+          f"{100 * LEVEL:g}% interval, rooms where it holds) ==")
+    teachers = list(claims)
+    print(f"{'claim':<58}" + "".join(f"{t:>30}" for t in teachers))
+    for i, (claim, _, _) in enumerate(CLAIMS):
+        cells = [claims[t][i][1] for t in teachers]
+        print(f"{claim:<58}" + "".join(
+            f"{f'{d.delta * 100:+.1f} [{d.low * 100:+.1f}, {d.high * 100:+.1f}] {d.scenes_better}/{d.scenes}':>30}"
+            for d in cells))
+
+
+def run(args: argparse.Namespace, teacher: str) -> list[tuple[str, Difference]]:
+    """One teacher's whole bench (synthesis shared, features and students its own); prints its
+    table and returns each claim's paired difference."""
     work = args.work
-    tag = "" if args.teacher == "simulated" else f"_{args.teacher}"
+    tag = "" if teacher == "simulated" else f"_{teacher}"
     n = args.train_scenes + args.val_scenes + args.tune_scenes
-    data, feats, runs_dir = work / "scenes", work / f"features{tag}", work / f"runs{tag}"
+    # students kept apart per teacher, input and seed: another input in the same folder trains its own
+    # (resuming one trained otherwise is refused, after minutes of synthesis and extraction)
+    data, feats = work / "scenes", work / f"features{tag}"
+    runs_dir = work / f"runs{tag}" / f"{args.input}_seed{args.seed}"
     times = {}
     first_missing = next((i for i in range(n) if not (data / f"scene{i:04d}_00" / "synth.json").exists()), n)
     if first_missing < n:  # each room depends only on (seed, index): later rooms can be added to a finished set
@@ -131,7 +160,7 @@ def main() -> None:
         generate_dataset(data, n - first_missing, 100, SYNTH_PRESETS["test"], first_index=first_missing)
         times["synth"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    extract_scenes(data, feats, ExtractOptions(teachers=[args.teacher]))
+    extract_scenes(data, feats, ExtractOptions(teachers=[teacher]))
     times["extract"] = time.perf_counter() - t0
     names = [f"scene{i:04d}_00" for i in range(n)]
     train, val = names[: args.train_scenes], names[args.train_scenes: args.train_scenes + args.val_scenes]
@@ -213,7 +242,7 @@ def main() -> None:
             meters[row].update(vocab.classify(ens)[0].numpy(), x["gt"])
     print(f"\n== distillation ablation on {len(val)} held-out synthetic scenes ({len(train)} training scenes, "
           f"{args.epochs} epochs, {args.voxel * 100:g} cm voxels, input {args.input}, seed {args.seed}; "
-          f"teacher {args.teacher} (test instrument); random CLIP) ==")
+          f"teacher {teacher} (test instrument); random CLIP) ==")
     scores = {k: m.compute() for k, m in meters.items()}
     print(miou_table(scores, "2D fusion (teacher)"))
     print(f"pooling: paper = GeoPurify's K {paper[0]}, sharpening {paper[1]:g}, {paper[2]} steps; tuned = best mIoU "
@@ -224,8 +253,10 @@ def main() -> None:
               f"{steps} steps")
     print(f"\neach claim as a difference of mIoU (points), {100 * LEVEL:g}% interval from {ROUNDS} resamplings of the "
           f"{len(val)} held-out rooms (the room is the unit: its points are not independent):")
+    claims = []
     for claim, a, b in CLAIMS:
         d = miou_difference(meters[a], meters[b], LEVEL, ROUNDS)
+        claims.append((claim, d))
         print(f"  {claim:<58}{d.delta * 100:>+6.1f}  [{d.low * 100:+.1f}, {d.high * 100:+.1f}]  "
               f"better in {d.scenes_better}/{d.scenes} rooms")
     print(f"\nwhat pooling changed (% of the held-out points; 'near' = within {2 * args.voxel * 100:g} cm of a point "
@@ -243,6 +274,7 @@ def main() -> None:
         if counts[i]:
             print(f"{name:<16}{counts[i]:>8}" + "".join(f"{s.iou[i] * 100:>10.1f}" for s in scores.values()))
     print("times: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + f", held-out pooling {t_pool:.1f} s")
+    return claims
 
 
 def epoch_seconds(log_csv: Path) -> float:
@@ -266,6 +298,7 @@ CLAIMS = (("the student beats its teacher's 2D fusion", "2D fusion (teacher)", "
           ("pooling [affinity, paper] adds to the 2D fusion (GeoPurify)", "2D fusion (teacher)",
            "2D fusion + pooling [affinity, paper]"))
 LEVEL, ROUNDS = 0.95, 2000
+TEACHERS = ("simulated", "simulated_hard")
 AFFINITY_SOURCES = ("affinity", "own", "instances")
 ROW_OF = {"2d": "2D fusion", "cosine+superpoint": "3D cos+sp"}
 SWEEP = {"k": (8, 16, 32, 96), "sharpen": (5.0, 20.0, 50.0), "steps": (1, 2, 4, 8, 18)}

@@ -62,6 +62,23 @@ def test_quick_speed_benchmark_runs():
     assert "3D speed-up" in proc.stdout and "labels s" in proc.stdout
 
 
+@pytest.mark.slow
+def test_distill_benchmark_prints_every_claim_under_both_teachers(tmp_path):
+    """One room each for training, tuning and evaluation, one epoch: the whole bench under each
+    teacher (about 3 minutes alone), students kept apart per teacher and input, claims side by side."""
+    sizes = ["--train-scenes", "1", "--val-scenes", "1", "--tune-scenes", "1", "--epochs", "1",
+             "--affinity-epochs", "1", "--work", str(tmp_path)]
+    proc = subprocess.run([str(BIN / "ovseg3d"), "bench", "distill", f"--args={' '.join(sizes)} --teacher both"],
+                          capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = proc.stdout.split("== every claim under each teacher")[1].splitlines()
+    assert table[1].split() == ["claim", "simulated", "simulated_hard"]
+    claims = [line for line in table[2:] if line.strip()]
+    assert len(claims) == 6 and all(line.count("/1") == 2 for line in claims)
+    for runs in ("runs", "runs_simulated_hard"):
+        assert (tmp_path / runs / "occupancy_seed0" / "cosine+superpoint" / "last.pt").exists()
+
+
 @pytest.mark.parametrize("package", ["ovseg3d", "ovseg3d_train"])
 @pytest.mark.parametrize("user_policy", [None, "ACTIVE"])
 def test_openmp_threads_sleep_when_idle_unless_the_user_says_otherwise(package, user_policy):
