@@ -385,3 +385,28 @@ def test_row_copies_and_key_rows_agree_with_numpy():
     keys = np.concatenate([table[::2], rng.integers(-2**40, 2**40, 1000)])
     rows = key_rows(table, keys)
     assert np.array_equal(rows >= 0, np.isin(keys, table)) and np.array_equal(table[rows[rows >= 0]], keys[rows >= 0])
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.float16, np.float32, np.float64])
+def test_segment_means_of_numpy_rows_are_the_tensor_path_s(dtype):
+    """The compiled pass over a map's arrays (codes, positions) pools as torch's ``index_add_`` does,
+    in any of their dtypes; an empty segment has mean 0 and count 0; a bad id is refused."""
+    import torch
+
+    from ovseg3d.geometry.voxels import segment_mean
+
+    rng = np.random.default_rng(3)
+    rows = (rng.integers(-127, 128, (5000, 7)) if dtype == np.int8 else rng.normal(size=(5000, 7))).astype(dtype)
+    seg = rng.integers(0, 400, 5000)
+    seg[seg == 17] = 18  # segment 17 holds no row
+    means, counts = segment_mean(rows, seg, 401)
+    ref, ref_counts = segment_mean(torch.from_numpy(rows.astype(np.float64)), torch.from_numpy(seg), 401)
+    assert means.dtype == torch.float32 and counts.dtype == torch.float32
+    assert torch.equal(counts, ref_counts.float()) and counts[17] == 0 and counts[400] == 0
+    assert torch.allclose(means.double(), ref, atol=1e-5 * float(np.abs(rows.astype(np.float64)).max()))
+    assert torch.equal(means[17], torch.zeros(7))
+    assert torch.equal(segment_mean(rows, torch.from_numpy(seg), 401)[0], means)  # ids as a tensor too
+    with pytest.raises(IndexError):
+        segment_mean(rows, np.where(seg == 3, 401, seg), 401)
+    with pytest.raises(IndexError):
+        segment_mean(rows, np.where(seg == 3, -1, seg), 401)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import torch
 
@@ -47,23 +48,40 @@ def isolated_voxel_fraction(points: np.ndarray, voxel_size: float) -> float:
     return float(np.mean(counts <= 1))
 
 
-def segment_mean(values: torch.Tensor | np.ndarray, segments: torch.Tensor | np.ndarray, num_segments: int,
-                 chunk: int = 100_000) -> tuple[torch.Tensor, torch.Tensor]:
+def segment_mean(values: torch.Tensor | np.ndarray, segments: torch.Tensor | np.ndarray,
+                 num_segments: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(S, C) mean of the rows in each segment (voxel, superpoint, instance) and (S,) row counts.
 
     A tensor is pooled in its own dtype and stays differentiable (training losses); a numpy array
-    (e.g. a map's fp16 features) is accumulated in float32 ``chunk`` rows at a time, so it is never
-    converted whole."""
-    segments = torch.as_tensor(segments)
+    (a map's int8 codes, positions, colours) is summed in float64 by one compiled pass over its
+    rows as they are, never converted whole, and the means come back as float32 (a float32 copy
+    and torch's ``index_add_`` cost 2-3x more for a room map's codes: instance regrouping pools
+    them on every update)."""
     if isinstance(values, np.ndarray):
-        sums = torch.zeros(num_segments, values.shape[1])
-        for start in range(0, len(values), chunk):
-            part = torch.from_numpy(np.ascontiguousarray(values[start:start + chunk])).float()
-            sums.index_add_(0, segments[start:start + chunk], part)
-    else:
-        sums = values.new_zeros(num_segments, values.shape[1]).index_add_(0, segments, values)
+        seg = np.ascontiguousarray(segments.numpy() if isinstance(segments, torch.Tensor) else segments,
+                                   dtype=np.int64).reshape(-1)
+        if len(seg) != len(values) or (len(seg) and not 0 <= int(seg.min()) <= int(seg.max()) < num_segments):
+            raise IndexError(f"{len(seg)} segment ids in [0, {num_segments}) needed for {len(values)} rows")
+        rows = values.reshape(len(values), -1)
+        sums, counts = _segment_sums(rows.astype(np.float32) if rows.dtype == np.float16 else rows, seg, num_segments)
+        means = sums / np.maximum(counts, 1)[:, None]
+        return torch.from_numpy(means.astype(np.float32)), torch.from_numpy(counts.astype(np.float32))
+    segments = torch.as_tensor(segments)
+    sums = values.new_zeros(num_segments, values.shape[1]).index_add_(0, segments, values)
     counts = torch.bincount(segments, minlength=num_segments).to(sums.dtype)
     return sums / counts.clamp(min=1)[:, None], counts
+
+
+@numba.njit(cache=True, nogil=True)  # no GIL: the node's callbacks run meanwhile
+def _segment_sums(values: np.ndarray, segments: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    sums = np.zeros((n, values.shape[1]), np.float64)
+    counts = np.zeros(n, np.int64)
+    for i in range(values.shape[0]):
+        s = segments[i]
+        counts[s] += 1
+        for j in range(values.shape[1]):
+            sums[s, j] += values[i, j]
+    return sums, counts
 
 
 def segment_majority(values: np.ndarray, segments: np.ndarray, num_segments: int) -> np.ndarray:

@@ -190,6 +190,8 @@ class LiveSegmenter:
         grey = np.full((len(g), 3), 128, np.uint8)
         self.student.predict_voxels(g.astype(np.float64), grey if self.student.cfg.reads_color else None)
         point_superpoints(g.astype(np.float64), colors=grey)  # compiles regrouping's kernels (GIL held meanwhile)
+        for rows in (g.astype(np.float32), np.zeros((len(g), 1), np.int8)):  # its pooling: positions, codes
+            segment_mean(rows, np.zeros(len(g), np.int64), 1)
         return time.perf_counter() - t0
 
     def is_keyframe(self, cam_to_world: np.ndarray, stamp: float) -> bool:
