@@ -180,6 +180,63 @@ def test_warming_up_the_student_leaves_the_map_alone():
     assert np.array_equal(live.map.keys, before) and live.version == version and live.map.dirty.all()
 
 
+_FIRST_CALLS = """
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+import torch
+
+from ovseg3d.segment.live_map import LiveConfig, LiveSegmenter
+from ovseg3d.student.model import Student, StudentConfig
+from ovseg3d.text.vocabulary import Vocabulary
+
+
+def variants():
+    return {f"{m.__name__}.{k}": len(v.signatures) for m in list(sys.modules.values())
+            if getattr(m, "__name__", "").startswith("ovseg3d")
+            for k, v in vars(m).items() if isinstance(v, numba.core.registry.CPUDispatcher)}
+
+
+torch.manual_seed(0)
+vocab = Vocabulary(["wall", "chair"], torch.nn.functional.normalize(torch.randn(2, 8), dim=1), torch.arange(2))
+student = Student(StudentConfig(arch="MinkUNetSmall", feature_dim=8, voxel_size=0.1)).eval()
+live = LiveSegmenter(student, vocab, LiveConfig(voxel_size=0.05, instance_min_points=5))
+live.warm_up()
+warm = variants()
+rng = np.random.default_rng(0)
+live.add_points(np.concatenate([rng.uniform(-0.3, 0.3, (2000, 3)), rng.uniform(1.7, 2.3, (2000, 3))]), 1.0,
+                np.zeros(3))
+K = np.array([[100.0, 0, 32], [0, 100.0, 24], [0, 0, 1]])
+depth, rgb = np.full((48, 64), 1.5, np.float32), np.full((48, 64, 3), 90, np.uint8)
+live.add_rgbd(depth, K, np.eye(4), 2.0, rgb)
+with ThreadPoolExecutor(1) as helper:
+    live.add_rgbd(depth, K, np.eye(4), 2.5, rgb, helper=helper)
+pose = np.eye(4)
+pose[:3, 3] = [0.1, 0, 0]
+live.add_scan(rng.normal(size=(500, 3)).astype(np.float32) * 3, pose, 3.0)
+live.update()
+live.query(vocab.embeddings[0], max_points=100)
+live.set_vocabulary(Vocabulary(["a", "b", "c"], torch.nn.functional.normalize(torch.randn(3, 8), dim=1),
+                               torch.arange(3)))
+assert len(live.instances) > 0
+print({k: (warm.get(k, 0), n) for k, n in variants().items() if n != warm.get(k, 0)})
+"""
+
+
+def test_after_the_warm_up_no_first_call_compiles_a_kernel():
+    """Ingest (points, RGB-D with and without the helper thread, a sweep), an update with its
+    regrouping, a query and a relabel compile no numba kernel the warm-up did not (a fresh
+    interpreter: compiling one holds the GIL for a second or more on a fresh install)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _FIRST_CALLS], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "{}", proc.stdout
+
+
 def test_instances_group_touching_same_label_cells_with_stable_ids():
     pts = np.concatenate([_box([0, 0, 0], 300), _box([0.25, 0, 0], 300, seed=1), _box([3, 0, 0], 300, seed=2),
                           _box([6, 0, 0], 3, seed=3)])

@@ -180,18 +180,28 @@ class LiveSegmenter:
         return gate
 
     def warm_up(self) -> float:
-        """Compile the ingest kernels and run the student and the superpoint segmentation once on a
-        small synthetic cloud, outside the map; returns the seconds it took. First calls initialise
-        torch and MinkowskiEngine (about a second here) and compile numba kernels (seconds on a
-        fresh install): on the first sensor frames they would stall ingest and the first update."""
+        """Compile the ingest kernels and run the student, the superpoint segmentation, the pooling
+        and the code scoring once on a small synthetic cloud, outside the map; returns the seconds it
+        took. First calls initialise torch and MinkowskiEngine (about a second here) and compile
+        numba kernels (seconds on a fresh install): on the first sensor frames they would stall
+        ingest, the first update and the first query."""
         t0 = time.perf_counter()
         compile_ingest()
-        g = np.mgrid[0:8, 0:8, 0:4].reshape(3, -1).T * self.student.cfg.voxel_size  # a small block of voxels
+        # a small block of voxels, in rows as the map's copies are (a kernel compiles once per array layout:
+        # the transposed grid warmed the column-major variants, and the first regrouping compiled its own)
+        g = np.ascontiguousarray(np.mgrid[0:8, 0:8, 0:4].reshape(3, -1).T) * self.student.cfg.voxel_size
         grey = np.full((len(g), 3), 128, np.uint8)
         self.student.predict_voxels(g.astype(np.float64), grey if self.student.cfg.reads_color else None)
         point_superpoints(g.astype(np.float64), colors=grey)  # compiles regrouping's kernels (GIL held meanwhile)
-        for rows in (g.astype(np.float32), np.zeros((len(g), 1), np.int8)):  # its pooling: positions, codes
+        # regrouping's pooling of positions, colours and codes: one compiled variant per dtype
+        for rows in (g.astype(np.float32), grey, np.zeros((len(g), 1), np.int8)):
             segment_mean(rows, np.zeros(len(g), np.int64), 1)
+        # the code scoring a text query and a relabel run (the first ``~/text_query`` waited for it)
+        features = torch.randn(len(g), self.student.cfg.feature_dim, generator=torch.Generator().manual_seed(0))
+        codec = FeatureCodec.fit(features, self.map.code_dim)
+        codes, vocab = codec.encode(features), self.vocab
+        TextProjection(codec, vocab.embeddings).best(codes, vocab.row_class, len(vocab))
+        TextProjection(codec, vocab.embeddings[0]).scores(codes)
         return time.perf_counter() - t0
 
     def is_keyframe(self, cam_to_world: np.ndarray, stamp: float) -> bool:
