@@ -134,13 +134,11 @@ def print_claims_by_teacher(claims: dict[str, list[tuple[str, Difference]]], arg
     errors fusion averages away (``simulated``) has not shown the papers' claim."""
     print(f"\n== every claim under each teacher (input {args.input}, seed {args.seed}; difference of mIoU, "
           f"{100 * LEVEL:g}% interval, rooms where it holds) ==")
-    teachers = list(claims)
-    print(f"{'claim':<58}" + "".join(f"{t:>30}" for t in teachers))
-    for i, (claim, _, _) in enumerate(CLAIMS):
-        cells = [claims[t][i][1] for t in teachers]
-        print(f"{claim:<58}" + "".join(
+    print(f"{'claim':<58}" + "".join(f"{t:>30}" for t in claims))
+    for row in zip(*claims.values()):  # one claim, as each teacher's run measured it
+        print(f"{row[0][0]:<58}" + "".join(
             f"{f'{d.delta * 100:+.1f} [{d.low * 100:+.1f}, {d.high * 100:+.1f}] {d.scenes_better}/{d.scenes}':>30}"
-            for d in cells))
+            for _, d in row))
 
 
 def run(args: argparse.Namespace, teacher: str) -> list[tuple[str, Difference]]:

@@ -266,7 +266,8 @@ def main() -> None:
         # voxel share one feature, so ties at the 1000th place are common and either side is right)
         answer = exact[np.argpartition(-got, 1000)[:1000]]
         overlaps.append(float((answer >= kth).mean()))
-        fp16_overlaps.append(float((exact[np.argpartition(-text_scores(held16, t), 1000)[:1000]] >= kth).mean()))
+        answer16 = exact[np.argpartition(-text_scores(held16, t), 1000)[:1000]]
+        fp16_overlaps.append(float((answer16 >= kth).mean()))
         # why a word misses: how far below the 1000th exact score its wrong answers lie, against the
         # codes' score error; a student voxel's map voxels (up to 125) enter or leave the answer together
         gaps.append(float(kth - answer.min()) if overlaps[-1] < 1 else 0.0)
