@@ -247,6 +247,9 @@ def main() -> None:
         "latency_s_median": float(np.median(latencies)) if latencies else None,
         "latency_s_p90": float(np.percentile(latencies, 90)) if latencies else None,
         "map_voxels_final": node.counter("map voxels"), "evicted": node.counter("evicted voxels"),
+        # the map's memory as /diagnostics reports it at the end (the feature table's rows: float16 or int8)
+        "map_bytes_per_voxel": d.get("map bytes per voxel"),
+        "feature_bytes_per_voxel": d.get("feature bytes per voxel"), "feature_rows": d.get("feature rows"),
         "tf_frames_final": node.counter("tf frames"),
     }
     node.close()

@@ -207,7 +207,8 @@ def test_live_map_instances_are_proposals_named_by_the_instance_head(synth_root,
     for f in scene.frames(stride=2):
         live.add_rgbd(f.depth, f.K, f.pose, stamp=float(f.frame_id), rgb=f.color)
     live.update(force=True)
-    assert live.instance_codec.dim == student.cfg.feature_dim and np.abs(live.map.instance_codes).sum() > 0
+    assert live.instance_codec.dim == student.cfg.feature_dim
+    assert np.abs(live.voxel_codes(instance=True).astype(np.float32)).sum() > 0
     assert live.instances and all(0 < i.score <= 1 and i.num_points >= 20 for i in live.instances)
     # each instance's name against the annotated class of most of its voxels' nearest vertices
     gt = scene.semantic(labels)[cKDTree(scene.points).query(live.map.points)[1]]

@@ -103,13 +103,13 @@ def test_an_update_writes_only_near_the_change_and_revisits_cost_nothing():
     live.add_points(wall, 1.0, np.zeros(3))
     live.update()
     n = len(live.map)
-    before = (live.map.codes.copy(), live.map.labels.copy())
+    before = (live.voxel_codes(), live.map.labels.copy())
     live.add_points(wall[::3], 2.0, np.zeros(3))  # the same surface seen again
     assert live.update() is None and live.student.calls == [n]
     live.add_points([[0.06, 0.06, 0.06]], 3.0, np.zeros(3))  # one new voxel at one end of the wall
     live.update()
     ran = live.student.calls[-1]
-    changed = np.flatnonzero((live.map.codes[:n] != before[0]).any(1))
+    changed = np.flatnonzero((live.voxel_codes()[:n] != before[0]).any(1))
     blocks = np.floor(live.map.points[:n] / 0.25)  # context 0.5: blocks of 0.25 m
     assert len(changed) > 0 and (blocks[changed] == [0, 0, 0]).all()  # written: the new voxel's block only
     near = (np.abs(np.floor(live.map.points / 0.25)) <= 2).all(1)  # run on: two blocks around it
@@ -122,7 +122,7 @@ def test_new_vocabulary_relabels_without_the_student_and_queries_rank():
     live.add_points(_box([0, 0, 0]), 1.0, np.zeros(3))
     live.update()
     calls = len(live.student.calls)
-    feats = live.codec.decode(live.map.codes)
+    feats = live.codec.decode(live.voxel_codes())
     target = torch.nn.functional.normalize(feats[:5].mean(0), dim=0)
     live.set_vocabulary(Vocabulary(["thing", "other"], torch.stack([target, -target]), torch.arange(2)))
     assert len(live.student.calls) == calls and set(np.unique(live.map.labels)) <= {0, 1}
@@ -312,7 +312,7 @@ def test_query_answers_only_labelled_voxels():
     live.update()
     labelled = len(live.map)
     live.add_points(_box([3, 0, 0], seed=4), 2.0, np.zeros(3))  # mapped, not yet run through the student
-    t = live.codec.decode(live.map.codes[:1])[0]
+    t = live.codec.decode(live.voxel_codes()[:1])[0]
     for cap in (0, 10 * len(live.map)):  # "best only" threshold, uncapped and capped above the map's size
         res = live.query(t, threshold=-1, max_points=cap)
         assert len(res.points) == labelled and np.isfinite(res.scores).all()

@@ -198,11 +198,11 @@ def test_non_finite_points_are_dropped_and_the_map_keeps_what_it_had():
 
 
 def test_dirty_flags_follow_changes():
-    m = VoxelMap(voxel_size=0.1, code_dim=4)
+    m = VoxelMap(voxel_size=0.1)
     m.insert(np.random.default_rng(0).uniform(0, 1, (200, 3)))
     assert m.dirty.all()
     assert m.take_dirty().tolist() == list(range(len(m)))
-    m.set_predictions(np.arange(len(m)), np.ones((len(m), 4)), np.zeros(len(m)), np.ones(len(m)))
+    m.set_predictions(np.arange(len(m)), np.arange(len(m)), np.zeros(len(m)), np.ones(len(m)))
     assert not m.dirty.any()
     m.insert([m.points[0], [5, 5, 5]])
     assert m.dirty.sum() == 2  # the revisited voxel and the new one
@@ -257,14 +257,13 @@ def test_a_robot_driving_on_keeps_every_voxel_whole_as_the_map_drops_what_it_lef
     """Eviction moves the last rows into the holes: each voxel's fields must travel with its key and
     the key index must find every one; voxels beyond the extent go once they are 1 % of the map."""
     rng = np.random.default_rng(3)
-    m = VoxelMap(voxel_size=0.1, extent=3.0, code_dim=4, instance_code_dim=2)
+    m = VoxelMap(voxel_size=0.1, extent=3.0)
 
     def stamp_fields() -> None:  # every field a function of the voxel's own position
         idx = np.arange(len(m))
         ijk = np.floor(m.xyz / 0.1).astype(np.int64)
-        m.set_predictions(idx, (ijk[:, :1] % 100).astype(np.int8).repeat(4, 1),
-                          (1000 + ijk[:, 0] + 7 * (100 + ijk[:, 1])).astype(np.int32), ijk[:, 2].astype(np.float32),
-                          (ijk[:, 1:2] % 50).astype(np.int8).repeat(2, 1))
+        m.set_predictions(idx, (ijk[:, 0] % 100 + 100 * (ijk[:, 1] % 50)).astype(np.int32),
+                          (1000 + ijk[:, 0] + 7 * (100 + ijk[:, 1])).astype(np.int32), ijk[:, 2].astype(np.float32))
 
     for step in range(40):
         x = 0.2 * step
@@ -284,8 +283,7 @@ def test_a_robot_driving_on_keeps_every_voxel_whole_as_the_map_drops_what_it_lef
     assert labelled.sum() > 1000
     assert (m.labels[labelled] == 1000 + lab_ijk[:, 0] + 7 * (100 + lab_ijk[:, 1])).all()
     assert (m.scores[labelled] == lab_ijk[:, 2]).all()
-    assert (m.codes[labelled] == (lab_ijk[:, :1] % 100)).all()
-    assert (m.instance_codes[labelled] == (lab_ijk[:, 1:2] % 50)).all()
+    assert (m.feature_row[labelled] == lab_ijk[:, 0] % 100 + 100 * (lab_ijk[:, 1] % 50)).all()
 
 
 def test_the_key_index_finds_every_voxel_and_forgets_dropped_ones_through_growth_and_cuts():
@@ -306,8 +304,8 @@ def test_the_key_index_finds_every_voxel_and_forgets_dropped_ones_through_growth
     probe = np.r_[m.keys[::7], gone[::7]]
     assert (m.copy().index_of(probe) == m.index_of(probe)).all()
     fresh = VoxelMap(voxel_size=0.1)
-    saved = {name: getattr(m, name).copy() for name in ("keys", "xyz", "rgb", "count", "last_seen", "codes",
-                                                         "instance_codes", "labels", "scores", "instances")}
+    saved = {name: getattr(m, name).copy() for name in ("keys", "xyz", "rgb", "count", "last_seen",
+                                                         "feature_row", "labels", "scores", "instances")}
     fresh.restore(saved)
     assert (fresh.index_of(probe) == m.index_of(probe)).all()
     saved["keys"][-1] = saved["keys"][len(m) // 2]  # a damaged file: one voxel twice
@@ -355,9 +353,9 @@ def test_unique_values_and_rows_agree_with_numpy():
 
 
 def test_row_copies_and_key_rows_agree_with_numpy():
-    """``take_rows`` / ``put_rows`` (whole rows as one item: what the live map copies under its lock)
-    and ``key_rows`` (hashed membership) give numpy's fancy indexing and ``np.isin`` answers."""
-    from ovseg3d.geometry.rows import put_rows, take_rows
+    """``take_rows`` (whole rows as one item: what the live map copies under its lock) and
+    ``key_rows`` (hashed membership) give numpy's fancy indexing and ``np.isin`` answers."""
+    from ovseg3d.geometry.rows import take_rows
     from ovseg3d.geometry.voxel_map import key_rows
 
     rng = np.random.default_rng(1)
@@ -366,20 +364,12 @@ def test_row_copies_and_key_rows_agree_with_numpy():
         mask, index = rng.random(500) < 0.4, rng.integers(-500, 500, 200)
         assert np.array_equal(take_rows(a, mask), a[mask]) and np.array_equal(take_rows(a, index), a[index])
         assert np.array_equal(take_rows(a[:100], np.s_[10:20]), a[10:20])
-        got, want = a.copy(), a.copy()
-        values = (rng.random((mask.sum(), 3)) * 9).astype(dtype)
-        put_rows(got, mask, values)
-        want[mask] = values
-        put_rows(got, index[:5], 7)
-        want[index[:5]] = 7
-        assert np.array_equal(got, want)
     assert take_rows(np.zeros((9, 0), np.int8), np.arange(3)).shape == (3, 0)  # a map without instance codes
     with pytest.raises(IndexError):
         take_rows(np.zeros((9, 3)), np.ones(8, bool))
     a = np.arange(27.0).reshape(9, 3)
-    with pytest.raises(IndexError):  # checked before any row is written (np.put writes up to the bad one)
-        put_rows(a, np.array([0, 1, 9]), np.zeros((3, 3)))
-    assert np.array_equal(a, np.arange(27.0).reshape(9, 3))
+    with pytest.raises(IndexError):
+        take_rows(a, np.array([0, 1, 9]))
     assert np.array_equal(take_rows(a, [2, 0]), a[[2, 0]]) and take_rows(a, 4).shape == (3,)  # numpy's own
     table = np.unique(rng.integers(-2**40, 2**40, 300))
     keys = np.concatenate([table[::2], rng.integers(-2**40, 2**40, 1000)])

@@ -21,8 +21,12 @@ from ovseg3d_interfaces.srv import LoadMap, SaveMap, TextQuery
 
 
 def _by_key(arrays: dict) -> dict:
+    """A saved map's voxels in key order, each with its own feature row (``codes``), wherever the
+    rows lie in the file's table."""
     order = np.argsort(arrays["keys"])
-    return {k: arrays[k][order] for k in ("keys", "labels", "instances", "codes", "points")}
+    rows = arrays["feature_row"]
+    codes = np.where((rows >= 0)[:, None], arrays["table_codes"][rows], 0)
+    return {"codes": codes[order], **{k: arrays[k][order] for k in ("keys", "labels", "instances", "points")}}
 
 
 def _settled(node, save_dir: Path, timeout: float = 60.0) -> dict:

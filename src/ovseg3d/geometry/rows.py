@@ -70,8 +70,7 @@ def _row_index(index) -> bool:
 
 
 def _positions(index: np.ndarray, n: int) -> np.ndarray:
-    """Row positions of ``index``, each checked to be in range before anything is read or written
-    (``np.put`` would write the rows before a bad one, then raise)."""
+    """Row positions of ``index``, each checked to be in range (one clear ``IndexError``)."""
     if index.dtype == bool:
         if index.shape != (n,):
             raise IndexError(f"boolean index of shape {index.shape} does not fit {n} rows")
@@ -88,13 +87,3 @@ def take_rows(a: np.ndarray, index: np.ndarray) -> np.ndarray:
     if not _rowwise(a) or not _row_index(index):
         return a[index]
     return np.take(_row_items(a), _positions(index, len(a))).view(a.dtype).reshape(-1, a.shape[1])
-
-
-def put_rows(a: np.ndarray, index: np.ndarray, values: np.ndarray) -> None:
-    """``a[index] = values`` row by row, likewise (``values``: one row per index, or one row for all)."""
-    if not _rowwise(a) or not _row_index(index):
-        a[index] = values
-        return
-    positions = _positions(index, len(a))
-    values = np.broadcast_to(np.asarray(values, a.dtype), (len(positions), a.shape[1]))
-    np.put(_row_items(a), positions, _row_items(np.ascontiguousarray(values)))

@@ -2,11 +2,12 @@
 
 One entry per occupied voxel (2 cm by default) holds the running mean of its points' positions
 and colours (float32 means: 8 um at 100 m, where float32 sums would drift), how many points it
-has seen, when it was last seen, and (once inference ran) the compact codes of its feature
-(``segment.feature_codes``), a label and a score. Voxels whose input to inference changed are
-marked dirty so inference can update only what changed: new voxels, and revisited ones whose
-mean position or colour moved (with ``input_cell``: only when the mean position moved into
-another cell of that grid, which is all a geometry-only student reads).
+has seen, when it was last seen, and (once inference ran) the row of its feature in the live
+map's feature table (``segment.feature_table``; -1: none yet), a label and a score. Voxels whose
+input to inference changed are marked dirty so inference can update only what changed: new
+voxels, and revisited ones whose mean position or colour moved (with ``input_cell``: only when
+the mean position moved into another cell of that grid, which is all a geometry-only student
+reads).
 
 Bounds, and what is evicted: with ``extent`` set, voxels farther than ``extent`` metres (in x, y)
 from the robot are dropped as soon as they are 1 % of the map (checked on every insert: a robot
@@ -20,7 +21,7 @@ import numba
 import numpy as np
 
 from ovseg3d.errors import UserError
-from ovseg3d.geometry.rows import put_rows, take_rows
+from ovseg3d.geometry.rows import take_rows
 from ovseg3d.geometry.voxel_reduce import VoxelSums, home_slot, reduce_depth, reduce_points
 
 GROWTH = 1.25  # storage grows by a quarter when full: at most 25 % of it unused
@@ -30,8 +31,7 @@ LOW_WATER = 0.95  # a map over max_voxels is cut to this share of it (the oldest
 EXTENT_SLACK = 0.01
 
 
-_FIELDS = ("keys", "xyz", "rgb", "count", "last_seen", "dirty", "codes", "instance_codes", "labels",
-           "scores", "instances")
+_FIELDS = ("keys", "xyz", "rgb", "count", "last_seen", "dirty", "feature_row", "labels", "scores", "instances")
 
 
 class VoxelMap:
@@ -41,16 +41,14 @@ class VoxelMap:
     voxels) and copied whole for every frame that brought new voxels (16 MB at 1M, 64 at 4M)."""
 
     def __init__(self, voxel_size: float = 0.02, max_voxels: int = 2_000_000, extent: float | None = None,
-                 code_dim: int = 0, instance_code_dim: int = 0, input_cell: float | None = None):
-        """``code_dim``: int8 feature codes per voxel; ``instance_code_dim`` > 0 also stores codes
-        of an instance-head feature (FOLK students). ``input_cell``: see the module's docstring
-        (a camera looking at what is already mapped then costs no inference)."""
+                 input_cell: float | None = None):
+        """``input_cell``: see the module's docstring (a camera looking at what is already mapped
+        then costs no inference)."""
         if voxel_size <= 0 or max_voxels < 1:
             raise UserError("voxel_size must be positive and max_voxels at least 1")
         if input_cell is not None and not input_cell > 0:
             raise UserError(f"input_cell must be positive, got {input_cell}")
-        self.voxel_size, self.max_voxels, self.extent, self.code_dim = voxel_size, max_voxels, extent, code_dim
-        self.instance_code_dim, self.input_cell = instance_code_dim, input_cell
+        self.voxel_size, self.max_voxels, self.extent, self.input_cell = voxel_size, max_voxels, extent, input_cell
         self.reset()
 
     def reset(self) -> None:
@@ -63,8 +61,7 @@ class VoxelMap:
         return {"keys": np.zeros(cap, np.int64), "xyz": np.zeros((cap, 3), np.float32),
                 "rgb": np.zeros((cap, 3), np.float32), "count": np.zeros(cap, np.int32),
                 "last_seen": np.zeros(cap), "dirty": np.zeros(cap, bool),
-                "codes": np.zeros((cap, self.code_dim), np.int8),
-                "instance_codes": np.zeros((cap, self.instance_code_dim), np.int8),
+                "feature_row": np.full(cap, -1, np.int32),
                 "labels": np.full(cap, -1, np.int32),
                 "scores": np.zeros(cap, np.float32), "instances": np.full(cap, -1, np.int32)}
 
@@ -94,7 +91,7 @@ class VoxelMap:
         return _colors(take_rows(self.rgb, index))
 
     def rows_at(self, name: str, index: np.ndarray) -> np.ndarray:
-        """A copy of field ``name``'s rows at ``index`` (e.g. the codes of the labelled voxels)."""
+        """A copy of field ``name``'s rows at ``index`` (e.g. the labels of the labelled voxels)."""
         return take_rows(getattr(self, name), index)
 
     def _take(self, keep: np.ndarray) -> None:
@@ -161,8 +158,7 @@ class VoxelMap:
         st["count"][n:n + k] = cnt
         st["last_seen"][n:n + k] = stamp
         st["dirty"][n:n + k] = True
-        st["codes"][n:n + k] = 0
-        st["instance_codes"][n:n + k] = 0
+        st["feature_row"][n:n + k] = -1
         st["labels"][n:n + k] = -1
         st["scores"][n:n + k] = 0
         st["instances"][n:n + k] = -1
@@ -205,8 +201,7 @@ class VoxelMap:
 
     def copy(self) -> VoxelMap:
         """A copy of the occupied part, to write out while this map goes on changing."""
-        other = VoxelMap(self.voxel_size, self.max_voxels, self.extent, self.code_dim, self.instance_code_dim,
-                         self.input_cell)
+        other = VoxelMap(self.voxel_size, self.max_voxels, self.extent, self.input_cell)
         other._n, other.evicted = self._n, self.evicted
         other._store = {name: array[: self._n].copy() for name, array in self._store.items()}
         other._index = self._index.copy()
@@ -242,25 +237,24 @@ class VoxelMap:
         idx = self.index_of(keys)
         self._store["dirty"][idx[idx >= 0]] = True
 
-    def set_predictions(self, index: np.ndarray, codes: np.ndarray | None, labels: np.ndarray,
-                        scores: np.ndarray, instance_codes: np.ndarray | None = None) -> None:
+    def set_predictions(self, index: np.ndarray, rows: np.ndarray | None, labels: np.ndarray,
+                        scores: np.ndarray) -> None:
+        """Labels and scores of the voxels at ``index`` and, unless None, their feature rows."""
         st = self._store
-        if codes is not None and self.code_dim:
-            put_rows(st["codes"], index, codes)
-        if instance_codes is not None and self.instance_code_dim:
-            put_rows(st["instance_codes"], index, instance_codes)
+        if rows is not None:
+            st["feature_row"][index] = rows
         st["labels"][index] = labels
         st["scores"][index] = scores
 
     def nbytes_per_voxel(self) -> dict[str, float]:
         """Bytes each voxel costs in storage (all fields and the key index; the index alone; the
-        feature codes alone), the allocated share (capacity over occupied voxels: up to 1.25 after
-        growing) and the bytes held per voxel with it (storage capacity and index)."""
+        feature row index alone: the rows are the live map's), the allocated share (capacity over
+        occupied voxels: up to 1.25 after growing) and the bytes held per voxel with it."""
         per = {name: self._store[name].itemsize * int(np.prod(self._store[name].shape[1:])) for name in _FIELDS}
         index = self._index.slots.nbytes / max(self._n, 1)  # 4-byte slots, 2.5-5 a voxel
         allocated = len(self._store["keys"]) / max(self._n, 1)
         return {"map": float(sum(per.values()) + index), "index": float(index),
-                "features": float(per["codes"] + per["instance_codes"]), "allocated": allocated,
+                "features": float(per["feature_row"]), "allocated": allocated,
                 "held": float(sum(per.values()) * allocated + index)}
 
 

@@ -49,21 +49,27 @@ def isolated_voxel_fraction(points: np.ndarray, voxel_size: float) -> float:
 
 
 def segment_mean(values: torch.Tensor | np.ndarray, segments: torch.Tensor | np.ndarray,
-                 num_segments: int) -> tuple[torch.Tensor, torch.Tensor]:
+                 num_segments: int, rows: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(S, C) mean of the rows in each segment (voxel, superpoint, instance) and (S,) row counts.
 
     A tensor is pooled in its own dtype and stays differentiable (training losses); a numpy array
-    (a map's int8 codes, positions, colours) is summed in float64 by one compiled pass over its
+    (a map's feature rows, positions, colours) is summed in float64 by one compiled pass over its
     rows as they are, never converted whole, and the means come back as float32 (a float32 copy
     and torch's ``index_add_`` cost 2-3x more for a room map's codes: instance regrouping pools
-    them on every update)."""
+    them on every update). ``rows`` (numpy only): item i is ``values[rows[i]]`` (map voxels
+    pointing at the feature rows they share: pooled without a copy of a row per voxel)."""
     if isinstance(values, np.ndarray):
         seg = np.ascontiguousarray(segments.numpy() if isinstance(segments, torch.Tensor) else segments,
                                    dtype=np.int64).reshape(-1)
-        if len(seg) != len(values) or (len(seg) and not 0 <= int(seg.min()) <= int(seg.max()) < num_segments):
-            raise IndexError(f"{len(seg)} segment ids in [0, {num_segments}) needed for {len(values)} rows")
-        rows = values.reshape(len(values), -1)
-        sums, counts = _segment_sums(rows.astype(np.float32) if rows.dtype == np.float16 else rows, seg, num_segments)
+        items = len(values) if rows is None else len(rows)
+        if len(seg) != items or (len(seg) and not 0 <= int(seg.min()) <= int(seg.max()) < num_segments):
+            raise IndexError(f"{len(seg)} segment ids in [0, {num_segments}) needed for {items} rows")
+        table = values.reshape(len(values), -1)
+        table = table.astype(np.float32) if table.dtype == np.float16 else table  # numba has no float16
+        index = np.arange(len(table)) if rows is None else np.ascontiguousarray(rows, np.int64)
+        if len(index) and not 0 <= int(index.min()) <= int(index.max()) < len(table):
+            raise IndexError(f"row index out of range for {len(table)} rows")
+        sums, counts = _segment_sums(table, index, seg, num_segments)
         means = sums / np.maximum(counts, 1)[:, None]
         return torch.from_numpy(means.astype(np.float32)), torch.from_numpy(counts.astype(np.float32))
     segments = torch.as_tensor(segments)
@@ -73,14 +79,15 @@ def segment_mean(values: torch.Tensor | np.ndarray, segments: torch.Tensor | np.
 
 
 @numba.njit(cache=True, nogil=True)  # no GIL: the node's callbacks run meanwhile
-def _segment_sums(values: np.ndarray, segments: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+def _segment_sums(values: np.ndarray, index: np.ndarray, segments: np.ndarray, n: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
     sums = np.zeros((n, values.shape[1]), np.float64)
     counts = np.zeros(n, np.int64)
-    for i in range(values.shape[0]):
-        s = segments[i]
+    for i in range(index.shape[0]):
+        s, r = segments[i], index[i]
         counts[s] += 1
         for j in range(values.shape[1]):
-            sums[s, j] += values[i, j]
+            sums[s, j] += values[r, j]
     return sums, counts
 
 

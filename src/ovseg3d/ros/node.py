@@ -750,6 +750,8 @@ class PerceptionNode(LifecycleNode):
         values = {"map voxels": len(self.live.map), "evicted voxels": self.live.map.evicted,
                   "map bytes per voxel": f"{memory['held']:.0f}",
                   "feature bytes per voxel": f"{memory['features']:.0f}",
+                  "feature rows": f"{'float16' if self.live.exact else 'int8'}, "
+                                  f"{memory['voxels_per_row']:.1f} map voxels a row",
                   "text query ms in map (mean of last 100)": ms("query_map"),
                   "text query ms service (mean of last 100)": ms("query"),
                   "instances": len(self.live.instances), "queue length": snap.queue_length,

@@ -59,6 +59,10 @@ PARAMS: tuple[Param, ...] = (
     Param("map.max_voxels", 1_000_000,
           "map size bound: above it the voxels seen longest ago are evicted, down to 95 % of it",
           1000, 50_000_000, read_only=True, field="max_voxels"),
+    Param("map.feature_rows", "auto", "how the map stores a student voxel's feature: fp16 (float16 coordinates: "
+          "queries rank as the uncompressed features), int8 (codes: at most 64 bytes a voxel even when every voxel "
+          "has its own row), auto: fp16 when the student's voxels are at least twice the map's", read_only=True,
+          field="feature_rows"),
     Param("map.extent", 0.0, "evict voxels farther than this (x, y; m) from the robot, once they are 1 % of the "
           "map; 0: no bound", 0.0, 10000.0,
           field="extent"),

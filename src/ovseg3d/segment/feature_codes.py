@@ -9,6 +9,10 @@ answers of a query: they are the extremes of the map, and voxels one coarse step
 (measured on held-out rooms, see ``benchmarks/bench_map.py``; residual codebooks of the same size
 lost 1-2 % of the labels).
 
+With ``exact``, a row holds the coordinates themselves as float16 (2 bytes a column, no steps):
+the live map stores those when its rows are shared by many voxels (``feature_table``), and they
+rank a query's best answers as the uncompressed features do.
+
 Any text is answered from the codes: a text embedding is projected into the basis once, so a
 query costs one pass over the map's codes (``TextProjection``), not a decode.
 A code column is either an axis' coarse digit or its fine digit; both are one column of that
@@ -32,14 +36,14 @@ HEADROOM = 1.1  # an axis' range covers its fitting features' largest coordinate
 WIDEN = 1.25  # a coordinate beyond the range widens that axis' step to cover it plus 25 %
 RANK_TOL = 1e-9  # principal variances below this share of the largest are float noise, not axes
 _CHUNK = 8192  # rows per matrix product: the (chunk x words) scores stay in cache
-DISTINCT_WORTH = 0.5  # score the distinct codes alone when they are at most this share of the rows
 
 
 @dataclass(eq=False)  # compared by identity: the map's axes are one object, swapped whole
 class FeatureCodec:
     """f ~ mean + coordinates @ basis, coordinates = coarse * step (+ fine * step / 254 on the first
     ``fine`` axes). Codes are ``width`` int8 columns: ``axes`` coarse digits, ``fine`` fine digits,
-    then unused zeros (when the features span fewer dimensions than the code has room for)."""
+    then unused zeros (when the features span fewer dimensions than the code has room for).
+    ``exact``: ``width`` float16 columns, the coordinates themselves (steps of 1, no fine digits)."""
 
     mean: torch.Tensor  # (D,)
     basis: torch.Tensor  # (k, D), rows orthonormal
@@ -47,6 +51,12 @@ class FeatureCodec:
     width: int  # int8 columns per code
     fine: int = 0  # leading axes that carry a second (fine) digit
     baseline: float = 0.0  # share of its own fitting features' variance the axes miss (``residual``)
+    exact: bool = False  # float16 coordinates, not int8 digits
+
+    @property
+    def dtype(self) -> type:
+        """What a code column is stored as."""
+        return np.float16 if self.exact else np.int8
 
     @property
     def dim(self) -> int:
@@ -61,9 +71,11 @@ class FeatureCodec:
         return self.width
 
     @classmethod
-    def fit(cls, features: torch.Tensor, width: int, sample: int = 50_000, seed: int = 0) -> FeatureCodec:
+    def fit(cls, features: torch.Tensor, width: int, sample: int = 50_000, seed: int = 0,
+            exact: bool = False) -> FeatureCodec:
         """Principal axes of (a sample of) ``features``, as many as they span and ``width`` holds;
-        leftover columns become fine digits of the widest axes. Steps cover every feature given."""
+        leftover columns become fine digits of the widest axes (int8), or stay zero (``exact``).
+        Steps cover every feature given."""
         x = torch.as_tensor(features).float()
         if x.ndim != 2 or len(x) == 0:
             raise UserError("fitting feature codes needs a non-empty (N, D) feature array")
@@ -81,6 +93,10 @@ class FeatureCodec:
         rank = max(1, int((values > RANK_TOL * max(float(values[0]), 1e-30)).sum()))
         k = min(width, rank)
         basis = vectors[:, :k].T.float().contiguous()
+        if exact:  # the widest axes first already (eigenvalues in descending order)
+            codec = cls(mean, basis, torch.ones(k), width, exact=True)
+            codec.baseline = codec.residual(part)
+            return codec
         step = torch.clamp(HEADROOM * _reach(x, mean, basis) / CODE_LIMIT, min=1e-6)
         # widest range first: the fine digits go where a coarse step costs a score the most
         order = torch.argsort(step, descending=True)
@@ -102,6 +118,10 @@ class FeatureCodec:
         return self.encode_coordinates(self.project(features))
 
     def encode_coordinates(self, y: torch.Tensor) -> np.ndarray:
+        if self.exact:
+            out16 = torch.zeros(len(y), self.width, dtype=torch.float16)
+            out16[:, : self.axes] = y
+            return out16.numpy()
         coarse = torch.round(y / self.step).clamp_(-CODE_LIMIT, CODE_LIMIT)
         out = torch.zeros(len(y), self.width, dtype=torch.int8)
         out[:, : self.axes] = coarse.to(torch.int8)
@@ -129,6 +149,8 @@ class FeatureCodec:
         """(N, k) float coordinates in the basis (pool these, then ``lift``: cheaper than decoding).
         Linear in the codes, so mean codes (pooled as floats) give the mean coordinates."""
         c = codes.float() if isinstance(codes, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(codes)).float()
+        if self.exact:
+            return c[:, : self.axes].clone()
         y = c[:, : self.axes] * self.step
         if self.fine:
             y[:, : self.fine] += c[:, self.axes:self.axes + self.fine] * (self.step[: self.fine] / FINE)
@@ -181,17 +203,19 @@ class FeatureCodec:
     def widened_to(self, coordinates: torch.Tensor) -> FeatureCodec:
         """``widened`` from the features' coordinates in these axes (``project``: made once, then
         encoded with ``encode_coordinates`` by whichever codec this returns: the axes are the same)."""
+        if self.exact:  # float16 holds any coordinate of a unit feature
+            return self
         reach = coordinates.abs().amax(0)
         over = reach > CODE_LIMIT * self.step
         if not bool(over.any()):
             return self
         step = torch.where(over, WIDEN * reach / CODE_LIMIT, self.step)
-        return FeatureCodec(self.mean, self.basis, step, self.width, self.fine, self.baseline)
+        return FeatureCodec(self.mean, self.basis, step, self.width, self.fine, self.baseline, self.exact)
 
     def state(self) -> dict[str, np.ndarray]:
         return {"code_mean": self.mean.numpy(), "code_basis": self.basis.numpy(), "code_step": self.step.numpy(),
                 "code_baseline": np.float32(self.baseline), "code_width": np.int32(self.width),
-                "code_fine": np.int32(self.fine)}
+                "code_fine": np.int32(self.fine), "code_exact": np.bool_(self.exact)}
 
     @classmethod
     def from_state(cls, state: dict[str, np.ndarray]) -> FeatureCodec:
@@ -199,6 +223,7 @@ class FeatureCodec:
             mean, basis, step = (torch.as_tensor(np.asarray(state[k], np.float32))
                                  for k in ("code_mean", "code_basis", "code_step"))
             width, fine = int(state["code_width"]), int(state["code_fine"])
+            exact = bool(state.get("code_exact", False))  # maps of format 2 hold int8 codes
         except KeyError as exc:
             raise UserError(f"the saved map has no feature codes ({exc.args[0]} missing)") from None
         except (TypeError, ValueError):
@@ -209,7 +234,7 @@ class FeatureCodec:
             raise UserError("the saved map's feature codes are malformed (basis, mean, step and width do not fit)")
         if not (torch.isfinite(mean).all() and torch.isfinite(basis).all() and (step > 0).all()):
             raise UserError("the saved map's feature codes hold NaN, inf or non-positive steps")
-        return cls(mean, basis, step, width, fine, float(state.get("code_baseline", 0.0)))
+        return cls(mean, basis, step, width, fine, float(state.get("code_baseline", 0.0)), exact)
 
 
 def _reach(x: torch.Tensor, mean: torch.Tensor, basis: torch.Tensor, chunk: int = 65_536) -> torch.Tensor:
@@ -255,7 +280,10 @@ class TextProjection:
         self._first = (w[:, 0].numpy().astype(np.float32), np.float32(offset[0])) if self.rows else None
         if method not in (None, "float", "int8"):
             raise ValueError(f"unknown product {method!r}")
-        self.int8 = _int8_is_faster(codec.code_dim) if method is None else method == "int8"
+        if codec.exact and method == "int8":
+            raise ValueError("float16 rows have no int8 product")
+        self.dtype = np.dtype(codec.dtype)
+        self.int8 = not codec.exact and (_int8_is_faster(codec.code_dim) if method is None else method == "int8")
         if method == "int8" and not _int_mm_works(codec.code_dim):
             raise RuntimeError("this torch build has no int8 matrix product on the CPU")
         # float: each fine digit folded into its axis' coarse one as it is widened (exact, and 7 of
@@ -308,25 +336,24 @@ class TextProjection:
         """(N,) score of every code against the first (only) row."""
         weights, offset = self._first
         codes = np.ascontiguousarray(codes)
-        if codes.ndim != 2 or codes.shape[1] != len(weights) or codes.dtype != np.int8:
+        if codes.ndim != 2 or codes.shape[1] != len(weights) or codes.dtype != self.dtype:
             raise UserError(f"codes of shape {codes.shape} ({codes.dtype}) are not this map's "
-                            f"{len(weights)} int8 columns")
+                            f"{len(weights)} {self.dtype} columns")
+        if self.exact:  # float16 rows: widened a chunk at a time (numba has no float16 on the CPU)
+            out = np.empty(len(codes), np.float32)
+            for i, s in self._chunks(codes, _CHUNK):
+                out[i:i + len(s)] = s[:, 0].numpy()
+            return out
         return _row_scores(codes, weights, offset, np.empty(len(codes), np.float32))
+
+    @property
+    def exact(self) -> bool:
+        return self.dtype == np.float16
 
     def best(self, codes: np.ndarray, row_class: torch.Tensor | None = None, classes: int = 0
              ) -> tuple[np.ndarray, np.ndarray]:
         """(label, score) per code: the best row, or with ``row_class`` the best class (max over its
-        rows). Each distinct code is scored once (``distinct_rows``): a student coarser than the
-        map gives every map voxel in one of its voxels the same code (25-125 voxels of 2 cm in a
-        10 cm one), so a map holds far fewer distinct codes than voxels."""
-        found = distinct_rows(codes, DISTINCT_WORTH)
-        if found is not None and len(found[0]) <= DISTINCT_WORTH * len(codes):
-            labels, scores = self._best(codes[found[0]], row_class, classes)
-            return labels[found[1]], scores[found[1]]
-        return self._best(codes, row_class, classes)  # a student as fine as the map: codes mostly distinct
-
-    def _best(self, codes: np.ndarray, row_class: torch.Tensor | None, classes: int
-              ) -> tuple[np.ndarray, np.ndarray]:
+        rows)."""
         labels = np.empty(len(codes), np.int64)
         scores = np.empty(len(codes), np.float32)
         grouped = row_class is not None and classes != self.rows
@@ -340,63 +367,6 @@ class TextProjection:
             labels[i:i + len(s)] = arg
             scores[i:i + len(s)] = s[np.arange(len(s)), arg]
         return labels, scores * np.float32(self._unit)
-
-
-def distinct_rows(codes: np.ndarray, worth: float = 1.0) -> tuple[np.ndarray, np.ndarray] | None:
-    """(the first row of each distinct code, each row's index among them), in one compiled pass:
-    a row equal to the one before it is matched at once (a map's rows come mostly in the order its
-    voxels were seen, so neighbours follow each other), any other through a hash table of codes.
-    None when more than ``worth`` of the first 65,536 rows are distinct: the pass is given up
-    there (a map of distinct codes costs 7 ms of it at 1M rows, not 110)."""
-    c = np.ascontiguousarray(codes)
-    if c.ndim != 2 or c.dtype != np.int8:
-        raise UserError(f"codes must be an (N, width) int8 array, got {c.shape} {c.dtype}")
-    if c.shape[1] % 8:  # compared as 64-bit words
-        c = np.concatenate([c, np.zeros((len(c), -c.shape[1] % 8), np.int8)], 1)
-    bits = max(10, int(np.ceil(np.log2(max(2 * len(c), 1)))))
-    first, inverse, m = _distinct(c.view(np.uint64), np.full(1 << bits, -1, np.int32), np.uint64(64 - bits),
-                                  min(len(c), 65_536), float(worth))
-    return None if m < 0 else (first[:m], inverse)
-
-
-@numba.njit(cache=True, inline="always")
-def _same_row(words, a, b) -> bool:
-    for j in range(words.shape[1]):  # noqa: SIM110 -- a loop numba compiles, not a generator
-        if words[a, j] != words[b, j]:
-            return False
-    return True
-
-
-@numba.njit(cache=True, nogil=True)
-def _distinct(words, table, shift, probe, worth):
-    n, k = words.shape
-    mask = len(table) - 1
-    first, inverse = np.empty(n, np.int64), np.empty(n, np.int64)
-    m = 0
-    for i in range(n):
-        if i == probe and m > worth * probe:
-            return first, inverse, -1
-        if i > 0 and _same_row(words, i, i - 1):
-            inverse[i] = inverse[i - 1]
-            continue
-        h = np.uint64(0x9E3779B97F4A7C15)
-        for j in range(k):
-            h = (h ^ words[i, j]) * np.uint64(0xBF58476D1CE4E5B9)
-            h ^= h >> np.uint64(31)
-        s = np.int64((h * np.uint64(0x94D049BB133111EB)) >> shift)
-        while True:
-            d = table[s]
-            if d < 0:
-                table[s] = m
-                first[m] = i
-                inverse[i] = m
-                m += 1
-                break
-            if _same_row(words, first[d], i):
-                inverse[i] = d
-                break
-            s = (s + 1) & mask
-    return first, inverse, m
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)  # fastmath: the 56-term sums vectorise

@@ -5,11 +5,14 @@ Ingest (called often, must be cheap) only back-projects and voxelises. ``update`
 worker at the inference rate) runs the student on the voxels that changed plus a margin of
 context around them (a sparse U-Net sees its neighbourhood, so a changed voxel changes the
 features near it), writes the features back by voxel key (the map may have moved on meanwhile),
-labels them against the vocabulary and regroups instances. Features are stored as compact codes
-(``feature_codes``: a principal subspace, int8 per axis, 48 + 16 bytes a voxel instead of 1-2 kB):
-a new vocabulary relabels, and any text is answered, from the codes without running the student
-again. The subspace is fitted on the first update's features and refitted (the codes re-expressed
-in the new axes by one small matrix) when later features leave it.
+labels them against the vocabulary and regroups instances. Features are stored once per student
+voxel in a table of rows that the map voxels point at (``feature_table``), each row the feature's
+coordinates in a principal subspace (``feature_codes``): float16 when the student is coarser than
+the map (its voxels' rows are shared by many map voxels: tens of bytes a voxel, not 1-2 kB, and
+queries rank as the uncompressed features do), int8 codes when it is as fine. A new vocabulary
+relabels, and any text is answered, from the rows without running the student again. The
+subspace is fitted on the first update's features and refitted (the rows re-expressed in the new
+axes by one small matrix) when later features leave it.
 
 Thread safety: one lock guards the map; the student runs on a copy outside it, so ingest never
 waits for inference. The vocabulary and the instances named with it are one ``Labelling``,
@@ -40,6 +43,7 @@ from ovseg3d.geometry.voxel_reduce import VoxelSums, pack_keys, reduce_depth, re
 from ovseg3d.geometry.voxels import segment_mean, voxelize
 from ovseg3d.labels import STUFF_LABELS, stuff_indices
 from ovseg3d.segment.feature_codes import FeatureCodec, TextProjection, recode
+from ovseg3d.segment.feature_table import FeatureTable
 from ovseg3d.segment.instance_classify import instance_index, name_instances
 from ovseg3d.segment.instances import Instance, connected_label_groups, stable_ids, summarize
 from ovseg3d.segment.keyframes import KeyframeGate
@@ -49,6 +53,8 @@ from ovseg3d.student.model import Student
 from ovseg3d.text.vocabulary import Vocabulary
 
 INSTANCE_METHODS = ("proposals", "connected")
+FEATURE_ROWS = ("auto", "fp16", "int8")
+ROW_INDEX_BYTES = 4  # a voxel's int32 row in the feature table
 
 
 @dataclass
@@ -71,10 +77,13 @@ class LiveConfig:
     instance_min_points: int = 30  # smaller groups (in map voxels) are not instances
     instance_threshold: float = 0.9  # proposals: cosine above which adjacent superpoints merge
     stuff_labels: tuple[str, ...] = STUFF_LABELS  # never instances
-    code_bytes: int = 64  # int8 code columns per voxel, semantic and instance-head features together
+    code_bytes: int = 64  # feature bytes per voxel when every voxel has a row of its own: int8 code
+    #                       columns (this less the 4-byte row index), semantic and instance-head together;
+    #                       float16 rows have as many columns (the semantic span: 49-d for MinkUNetSmall)
     instance_codes: int = 8  # of those, for an instance-head feature (98 % of its variance for the demo
-    #                          student); the rest holds the semantic span (49-d for MinkUNetSmall) and
-    #                          finer digits of its widest axes
+    #                          student); the rest holds the semantic span and finer digits of its widest axes
+    feature_rows: str = "auto"  # fp16 | int8 | auto: fp16 when the student's voxels are at least twice the
+    #                             map's (a row then serves 4 map voxels or more; int8 rows of its own else)
     codes_refit: float = 0.01  # refit the code axes when new features lose this much more of their variance
     #                             than the features they were fitted on (or twice as much)
 
@@ -86,8 +95,11 @@ class LiveConfig:
                 raise UserError(f"{name} must be positive, got {value}")
         if min(self.depth_stride, self.max_voxels, self.instance_min_points, self.instance_codes) < 1:
             raise UserError("depth_stride, max_voxels, instance_min_points and instance_codes must be at least 1")
-        if self.code_bytes <= self.instance_codes:
-            raise UserError(f"code_bytes ({self.code_bytes}) must exceed instance_codes ({self.instance_codes})")
+        if self.code_bytes - ROW_INDEX_BYTES <= self.instance_codes:
+            raise UserError(f"code_bytes ({self.code_bytes}) must exceed instance_codes ({self.instance_codes}) "
+                            f"and the {ROW_INDEX_BYTES}-byte row index")
+        if self.feature_rows not in FEATURE_ROWS:
+            raise UserError(f"feature_rows must be one of {', '.join(FEATURE_ROWS)}, got {self.feature_rows!r}")
         if min(self.keyframe_translation, self.keyframe_rotation, self.keyframe_interval,
                self.keyframe_min_interval) < 0:
             raise UserError("keyframe translation, rotation and intervals must not be negative")
@@ -139,10 +151,13 @@ class LiveSegmenter:
         self.labelling = Labelling(vocab)
         self.lock = threading.RLock()
         self._group_lock = threading.Lock()  # one instance regrouping at a time (update worker vs services)
-        inst = self.cfg.instance_codes if student.has_instance_head else 0
         self.map = VoxelMap(self.cfg.voxel_size, self.cfg.max_voxels, self.cfg.extent or None,
-                            code_dim=self.cfg.code_bytes - inst, instance_code_dim=inst,
                             input_cell=self._input_cell())
+        self.exact = self._exact_rows()
+        inst = self.cfg.instance_codes if student.has_instance_head else 0
+        # columns of a row: int8 rows keep a voxel's bytes (row and index) within code_bytes
+        self.code_widths = (self.cfg.code_bytes - inst - (0 if self.exact else ROW_INDEX_BYTES), inst)
+        self.table = FeatureTable(*self.code_widths, np.float16 if self.exact else np.int8)
         self.codec: FeatureCodec | None = None  # fitted on the first update's features
         self.instance_codec: FeatureCodec | None = None
         self.code_refits = 0
@@ -160,6 +175,24 @@ class LiveSegmenter:
     @property
     def instances(self) -> list[Instance]:
         return list(self.labelling.instances)
+
+    def _exact_rows(self) -> bool:
+        """float16 rows (``feature_table``) when the configuration asks or, by default, when a row
+        serves several map voxels: a student voxel at least twice the map's (4 or more on a surface)."""
+        if self.cfg.feature_rows != "auto":
+            return self.cfg.feature_rows == "fp16"
+        return self.student.cfg.voxel_size >= 2 * self.cfg.voxel_size - 1e-9
+
+    def voxel_codes(self, instance: bool = False) -> np.ndarray:
+        """A copy of every voxel's row of the feature table (zeros where it has none yet): what the
+        map holds for it, for tests and tools."""
+        with self.lock:
+            rows = self.map.feature_row
+            table = self.table.instance if instance else self.table.semantic
+            out = np.zeros((len(rows), table.shape[1]), table.dtype)
+            has = rows >= 0
+            out[has] = take_rows(table, rows[has])
+            return out
 
     def _input_cell(self) -> float | None:
         """What of a revisited voxel the student reads: only its cell on the student's grid for a
@@ -198,7 +231,7 @@ class LiveSegmenter:
             segment_mean(rows, np.zeros(len(g), np.int64), 1)
         # the code scoring a text query and a relabel run (the first ``~/text_query`` waited for it)
         features = torch.randn(len(g), self.student.cfg.feature_dim, generator=torch.Generator().manual_seed(0))
-        codec = FeatureCodec.fit(features, self.map.code_dim)
+        codec = FeatureCodec.fit(features, self.code_widths[0], exact=self.exact)
         codes, vocab = codec.encode(features), self.vocab
         TextProjection(codec, vocab.embeddings).best(codes, vocab.row_class, len(vocab))
         TextProjection(codec, vocab.embeddings[0]).scores(codes)
@@ -340,8 +373,10 @@ class LiveSegmenter:
             idx = self.map.index_of(keys)
             ok = idx >= 0  # voxels evicted meanwhile are skipped
             row = row[ok]
-            self.map.set_predictions(idx[ok], take_rows(codes[0], row), labels.numpy()[row], scores.numpy()[row],
-                                     None if inst is None else take_rows(codes[1], row))
+            fresh = self.table.append(codes[0], codes[1])  # the rows these voxels pointed at become garbage
+            self.map.set_predictions(idx[ok], fresh[row], labels.numpy()[row], scores.numpy()[row])
+            if self.table.wants_compaction():
+                self.table.compact(self.map.feature_row)  # a view of the occupied rows: re-pointed in place
         if group:
             self._group_instances()
         with self.lock:
@@ -360,10 +395,10 @@ class LiveSegmenter:
     def _fit_codec(self, codec: FeatureCodec | None, features: torch.Tensor, field: str
                    ) -> tuple[FeatureCodec, torch.Tensor | None]:
         """``codec`` while it still holds ``features``; else axes fitted on them (and on what the
-        map already holds in ``field``, "codes" or "instance_codes", decoded from a sample). With
-        the features' coordinates in the returned codec's axes when they were made here (None
-        after a refit): ``_encoded``."""
-        code_dim = self.map.code_dim if field == "codes" else self.map.instance_code_dim
+        map already holds in ``field``, "codes" or "instance_codes", decoded from a sample of its
+        rows). With the features' coordinates in the returned codec's axes when they were made
+        here (None after a refit): ``_encoded``."""
+        code_dim = self.code_widths[0] if field == "codes" else self.code_widths[1]
         sample = features[torch.randperm(len(features), generator=torch.Generator().manual_seed(len(features)))[:5000]]
         # refit when new features lose codes_refit more of their variance, or twice what the fitting
         # features lost (an 8-axis instance code misses a few percent anyway): each refit rounds again
@@ -373,22 +408,25 @@ class LiveSegmenter:
             coordinates = codec.project(features)
             return codec.widened_to(coordinates), coordinates
         if codec is None:
-            return FeatureCodec.fit(features, code_dim), None
-        with self.lock:  # the stored codes are in the map's current axes (a loaded map may have new ones)
+            return FeatureCodec.fit(features, code_dim, exact=self.exact), None
+        with self.lock:  # the stored rows are in the map's current axes (a loaded map may have new ones)
             current = self.codec if field == "codes" else self.instance_codec
-            done = np.flatnonzero(self.map.labels >= 0)
-            old = None if current is None else self.map.rows_at(field, done[:: max(1, len(done) // 20_000)])
+            rows = self.map.feature_row
+            rows = rows[rows >= 0]
+            table = self.table.semantic if field == "codes" else self.table.instance
+            old = None if current is None else take_rows(table, rows[:: max(1, len(rows) // 20_000)])
         if old is None:
-            return FeatureCodec.fit(features, code_dim), None
-        return FeatureCodec.fit(torch.cat([current.decode(old), features.float()]), code_dim), None
+            return FeatureCodec.fit(features, code_dim, exact=self.exact), None
+        return FeatureCodec.fit(torch.cat([current.decode(old), features.float()]), code_dim, exact=self.exact), None
 
     def _adopt_codecs(self, codec: FeatureCodec, instance_codec: FeatureCodec | None) -> None:
-        """Make these the map's code axes, re-expressing stored codes when the axes changed (one
+        """Make these the map's code axes, re-expressing the stored rows when the axes changed (one
         k x k matrix: coordinates in the old axes to the new, no decode to the full feature)."""
-        for name, old, new in (("codes", self.codec, codec), ("instance_codes", self.instance_codec, instance_codec)):
+        for rows, old, new in ((self.table.semantic, self.codec, codec),
+                               (self.table.instance, self.instance_codec, instance_codec)):
             if old is None or new is None or old is new:
                 continue
-            recode(getattr(self.map, name), old, new)  # a view of the occupied rows: written in place
+            recode(rows, old, new)  # a view of the table's rows: written in place
             self.code_refits += 1
         self.codec, self.instance_codec = codec, instance_codec
 
@@ -397,16 +435,27 @@ class LiveSegmenter:
         self._check_dim(vocab)
         with self.lock:
             self.labelling = Labelling(vocab)  # the old instances' labels index the old names: regrouped below
-            if self.codec is not None:
-                done = np.flatnonzero(self.map.labels >= 0)
-                every = len(done) == len(self.map)  # the usual case: classify the codes in place, no copy
-                labels, scores = TextProjection(self.codec, vocab.embeddings).best(
-                    self.map.codes if every else self.map.codes[done], vocab.row_class, len(vocab))
-                self.map.set_predictions(np.s_[: len(self.map)] if every else done, None, labels, scores)
+            self.relabel_voxels(vocab)
             if self.cfg.instance_method == "connected":
                 self.map.instances[:] = -1  # label-made groups: old ids meant other words
             # proposals do not depend on the words, so their ids carry over; only their names change
         self.regroup()
+
+    def relabel_voxels(self, vocab: Vocabulary) -> None:
+        """Label every voxel that has a feature row with ``vocab`` (under the map's lock): each row
+        classified once, then its voxels take its label and score (``set_vocabulary`` names the
+        instances with it too)."""
+        with self.lock:
+            if self.codec is None:
+                return
+            labels, scores = TextProjection(self.codec, vocab.embeddings).best(
+                self.table.semantic, vocab.row_class, len(vocab))
+            rows = self.map.feature_row
+            done = np.flatnonzero(rows >= 0)
+            if len(done) == len(rows):  # the usual case: no index of the labelled voxels
+                self.map.set_predictions(np.s_[: len(rows)], None, labels[rows], scores[rows])
+            else:
+                self.map.set_predictions(done, None, labels[rows[done]], scores[rows[done]])
 
     def regroup(self) -> None:
         """Regroup the instances on the current labels (after ``update(group=False)``)."""
@@ -424,12 +473,11 @@ class LiveSegmenter:
                 if self.codec is None:
                     return
                 done = np.flatnonzero(m.labels >= 0)
+                table, rows = self.table.subset(m.feature_row[done])  # the rows they use, renumbered
                 # fancy indexing copies: no .copy() on top
                 snap = _Labelled(keys=m.keys[done], points=m.points_at(done), colors=m.colors_at(done),
                                  labels=m.labels[done], scores=m.scores[done], previous=m.instances[done],
-                                 codes=m.rows_at("codes", done),
-                                 instance_codes=m.rows_at("instance_codes", done) if m.instance_code_dim else None,
-                                 codec=self.codec, instance_codec=self.instance_codec)
+                                 rows=rows, table=table, codec=self.codec, instance_codec=self.instance_codec)
                 vocab, cfg = self.vocab, self.cfg
             stuff = stuff_indices(vocab.names, cfg.stuff_labels)
             if saved is not None:
@@ -446,11 +494,11 @@ class LiveSegmenter:
                     group, first = np.unique(groups, return_index=True)
                     named = {int(ids[f]): named[g] for g, f in zip(group, first) if g >= 0}
             # what a text query ranks instances by: the instance head's mean feature when there is one
-            codes, codec = ((snap.instance_codes, snap.instance_codec) if snap.instance_codes is not None
-                            else (snap.codes, snap.codec))
-            # pooled as raw codes, then turned into coordinates: linear, and k-fold fewer rows to scale
-            embeddings = instance_embeddings(torch.from_numpy(codes), ids,
-                                             lambda mean: codec.lift(codec.coordinates(mean)))
+            instance = snap.instance_codec is not None
+            codec = snap.instance_codec if instance else snap.codec
+            coordinates = codec.coordinates(snap.table.instance if instance else snap.table.semantic)
+            embeddings = instance_embeddings(coordinates[torch.from_numpy(snap.rows.astype(np.int64))], ids,
+                                             codec.lift)
             instances = summarize(snap.points, ids, snap.labels, snap.scores, named, embeddings)
             with self.lock:
                 if self.vocab is not vocab:  # replaced meanwhile: its own regrouping follows this one
@@ -475,7 +523,8 @@ class LiveSegmenter:
     def query(self, text_embedding: torch.Tensor, threshold: float = 0.0, max_points: int = 0,
               max_instances: int = 0) -> QueryResult:
         """Points and instances whose features match a text embedding; threshold <= -1: best only.
-        Scores come from the codes in place (no copy of the map); only the answer is copied out."""
+        Each feature row is scored once, then every voxel takes its row's score (no copy of the
+        map's features); only the answer is copied out."""
         t = torch.as_tensor(text_embedding, dtype=torch.float32).reshape(-1)
         if t.numel() != self.student.cfg.feature_dim:
             raise UserError(f"query embedding is {t.numel()}-d, the map's features are "
@@ -484,8 +533,9 @@ class LiveSegmenter:
             m, labelling = self.map, self.labelling
             if self.codec is None or not len(m):
                 return QueryResult(np.zeros((0, 3), np.float32), np.zeros(0, np.float32), [], labelling.names)
-            scores = TextProjection(self.codec, t).scores(m.codes)
-            scores[m.labels < 0] = -np.inf  # not labelled yet: no feature, never an answer
+            # a voxel with no row yet (-1: not labelled) takes the -inf after the rows': never an answer
+            rows = TextProjection(self.codec, t).scores(self.table.semantic)
+            scores = np.append(rows, np.float32(-np.inf))[m.feature_row]
             keep = _best(scores, threshold if threshold > -1 else np.finfo(np.float32).min, max_points)
             points = m.points_at(keep)
         ranked = rank_instances(list(labelling.instances), t, threshold)
@@ -495,6 +545,7 @@ class LiveSegmenter:
     def reset(self) -> None:
         with self.lock:
             self.map.reset()
+            self.table = FeatureTable(*self.code_widths, self.table.dtype)
             self.keyframes.reset()
             self.labelling = Labelling(self.vocab)
             self.newest_stamp = -np.inf
@@ -508,10 +559,11 @@ class LiveSegmenter:
 
         with self.lock:
             snapshot, vocab, instances = self.map.copy(), self.vocab, self.instances
+            table, snapshot.feature_row[:] = self.table.subset(snapshot.feature_row)  # no garbage rows
             codecs = {**({} if self.codec is None else self.codec.state()),
                       **({} if self.instance_codec is None else
                          {f"instance_{k}": v for k, v in self.instance_codec.state().items()})}
-        return save_map(snapshot, path, extra={
+        return save_map(snapshot, path, table, extra={
             "label_names": np.array(vocab.names), "vocab_embeddings": vocab.embeddings.float().numpy(),
             "vocab_row_class": vocab.row_class.numpy(), "student_fingerprint": np.array(self.fingerprint),
             "feature_dim": np.array(self.student.cfg.feature_dim), **codecs,
@@ -536,10 +588,14 @@ class LiveSegmenter:
         arrays = read_map_file(path)
         codec, instance_codec, vocab = self._check_saved(arrays, Path(path))
         saved = self._saved_instances(arrays, len(vocab.names), Path(path))
-        vmap = map_from_arrays(arrays, self.cfg.max_voxels, self.cfg.extent or None)
+        vmap, table = map_from_arrays(arrays, self.cfg.max_voxels, self.cfg.extent or None)
         vmap.input_cell = self._input_cell()
         with self._group_lock, self.lock:
             self.map, self.codec, self.instance_codec = vmap, codec, instance_codec
+            if codec is not None:  # its rows as saved (float16 or int8, their widths): updates go on in them
+                self.table, self.exact, self.code_widths = table, codec.exact, table.widths
+            else:  # nothing labelled: no rows, this configuration's kind of them
+                self.table = FeatureTable(*self.code_widths, self.table.dtype)
             self.labelling = Labelling(vocab)
             ids = vmap.instances
             self._next_instance = max(self._next_instance, int(ids.max()) + 1 if len(ids) else 0)
@@ -577,13 +633,13 @@ class LiveSegmenter:
         codec = FeatureCodec.from_state(arrays) if labelled else None
         inst_state = {k.removeprefix("instance_"): v for k, v in arrays.items() if k.startswith("instance_code_")}
         instance_codec = FeatureCodec.from_state(inst_state) if labelled and self.student.has_instance_head else None
-        for name, c, codes in (("feature", codec, arrays["codes"]), ("instance", instance_codec,
-                                                                      arrays["instance_codes"])):
-            if c is not None and (c.dim != dim or c.code_dim != codes.shape[1]):
-                raise UserError(f"{path}: its {name} codes ({codes.shape[1]} axes of {c.dim}-d) do not fit "
-                                f"this student's {dim}-d features")
-        if labelled and self.student.has_instance_head != (arrays["instance_codes"].shape[1] > 0):
-            raise UserError(f"{path} was saved {'with' if arrays['instance_codes'].shape[1] else 'without'} "
+        for name, c, codes in (("feature", codec, arrays["table_codes"]), ("instance", instance_codec,
+                                                                            arrays["table_instance_codes"])):
+            if c is not None and (c.dim != dim or c.code_dim != codes.shape[1] or c.dtype != codes.dtype):
+                raise UserError(f"{path}: its {name} codes ({codes.shape[1]} {codes.dtype} columns, axes of "
+                                f"{c.dim}-d) do not fit this student's {dim}-d features")
+        if labelled and self.student.has_instance_head != (arrays["table_instance_codes"].shape[1] > 0):
+            raise UserError(f"{path} was saved {'with' if arrays['table_instance_codes'].shape[1] else 'without'} "
                             "instance-head codes; this student has "
                             f"{'one' if self.student.has_instance_head else 'none'}")
         try:
@@ -599,9 +655,20 @@ class LiveSegmenter:
         return codec, instance_codec, vocab
 
     def memory(self) -> dict[str, float]:
-        """Bytes per voxel of the map and of its feature codes (``VoxelMap.nbytes_per_voxel``)."""
+        """Bytes per voxel of the map and of its features (``VoxelMap.nbytes_per_voxel``, with the
+        feature table's share: ``table``; its live rows alone: ``table_live``)."""
         with self.lock:
-            return self.map.nbytes_per_voxel()
+            out = self.map.nbytes_per_voxel()
+            n = max(len(self.map), 1)
+            table = self.table.nbytes() / n
+            live = int((np.bincount(self.map.feature_row + 1, minlength=1)[1:] > 0).sum()) if len(self.map) else 0
+            row_bytes = sum(w for w in self.table.widths) * self.table.dtype.itemsize
+            out.update(table=table, table_live=live * row_bytes / n, rows=float(self.table.n),
+                       voxels_per_row=len(self.map) / max(live, 1))
+            out["map"] += table
+            out["held"] += table
+            out["features"] += table
+            return out
 
 
 def _encoded(fitted: tuple[FeatureCodec, torch.Tensor | None], features: torch.Tensor) -> np.ndarray:
@@ -646,16 +713,16 @@ class _Labelled:
     labels: np.ndarray
     scores: np.ndarray
     previous: np.ndarray  # instance ids before this regrouping
-    codes: np.ndarray  # semantic feature codes
-    instance_codes: np.ndarray | None  # the instance head's codes, when the student has one
+    rows: np.ndarray  # each voxel's row in ``table``
+    table: FeatureTable  # the rows these voxels use (the instance head's too, when the student has one)
     codec: FeatureCodec
     instance_codec: FeatureCodec | None
 
     def pooled(self, segments: np.ndarray, n: int, instance: bool = False) -> torch.Tensor:
         """(n, k) mean code coordinates of each segment (``lift`` them for features: linear, so the
         mean of the lifted features is the lifted mean; likewise the codes are pooled first)."""
-        codes, codec = (self.instance_codes, self.instance_codec) if instance else (self.codes, self.codec)
-        return codec.coordinates(segment_mean(codes, segments, n)[0])
+        table, codec = (self.table.instance, self.instance_codec) if instance else (self.table.semantic, self.codec)
+        return codec.coordinates(segment_mean(table, segments, n, rows=self.rows)[0])
 
 
 def _proposal_groups(snap: _Labelled, vocab: Vocabulary, cfg: LiveConfig, stuff: set[int]
@@ -683,7 +750,7 @@ def _proposal_groups(snap: _Labelled, vocab: Vocabulary, cfg: LiveConfig, stuff:
                                   min_weight=cfg.instance_min_points, neighbours=near)
     if not proposals:
         return groups, []
-    if snap.instance_codes is not None:  # FOLK: the mean instance-head feature of its cells
+    if snap.instance_codec is not None:  # FOLK: the mean instance-head feature of its cells
         inst = snap.pooled(cell_of, n, instance=True)
         naming = snap.instance_codec.lift(torch.stack([inst[torch.from_numpy(p.mask)].mean(0) for p in proposals]))
     else:
