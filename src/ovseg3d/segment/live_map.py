@@ -662,7 +662,7 @@ class LiveSegmenter:
             n = max(len(self.map), 1)
             table = self.table.nbytes() / n
             live = int((np.bincount(self.map.feature_row + 1, minlength=1)[1:] > 0).sum()) if len(self.map) else 0
-            row_bytes = sum(w for w in self.table.widths) * self.table.dtype.itemsize
+            row_bytes = sum(self.table.widths) * self.table.dtype.itemsize
             out.update(table=table, table_live=live * row_bytes / n, rows=float(self.table.n),
                        voxels_per_row=len(self.map) / max(live, 1))
             out["map"] += table
