@@ -104,10 +104,6 @@ def test_the_feature_table_drops_rows_nobody_points_at_and_keeps_each_voxels_own
     has = some >= 0
     assert (sub.semantic[rows[has]] == table.semantic[some[has]]).all() and sub.widths == (3, 1)
     assert (sub.instance[rows[has]] == table.instance[some[has]]).all()
-    few = np.where(voxel_rows < 50, voxel_rows, -1)  # the map shrank: its storage goes with it
-    before = table.nbytes()
-    table.compact(few)
-    assert table.n == table.live == len(np.unique(few[few >= 0])) and table.nbytes() < before / 2
 
 
 def test_codes_follow_new_axes_without_the_features():

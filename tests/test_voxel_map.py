@@ -400,17 +400,3 @@ def test_segment_means_of_numpy_rows_are_the_tensor_path_s(dtype):
         segment_mean(rows, np.where(seg == 3, 401, seg), 401)
     with pytest.raises(IndexError):
         segment_mean(rows, np.where(seg == 3, -1, seg), 401)
-
-
-def test_storage_a_robot_left_behind_is_given_back():
-    """A map cut to a fraction by its extent (the robot drove on to a new room) gives back the
-    storage it grew for the old one: memory follows the map, not its largest size; the voxels kept
-    stay whole and findable."""
-    m = VoxelMap(voxel_size=0.1, extent=5.0)
-    rng = np.random.default_rng(9)
-    m.insert(rng.uniform(-4, 4, (60_000, 3)), stamp=0.0, robot=np.zeros(3))
-    grown = len(m._store["keys"])
-    m.insert(rng.uniform(40, 42, (3000, 3)), stamp=1.0, robot=np.array([41.0, 41.0, 0.0]))
-    assert len(m) < grown / 4 and len(m._store["keys"]) <= 1.25 * len(m) + 1024
-    assert (m.index_of(m.keys) == np.arange(len(m))).all() and (m.xyz >= 40).all()
-    assert (pack_keys(np.floor(m.xyz / 0.1).astype(np.int64)) == m.keys).all()

@@ -25,7 +25,6 @@ from ovseg3d.geometry.rows import take_rows
 from ovseg3d.geometry.voxel_reduce import VoxelSums, home_slot, reduce_depth, reduce_points
 
 GROWTH = 1.25  # storage grows by a quarter when full: at most 25 % of it unused
-SHRINK = 2.0  # ... and is cut back to that when evictions left it this many times the map's size
 LOW_WATER = 0.95  # a map over max_voxels is cut to this share of it (the oldest voxels go first)
 # voxels beyond the extent are dropped once they are this share of the map: a drop passes over every
 # field's rows, and dropping the few that a moving robot leaves behind on every insert cost most of a merge
@@ -117,8 +116,6 @@ class VoxelMap:
         self._n = n
         if n < _FILL / 2 * len(self._index.slots) and len(self._index.slots) > 1024:  # a map cut to a fraction
             self._index.rebuild(self._store["keys"], n)
-        if len(self._store["keys"]) > SHRINK * max(n, 1024):  # storage a robot left behind: given back
-            self._resize(int(n * GROWTH))
 
     def insert(self, points: np.ndarray, colors: np.ndarray | None = None, stamp: float = 0.0,
                robot: np.ndarray | None = None) -> int:
@@ -150,7 +147,10 @@ class VoxelMap:
         n, k = self._n, len(keys)
         cap = len(self._store["keys"])
         if n + k > cap:
-            self._resize(max(int(cap * GROWTH), n + k))  # memory stays near the map's size
+            grown = self._empty(max(int(cap * GROWTH), n + k))  # memory stays near the map's size
+            for name in _FIELDS:
+                grown[name][:n] = self._store[name][:n]
+            self._store = grown
         st = self._store
         st["keys"][n:n + k] = keys
         st["xyz"][n:n + k] = xyz
@@ -164,13 +164,6 @@ class VoxelMap:
         st["instances"][n:n + k] = -1
         self._index.add(st["keys"], n, n + k)
         self._n = n + k
-
-    def _resize(self, cap: int) -> None:
-        """Storage for ``cap`` voxels holding the present ones (the key index holds rows, not places)."""
-        resized = self._empty(max(cap, self._n, 1024))
-        for name in _FIELDS:
-            resized[name][: self._n] = self._store[name][: self._n]
-        self._store = resized
 
     def _far2(self, robot: np.ndarray) -> np.ndarray:
         """(N,) squared x-y distance of every voxel from the robot, in float32 on the stored
