@@ -4,6 +4,8 @@ features, the feature table voxels point into, queries and relabelling from it, 
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -230,6 +232,17 @@ def test_saved_map_loads_back_whole_and_foreign_maps_are_refused(live_pair, tmp_
     np.savez(damaged, **{**arrays, "instance_labels": np.full_like(arrays["instance_labels"], 999)})
     with pytest.raises(UserError, match="instance table"):
         other.load(damaged)
+    unlabelled = np.full_like(arrays["labels"], -1)  # every row kept: voxels pointing at rows no label backs
+    table_nan = arrays["table_codes"].astype(np.float16 if live.exact else np.float32)  # int8: a float table
+    table_nan[:, :1] = np.nan
+    code_fine = {"code_fine": np.int32(1)} if live.exact else {"code_step": np.zeros_like(arrays["code_step"])}
+    for change, words in (({"labels": unlabelled}, "feature row differ"),
+                          ({"table_codes": table_nan}, "NaN" if live.exact else "int8 or float16"),
+                          (code_fine, "malformed" if live.exact else "non-positive")):
+        np.savez(damaged, **{**arrays, **change})
+        with pytest.raises(UserError, match=words):
+            other.load(damaged)
+        assert other.map.labels.max() >= 0 and len(other.map) == len(live.map)  # the live map as it was
 
     # refusals leave the running map as it was
     stranger = LiveSegmenter(Student(StudentConfig(arch="MinkUNetSmall", feature_dim=student.cfg.feature_dim,
@@ -275,6 +288,11 @@ def test_a_map_saved_as_format_2_is_read_into_a_table(live_pair, tmp_path, node_
                           live.query(t, threshold=-1, max_points=500).points)
     other.add_points(live.map.points[:200] + 3.0, 99.0, np.zeros(3))
     assert other.update() is not None and (other.map.labels >= 0).all()
+    # a node configured for float16 rows takes the old map's int8 rows as they are, until a reset
+    auto = LiveSegmenter(student, live.vocab, dataclasses.replace(live.cfg, feature_rows="auto"))
+    assert auto.exact and auto.load(old) == len(live.map) and not auto.exact and auto.table.widths == live.code_widths
+    auto.reset()
+    assert auto.exact and auto.table.n == 0 and auto.codec is None
     np.savez(old, **{**arrays, "version": np.array(2), "codes": live.voxel_codes()[:5],
                      "instance_codes": live.voxel_codes(instance=True)})
     with pytest.raises(UserError, match="one row a voxel"):

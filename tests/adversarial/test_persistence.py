@@ -25,7 +25,8 @@ def _by_key(arrays: dict) -> dict:
     rows lie in the file's table."""
     order = np.argsort(arrays["keys"])
     rows = arrays["feature_row"]
-    codes = np.where((rows >= 0)[:, None], arrays["table_codes"][rows], 0)
+    table = arrays["table_codes"]
+    codes = np.where((rows >= 0)[:, None], table[rows], 0) if len(table) else np.zeros((len(rows), table.shape[1]))
     return {"codes": codes[order], **{k: arrays[k][order] for k in ("keys", "labels", "instances", "points")}}
 
 

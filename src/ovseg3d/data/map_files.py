@@ -82,9 +82,9 @@ def read_map_file(path: Path) -> dict[str, np.ndarray]:
     if rows.shape != (n,) or not np.issubdtype(rows.dtype, np.integer) or (
             n and not -1 <= int(rows.min()) <= int(rows.max()) < len(semantic)):
         raise UserError(f"{path} is a damaged map: its voxels' feature rows point outside its table")
-    if bool(((arrays["labels"] >= 0) & (rows < 0)).any()):
-        raise UserError(f"{path} is a damaged map: labelled voxels have no feature row")
-    if semantic.dtype == np.float16 and not np.isfinite(semantic).all():
+    if not np.array_equal(arrays["labels"] >= 0, rows >= 0):
+        raise UserError(f"{path} is a damaged map: its labelled voxels and those with a feature row differ")
+    if semantic.dtype == np.float16 and not (np.isfinite(semantic).all() and np.isfinite(instance).all()):
         raise UserError(f"{path} is a damaged map: its feature table holds NaN or inf")
     if not np.isfinite(arrays["points"]).all():
         raise UserError(f"{path} is a damaged map: positions hold NaN or inf")

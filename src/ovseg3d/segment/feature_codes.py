@@ -234,6 +234,8 @@ class FeatureCodec:
             raise UserError("the saved map's feature codes are malformed (basis, mean, step and width do not fit)")
         if not (torch.isfinite(mean).all() and torch.isfinite(basis).all() and (step > 0).all()):
             raise UserError("the saved map's feature codes hold NaN, inf or non-positive steps")
+        if exact and (fine or not bool((step == 1).all())):
+            raise UserError("the saved map's float16 rows are malformed (steps or fine digits where none belong)")
         return cls(mean, basis, step, width, fine, float(state.get("code_baseline", 0.0)), exact)
 
 

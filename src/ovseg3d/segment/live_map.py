@@ -153,13 +153,9 @@ class LiveSegmenter:
         self._group_lock = threading.Lock()  # one instance regrouping at a time (update worker vs services)
         self.map = VoxelMap(self.cfg.voxel_size, self.cfg.max_voxels, self.cfg.extent or None,
                             input_cell=self._input_cell())
-        self.exact = self._exact_rows()
-        inst = self.cfg.instance_codes if student.has_instance_head else 0
-        # columns of a row: int8 rows keep a voxel's bytes (row and index) within code_bytes
-        self.code_widths = (self.cfg.code_bytes - inst - (0 if self.exact else ROW_INDEX_BYTES), inst)
-        self.table = FeatureTable(*self.code_widths, np.float16 if self.exact else np.int8)
         self.codec: FeatureCodec | None = None  # fitted on the first update's features
         self.instance_codec: FeatureCodec | None = None
+        self._configured_rows()
         self.code_refits = 0
         self._fingerprint: str | None = None  # the student's digest, made when a map is first saved or loaded
         self.newest_stamp = -np.inf
@@ -175,6 +171,16 @@ class LiveSegmenter:
     @property
     def instances(self) -> list[Instance]:
         return list(self.labelling.instances)
+
+    def _configured_rows(self) -> None:
+        """The configuration's kind of feature rows, an empty table and no axes yet (a loaded map
+        brings its own kind: ``load``)."""
+        self.exact = self._exact_rows()
+        inst = self.cfg.instance_codes if self.student.has_instance_head else 0
+        # columns of a row: int8 rows keep a voxel's bytes (row and index) within code_bytes
+        self.code_widths = (self.cfg.code_bytes - inst - (0 if self.exact else ROW_INDEX_BYTES), inst)
+        self.table = FeatureTable(*self.code_widths, np.float16 if self.exact else np.int8)
+        self.codec = self.instance_codec = None
 
     def _exact_rows(self) -> bool:
         """float16 rows (``feature_table``) when the configuration asks or, by default, when a row
@@ -367,7 +373,9 @@ class LiveSegmenter:
         with self.lock:
             if self.vocab is not vocab:  # replaced while the student ran: these labels index the old names
                 labels, scores = self.vocab.classify(feats)
-            if self.codec is not codecs[0] or self.instance_codec is not codecs[1]:  # a map loaded meanwhile
+            if (self.codec is not codecs[0] or self.instance_codec is not codecs[1]  # a map loaded meanwhile
+                    or not self.table.fits(codes[0].shape[1], 0 if codes[1] is None else codes[1].shape[1],
+                                           codes[0].dtype)):  # (or two: its rows' kind and widths)
                 axes, codes = self._fitted_codes((self.codec, self.instance_codec), feats, inst)
             self._adopt_codecs(*axes)
             idx = self.map.index_of(keys)
@@ -431,7 +439,7 @@ class LiveSegmenter:
         self.codec, self.instance_codec = codec, instance_codec
 
     def set_vocabulary(self, vocab: Vocabulary) -> None:
-        """Relabel every labelled voxel from its stored codes: new words need no student run."""
+        """Relabel every labelled voxel from its feature row: new words need no student run."""
         self._check_dim(vocab)
         with self.lock:
             self.labelling = Labelling(vocab)  # the old instances' labels index the old names: regrouped below
@@ -545,7 +553,7 @@ class LiveSegmenter:
     def reset(self) -> None:
         with self.lock:
             self.map.reset()
-            self.table = FeatureTable(*self.code_widths, self.table.dtype)
+            self._configured_rows()
             self.keyframes.reset()
             self.labelling = Labelling(self.vocab)
             self.newest_stamp = -np.inf
@@ -580,7 +588,7 @@ class LiveSegmenter:
         return self._fingerprint
 
     def load(self, path: Path) -> int:
-        """Replace the live map with a saved one (voxels, codes, labels, instance ids, vocabulary);
+        """Replace the live map with a saved one (voxels, feature table, labels, instance ids, vocabulary);
         returns its voxel count. A map this student cannot read (another student, feature size or
         voxel size; a damaged file) is refused with one message and the live map is left as it was."""
         from ovseg3d.data.map_files import map_from_arrays, read_map_file
@@ -594,8 +602,8 @@ class LiveSegmenter:
             self.map, self.codec, self.instance_codec = vmap, codec, instance_codec
             if codec is not None:  # its rows as saved (float16 or int8, their widths): updates go on in them
                 self.table, self.exact, self.code_widths = table, codec.exact, table.widths
-            else:  # nothing labelled: no rows, this configuration's kind of them
-                self.table = FeatureTable(*self.code_widths, self.table.dtype)
+            else:  # nothing labelled (``read_map_file``: so no voxel has a row): the configured kind of rows
+                self._configured_rows()
             self.labelling = Labelling(vocab)
             ids = vmap.instances
             self._next_instance = max(self._next_instance, int(ids.max()) + 1 if len(ids) else 0)
