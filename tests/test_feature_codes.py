@@ -41,6 +41,14 @@ def test_codes_round_trip_and_score_like_the_features():
         assert (few[0] == labels[:5]).all() and np.allclose(few[1], scores[:5], atol=1e-4)
         answers[method] = scores
     assert np.abs(answers["float"] - answers["int8"]).max() < 1e-3  # two int8 weight digits: float-exact
+    from ovseg3d.segment import feature_codes
+
+    scanned = {}
+    for compiled in (True, False):  # the compiled pass and the widened product: whichever is timed faster here
+        feature_codes._SCAN_FASTER[codes.shape[1]] = compiled
+        scanned[compiled] = TextProjection(codec, texts[0], "float").scores(codes)
+    feature_codes._SCAN_FASTER.pop(codes.shape[1])
+    assert np.allclose(scanned[True], scanned[False], atol=1e-5)
     again = FeatureCodec.from_state(codec.state())
     assert (again.encode(feats) == codes).all()
     with pytest.raises(UserError, match="64-d"):

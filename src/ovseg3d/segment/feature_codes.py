@@ -341,12 +341,13 @@ class TextProjection:
         if codes.ndim != 2 or codes.shape[1] != len(weights) or codes.dtype != self.dtype:
             raise UserError(f"codes of shape {codes.shape} ({codes.dtype}) are not this map's "
                             f"{len(weights)} {self.dtype} columns")
-        if self.exact:  # float16 rows: widened a chunk at a time (numba has no float16 on the CPU)
-            out = np.empty(len(codes), np.float32)
-            for i, s in self._chunks(codes, _CHUNK):
-                out[i:i + len(s)] = s[:, 0].numpy()
-            return out
-        return _row_scores(codes, weights, offset, np.empty(len(codes), np.float32))
+        if not self.exact and _compiled_scan_is_faster(codes.shape[1]):
+            return _row_scores(codes, weights, offset, np.empty(len(codes), np.float32))
+        # float16 rows (numba has no float16 on the CPU), or int8 ones where the product wins: a chunk at a time
+        out = np.empty(len(codes), np.float32)
+        for i, s in self._chunks(codes, _CHUNK):
+            out[i:i + len(s)] = s[:, 0].numpy() * np.float32(self._unit)
+        return out
 
     @property
     def exact(self) -> bool:
@@ -383,6 +384,7 @@ def _row_scores(codes, weights, offset, out):
 
 _INT_MM: dict[int, bool] = {}
 _INT8_FASTER: dict[int, bool] = {}
+_SCAN_FASTER: dict[int, bool] = {}
 
 
 def _int_mm_works(k: int) -> bool:
@@ -416,6 +418,32 @@ def _int8_is_faster(k: int, rows: int = 16_384, reps: int = 3) -> bool:
 
         _INT8_FASTER[k] = _best_time(int8, reps) < _best_time(float32, reps)
     return _INT8_FASTER[k]
+
+
+def _compiled_scan_is_faster(k: int, rows: int = 1 << 20, reps: int = 2) -> bool:
+    """Whether one compiled pass (``_row_scores``) scores ``k``-column int8 codes against one text
+    faster than widening them to float32 a chunk at a time and multiplying. It depends on the CPU
+    and on the width (1.12M rows here: 12.7 against 12.9 ms at 64 columns, 23-28 against 10-15 ms at
+    52-60; 5 against 15 ms at 56 on the host of 2026-12-03) and only shows on more rows than the
+    caches hold (262k rows of 52: 1.8 against 2.0 ms, 7 ns a row where 1.12M took 20). So it is timed
+    once per width on 1M rows (about 0.1 s and 60 MB for a moment), like ``_int8_is_faster``."""
+    if k not in _SCAN_FASTER:
+        codes = np.ones((rows, k), np.int8)  # every page written: zeros would all read one page
+        weights, out = np.ones(k, np.float32), np.empty(rows, np.float32)
+        c, wf = torch.from_numpy(codes), torch.ones(k + 1, 1)
+        buf, res = torch.ones(_CHUNK, k + 1), torch.empty(_CHUNK, 1)
+
+        def compiled() -> None:
+            _row_scores(codes, weights, np.float32(0.0), out)
+
+        def widened() -> None:
+            for i in range(0, rows, _CHUNK):
+                buf[:, :k].copy_(c[i:i + _CHUNK])
+                torch.matmul(buf, wf, out=res)
+                out[i:i + _CHUNK] = res[:, 0].numpy()
+
+        _SCAN_FASTER[k] = _best_time(compiled, reps) < _best_time(widened, reps)
+    return _SCAN_FASTER[k]
 
 
 def _best_time(fn, reps: int) -> float:
