@@ -401,7 +401,8 @@ def main() -> None:
                             rep.get("rss_second_over_first"),
                         "replay_map_bytes_per_voxel": rep.get("map_bytes_per_voxel"),
                         "replay_feature_bytes_per_voxel": rep.get("feature_bytes_per_voxel"),
-                        "replay_feature_rows": rep.get("feature_rows")})
+                        "replay_feature_rows": rep.get("feature_rows"),
+                        "replay_feature_bytes_per_voxel_in_use": rep.get("feature_bytes_per_voxel_in_use")})
         print(f"\nreplay ({minutes:g} min, real time, RGB-D 30 Hz (jpeg + png compressedDepth) + LiDAR 10 Hz, a new "
               f"8 s room every 12 m (1.5 m/s), MinkUNetSmall of {REPLAY_STUDENT_VOXEL * 100:g} cm voxels on the CPU, "
               f"a 5 cm map, instance cells of {REPLAY_INSTANCE_CELL * 100:g} cm): received {rep.get('received')} of "
@@ -411,8 +412,9 @@ def main() -> None:
               f"{rep.get('rgbd_ingest_cpu_ms')} ms), LiDAR {rep.get('lidar_ingest_ms')} ms (CPU "
               f"{rep.get('lidar_ingest_cpu_ms')} ms), student update {rep.get('update_ms')} ms, regrouping "
               f"{rep.get('regroup_ms')} ms, memory second half / first {rep.get('rss_second_over_first')}; the "
-              f"node's map at the end: {rep.get('map_bytes_per_voxel')} bytes a voxel, features "
-              f"{rep.get('feature_bytes_per_voxel')} ({rep.get('feature_rows')})")
+              f"node's map at the end: {rep.get('map_bytes_per_voxel')} bytes a voxel held, features "
+              f"{rep.get('feature_bytes_per_voxel')} held, {rep.get('feature_bytes_per_voxel_in_use')} in use "
+              f"({rep.get('feature_rows')})")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1))
         print(f"figures written to {args.json}")

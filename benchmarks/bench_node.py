@@ -250,6 +250,7 @@ def main() -> None:
         # the map's memory as /diagnostics reports it at the end (the feature table's rows: float16 or int8)
         "map_bytes_per_voxel": d.get("map bytes per voxel"),
         "feature_bytes_per_voxel": d.get("feature bytes per voxel"), "feature_rows": d.get("feature rows"),
+        "feature_bytes_per_voxel_in_use": d.get("feature bytes per voxel in use"),
         "tf_frames_final": node.counter("tf frames"),
     }
     node.close()

@@ -120,6 +120,14 @@ def test_a_node_killed_while_autosaving_restarts_from_its_last_save(start_node, 
     assert np.allclose(got["points"], want["points"])
     res = second.call(TextQuery, "text_query", TextQuery.Request(text="wall", threshold=-1.0, max_points=10))
     assert res.success and len(res.instances) > 0, res.message  # answered from the restored codes
+    # /diagnostics tells what the restored map's features cost: a 4-byte row index per voxel and its share
+    # of a float16 row (128 bytes: 56 semantic and 8 instance columns) by how many voxels share one
+    assert until(lambda: "feature bytes per voxel in use" in second.diagnostics, 15), second.diagnostics
+    kind, shared = second.diagnostics["feature rows"].split(", ")
+    in_use = float(second.diagnostics["feature bytes per voxel in use"])
+    share = float(shared.split()[0])  # printed to 0.1
+    assert kind == "float16" and 4 + 128 / (share + 0.05) - 0.1 <= in_use <= 4 + 128 / (share - 0.05) + 0.1, \
+        second.diagnostics
 
     # a node started without map.load autosaves only what it maps: its empty map never replaces
     # the last autosave (a map from before a reboot)

@@ -749,7 +749,8 @@ class PerceptionNode(LifecycleNode):
         memory = self.live.memory()
         values = {"map voxels": len(self.live.map), "evicted voxels": self.live.map.evicted,
                   "map bytes per voxel": f"{memory['held']:.0f}",
-                  "feature bytes per voxel": f"{memory['features']:.0f}",
+                  "feature bytes per voxel": f"{memory['features']:.0f}",  # held: storage and rows awaiting compaction
+                  "feature bytes per voxel in use": f"{memory['features_in_use']:.1f}",
                   "feature rows": f"{'float16' if self.live.exact else 'int8'}, "
                                   f"{memory['voxels_per_row']:.1f} map voxels a row",
                   "text query ms in map (mean of last 100)": ms("query_map"),

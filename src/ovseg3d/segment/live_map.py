@@ -664,7 +664,8 @@ class LiveSegmenter:
 
     def memory(self) -> dict[str, float]:
         """Bytes per voxel of the map and of its features (``VoxelMap.nbytes_per_voxel``, with the
-        feature table's share: ``table``; its live rows alone: ``table_live``)."""
+        feature table's share: ``table``; its live rows alone: ``table_live``; the features' bytes
+        without storage kept for growth or rows awaiting compaction: ``features_in_use``)."""
         with self.lock:
             out = self.map.nbytes_per_voxel()
             n = max(len(self.map), 1)
@@ -672,7 +673,8 @@ class LiveSegmenter:
             live = int((np.bincount(self.map.feature_row + 1, minlength=1)[1:] > 0).sum()) if len(self.map) else 0
             row_bytes = sum(self.table.widths) * self.table.dtype.itemsize
             out.update(table=table, table_live=live * row_bytes / n, rows=float(self.table.n),
-                       voxels_per_row=len(self.map) / max(live, 1))
+                       voxels_per_row=len(self.map) / max(live, 1),
+                       features_in_use=ROW_INDEX_BYTES + live * row_bytes / n)  # without storage kept for growth
             out["map"] += table
             out["held"] += table
             out["features"] += table
