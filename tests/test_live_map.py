@@ -343,3 +343,33 @@ def test_a_capped_answer_holds_the_best_scores_whatever_their_spread(case):
         want = np.sort(scores[scores >= threshold])[::-1][:cap]
         assert np.array_equal(scores[got], want), case  # the same scores, in order
         assert len(np.unique(got)) == len(got)
+
+
+def test_auto_rows_follow_how_many_voxels_share_a_student_voxel():
+    """``feature_rows: auto``: a sparse map (one 5 cm voxel in each 10 cm student voxel: a float16 row
+    of its own would cost 116 bytes a voxel) keeps int8 rows within code_bytes; once the map fills in,
+    the rows go back to float16 (queries rank as the features do). Labels and answers carry over."""
+    live = _live()
+    assert live.exact  # a 10 cm student on a 5 cm map
+    g = np.arange(50) * 0.1 + 0.05
+    sparse = np.stack(np.meshgrid(g + 20.0, g, [2.05], indexing="ij"), -1).reshape(-1, 3)
+    live.add_points(sparse, 1.0, np.zeros(3))
+    live.update()
+    memory = live.memory()
+    assert not live.exact and live.table.dtype == np.int8 and memory["features_in_use"] <= 64, memory
+    before = live.query(live.vocab.embeddings[1], threshold=-1, max_points=50)
+    d = np.arange(400) * 0.025 + 0.0125
+    dense = np.stack(np.meshgrid(d, d, [0.0125], indexing="ij"), -1).reshape(-1, 3)
+    live.add_points(dense, 2.0, np.zeros(3))
+    live.update()
+    memory = live.memory()
+    assert live.exact and live.table.dtype == np.float16 and memory["voxels_per_row"] > 3, memory
+    assert memory["features_in_use"] <= 64 and (live.map.labels >= 0).all()
+    after = live.query(live.vocab.embeddings[1], threshold=-1, max_points=len(live.map))
+    score_at = {p: v for p, v in zip(map(tuple, after.points.round(4).tolist()), after.scores)}
+    # the sparse block was not rerun (far from the new voxels): its scores moved by the rows' rounding only
+    assert np.allclose([score_at[p] for p in map(tuple, before.points.round(4).tolist())], before.scores, atol=2e-3)
+    fixed = _live(feature_rows="fp16")
+    fixed.add_points(sparse, 1.0, np.zeros(3))
+    fixed.update()
+    assert fixed.exact and fixed.memory()["features_in_use"] > 64  # asked for: float16 rows whatever they cost

@@ -61,7 +61,8 @@ PARAMS: tuple[Param, ...] = (
           1000, 50_000_000, read_only=True, field="max_voxels"),
     Param("map.feature_rows", "auto", "how the map stores a student voxel's feature: fp16 (float16 coordinates: "
           "queries rank as the uncompressed features), int8 (codes: at most 64 bytes a voxel even when every voxel "
-          "has its own row), auto: fp16 when the student's voxels are at least twice the map's", read_only=True,
+          "has its own row), auto: fp16 while a row is shared by enough map voxels to cost at most 64 bytes a voxel, "
+          "int8 when not", read_only=True,
           field="feature_rows"),
     Param("map.extent", 0.0, "evict voxels farther than this (x, y; m) from the robot, once they are 1 % of the "
           "map; 0: no bound", 0.0, 10000.0,

@@ -42,7 +42,7 @@ from ovseg3d.geometry.voxel_map import VoxelMap, compile_ingest, key_rows
 from ovseg3d.geometry.voxel_reduce import VoxelSums, pack_keys, reduce_depth, reduce_depth_bands, reduce_points
 from ovseg3d.geometry.voxels import segment_mean, voxelize
 from ovseg3d.labels import STUFF_LABELS, stuff_indices
-from ovseg3d.segment.feature_codes import FeatureCodec, TextProjection, recode
+from ovseg3d.segment.feature_codes import CODE_LIMIT, HEADROOM, FeatureCodec, TextProjection, recode
 from ovseg3d.segment.feature_table import FeatureTable
 from ovseg3d.segment.instance_classify import instance_index, name_instances
 from ovseg3d.segment.instances import Instance, connected_label_groups, stable_ids, summarize
@@ -55,6 +55,8 @@ from ovseg3d.text.vocabulary import Vocabulary
 INSTANCE_METHODS = ("proposals", "connected")
 FEATURE_ROWS = ("auto", "fp16", "int8")
 ROW_INDEX_BYTES = 4  # a voxel's int32 row in the feature table
+AUTO_MIN_VOXELS = 2000  # ``feature_rows: auto`` judges how rows are shared from this many labelled voxels on
+AUTO_MARGIN = 1.5  # ... and goes back to float16 rows once they are shared this much more than the line
 
 
 @dataclass
@@ -82,8 +84,8 @@ class LiveConfig:
     #                       float16 rows have as many columns (the semantic span: 49-d for MinkUNetSmall)
     instance_codes: int = 8  # of those, for an instance-head feature (98 % of its variance for the demo
     #                          student); the rest holds the semantic span and finer digits of its widest axes
-    feature_rows: str = "auto"  # fp16 | int8 | auto: fp16 when the student's voxels are at least twice the
-    #                             map's (a row then serves 4 map voxels or more; int8 rows of its own else)
+    feature_rows: str = "auto"  # fp16 | int8 | auto: starts fp16 when the student's voxels are at least twice
+    #                             the map's, then follows how many map voxels share a row (``_follow_sharing``)
     codes_refit: float = 0.01  # refit the code axes when new features lose this much more of their variance
     #                             than the features they were fitted on (or twice as much)
 
@@ -176,11 +178,45 @@ class LiveSegmenter:
         """The configuration's kind of feature rows, an empty table and no axes yet (a loaded map
         brings its own kind: ``load``)."""
         self.exact = self._exact_rows()
-        inst = self.cfg.instance_codes if self.student.has_instance_head else 0
-        # columns of a row: int8 rows keep a voxel's bytes (row and index) within code_bytes
-        self.code_widths = (self.cfg.code_bytes - inst - (0 if self.exact else ROW_INDEX_BYTES), inst)
+        self.code_widths = self._widths(self.exact)
         self.table = FeatureTable(*self.code_widths, np.float16 if self.exact else np.int8)
         self.codec = self.instance_codec = None
+
+    def _widths(self, exact: bool) -> tuple[int, int]:
+        """Columns of a row: int8 rows keep a voxel's bytes (row and index) within code_bytes."""
+        inst = self.cfg.instance_codes if self.student.has_instance_head else 0
+        return self.cfg.code_bytes - inst - (0 if exact else ROW_INDEX_BYTES), inst
+
+    def _follow_sharing(self) -> None:
+        """``auto``: float16 rows while they are shared enough to keep a voxel within ``code_bytes``,
+        int8 codes when not (a sparse map: a LiDAR's far returns, a first glimpse), and back when the
+        map fills in (with a margin, so a map near the line does not flip on every update). One
+        pass over the voxels' rows (a few ms at 1M voxels, under the lock, once an update)."""
+        rows = self.map.feature_row
+        used = int((np.bincount(rows + 1, minlength=1)[1:] > 0).sum()) if len(rows) else 0
+        voxels = int((rows >= 0).sum())
+        if voxels < AUTO_MIN_VOXELS or not used or self.codec is None:
+            return
+        shared = voxels / used  # map voxels a row
+        line = sum(self._widths(True)) * 2 / (self.cfg.code_bytes - ROW_INDEX_BYTES)  # float16 costs more below
+        if self.exact and shared < line:
+            self._convert_rows(exact=False)
+        elif not self.exact and shared > AUTO_MARGIN * line:
+            self._convert_rows(exact=True)
+
+    def _convert_rows(self, exact: bool) -> None:
+        """Re-store the table's rows as float16 coordinates or int8 codes in the same axes (no decode to
+        the full feature; int8 keeps the widest axes its columns hold); under the lock. An update
+        that encoded in the old kind meanwhile re-encodes when it writes back (``_update``)."""
+        self.table.compact(self.map.feature_row)
+        widths = self._widths(exact)
+        semantic, self.codec = _rekind(self.codec, self.table.semantic, widths[0], exact)
+        instance = np.zeros((self.table.n, widths[1]), np.float16 if exact else np.int8)
+        if self.instance_codec is not None:
+            instance, self.instance_codec = _rekind(self.instance_codec, self.table.instance, widths[1], exact)
+        self.table = FeatureTable.of(semantic, instance)
+        self.exact, self.code_widths = exact, widths
+        self.code_refits += 1
 
     def _exact_rows(self) -> bool:
         """float16 rows (``feature_table``) when the configuration asks or, by default, when a row
@@ -385,6 +421,8 @@ class LiveSegmenter:
             self.map.set_predictions(idx[ok], fresh[row], labels.numpy()[row], scores.numpy()[row])
             if self.table.wants_compaction():
                 self.table.compact(self.map.feature_row)  # a view of the occupied rows: re-pointed in place
+            if self.cfg.feature_rows == "auto":
+                self._follow_sharing()
         if group:
             self._group_instances()
         with self.lock:
@@ -679,6 +717,23 @@ class LiveSegmenter:
             out["held"] += table
             out["features"] += table
             return out
+
+
+def _rekind(codec: FeatureCodec, rows: np.ndarray, width: int, exact: bool) -> tuple[np.ndarray, FeatureCodec]:
+    """``rows`` of ``codec`` as the other kind of row (``width`` columns) and its codec: the same mean
+    and axes (the leading ones, as many as fit), float16 coordinates or int8 steps from their reach."""
+    coordinates = codec.coordinates(rows)
+    k = min(codec.axes, width)
+    basis, coordinates = codec.basis[:k], coordinates[:, :k]
+    if exact:
+        new = FeatureCodec(codec.mean, basis.contiguous(), torch.ones(k), width, exact=True, baseline=codec.baseline)
+        return new.encode_coordinates(coordinates), new
+    reach = coordinates.abs().amax(0) if len(coordinates) else torch.zeros(k)
+    step = torch.clamp(HEADROOM * reach / CODE_LIMIT, min=1e-6)
+    order = torch.argsort(step, descending=True)  # the fine digits go to the widest axes, as ``fit`` does
+    new = FeatureCodec(codec.mean, basis[order].contiguous(), step[order].contiguous(), width,
+                       fine=min(k, width - k), baseline=codec.baseline)
+    return new.encode_coordinates(coordinates[:, order]), new
 
 
 def _encoded(fitted: tuple[FeatureCodec, torch.Tensor | None], features: torch.Tensor) -> np.ndarray:
