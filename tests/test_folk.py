@@ -218,7 +218,8 @@ def test_live_map_instances_are_proposals_named_by_the_instance_head(synth_root,
         g = g[g >= 0]
         if len(g):
             right.append(inst.label == np.bincount(g).argmax())
-    print(f"live map: {len(live.instances)} proposals, named right {np.mean(right):.2f}")
+    print(f"live map: {len(live.instances)} proposals, named right {np.mean(right):.2f}, rows {live.table.dtype}, "
+          f"{live.memory()['voxels_per_row']:.2f} voxels a row")
     assert len(right) >= 5 and np.mean(right) > 0.5
     # ids survive a relabel; names follow the new words
     before = {i.id for i in live.instances}
