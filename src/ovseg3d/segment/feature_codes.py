@@ -93,17 +93,35 @@ class FeatureCodec:
         rank = max(1, int((values > RANK_TOL * max(float(values[0]), 1e-30)).sum()))
         k = min(width, rank)
         basis = vectors[:, :k].T.float().contiguous()
-        if exact:  # the widest axes first already (eigenvalues in descending order)
-            codec = cls(mean, basis, torch.ones(k), width, exact=True)
-            codec.baseline = codec.residual(part)
-            return codec
-        step = torch.clamp(HEADROOM * _reach(x, mean, basis) / CODE_LIMIT, min=1e-6)
-        # widest range first: the fine digits go where a coarse step costs a score the most
-        order = torch.argsort(step, descending=True)
-        basis, step = basis[order].contiguous(), step[order].contiguous()
-        codec = cls(mean, basis, step, width, fine=min(k, width - k))
+        codec, _ = cls._on_axes(mean, basis, width, exact, None if exact else _reach(x, mean, basis))
         codec.baseline = codec.residual(part)
         return codec
+
+    @classmethod
+    def _on_axes(cls, mean: torch.Tensor, basis: torch.Tensor, width: int, exact: bool,
+                 reach: torch.Tensor | None = None) -> tuple[FeatureCodec, torch.Tensor]:
+        """A codec of these axes and the order it keeps them in: float16 coordinates (steps of 1, the
+        axes as given: widest variance first from ``fit``), or int8 steps that cover ``reach`` (each
+        axis' largest coordinate) with headroom, widest range first: the fine digits go where a
+        coarse step costs a score the most."""
+        k = len(basis)
+        if exact:
+            return cls(mean, basis.contiguous(), torch.ones(k), width, exact=True), torch.arange(k)
+        step = torch.clamp(HEADROOM * reach / CODE_LIMIT, min=1e-6)
+        order = torch.argsort(step, descending=True)
+        return cls(mean, basis[order].contiguous(), step[order].contiguous(), width, fine=min(k, width - k)), order
+
+    def as_kind(self, codes: np.ndarray, width: int, exact: bool) -> tuple[np.ndarray, FeatureCodec]:
+        """``codes`` of this codec as the other kind (``width`` columns: float16 coordinates or int8
+        digits) and that kind's codec: the same mean and axes (the leading ones, as many as fit), int8
+        steps from the coordinates' reach; no decode to the full feature."""
+        coordinates = self.coordinates(codes)
+        k = min(self.axes, width)
+        coordinates = coordinates[:, :k]
+        reach = coordinates.abs().amax(0) if len(coordinates) else torch.zeros(k)
+        new, order = self._on_axes(self.mean, self.basis[:k], width, exact, reach)
+        new.baseline = self.baseline
+        return new.encode_coordinates(coordinates[:, order]), new
 
     def project(self, features: torch.Tensor) -> torch.Tensor:
         """(N, k) exact coordinates of (N, D) features in the basis."""

@@ -71,12 +71,19 @@ class FeatureTable:
         voxels' rows: a few ms at 1M voxels, against an update's hundreds)."""
         return self.n > GARBAGE * self.live + COMPACT_MIN
 
-    def _renumbered(self, voxel_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(the rows ``voxel_rows`` point at, ascending; each voxel's place among them, -1: none)."""
+    def _used(self, voxel_rows: np.ndarray) -> np.ndarray:
+        """(n,) whether some voxel of ``voxel_rows`` (-1: none) points at each row."""
         used = np.zeros(self.n + 1, bool)  # the last slot takes the -1s
         used[voxel_rows] = True
-        used[self.n] = False
-        keep = np.flatnonzero(used[: self.n])
+        return used[: self.n]
+
+    def in_use(self, voxel_rows: np.ndarray) -> int:
+        """How many rows ``voxel_rows`` point at (one pass over them)."""
+        return int(np.count_nonzero(self._used(voxel_rows)))
+
+    def _renumbered(self, voxel_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(the rows ``voxel_rows`` point at, ascending; each voxel's place among them, -1: none)."""
+        keep = np.flatnonzero(self._used(voxel_rows))
         new = np.full(self.n + 1, -1, np.int32)
         new[keep] = np.arange(len(keep), dtype=np.int32)
         return keep, new[voxel_rows]

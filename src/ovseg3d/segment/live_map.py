@@ -42,7 +42,7 @@ from ovseg3d.geometry.voxel_map import VoxelMap, compile_ingest, key_rows
 from ovseg3d.geometry.voxel_reduce import VoxelSums, pack_keys, reduce_depth, reduce_depth_bands, reduce_points
 from ovseg3d.geometry.voxels import segment_mean, voxelize
 from ovseg3d.labels import STUFF_LABELS, stuff_indices
-from ovseg3d.segment.feature_codes import CODE_LIMIT, HEADROOM, FeatureCodec, TextProjection, recode
+from ovseg3d.segment.feature_codes import FeatureCodec, TextProjection, recode
 from ovseg3d.segment.feature_table import FeatureTable
 from ovseg3d.segment.instance_classify import instance_index, name_instances
 from ovseg3d.segment.instances import Instance, connected_label_groups, stable_ids, summarize
@@ -193,7 +193,7 @@ class LiveSegmenter:
         map fills in (with a margin, so a map near the line does not flip on every update). One
         pass over the voxels' rows (a few ms at 1M voxels, under the lock, once an update)."""
         rows = self.map.feature_row
-        used = int((np.bincount(rows + 1, minlength=1)[1:] > 0).sum()) if len(rows) else 0
+        used = self.table.in_use(rows)
         voxels = int((rows >= 0).sum())
         if voxels < AUTO_MIN_VOXELS or not used or self.codec is None:
             return
@@ -210,10 +210,10 @@ class LiveSegmenter:
         that encoded in the old kind meanwhile re-encodes when it writes back (``_update``)."""
         self.table.compact(self.map.feature_row)
         widths = self._widths(exact)
-        semantic, self.codec = _rekind(self.codec, self.table.semantic, widths[0], exact)
+        semantic, self.codec = self.codec.as_kind(self.table.semantic, widths[0], exact)
         instance = np.zeros((self.table.n, widths[1]), np.float16 if exact else np.int8)
         if self.instance_codec is not None:
-            instance, self.instance_codec = _rekind(self.instance_codec, self.table.instance, widths[1], exact)
+            instance, self.instance_codec = self.instance_codec.as_kind(self.table.instance, widths[1], exact)
         self.table = FeatureTable.of(semantic, instance)
         self.exact, self.code_widths = exact, widths
         self.code_refits += 1
@@ -708,7 +708,7 @@ class LiveSegmenter:
             out = self.map.nbytes_per_voxel()
             n = max(len(self.map), 1)
             table = self.table.nbytes() / n
-            live = int((np.bincount(self.map.feature_row + 1, minlength=1)[1:] > 0).sum()) if len(self.map) else 0
+            live = self.table.in_use(self.map.feature_row)
             row_bytes = sum(self.table.widths) * self.table.dtype.itemsize
             out.update(table=table, table_live=live * row_bytes / n, rows=float(self.table.n),
                        voxels_per_row=len(self.map) / max(live, 1),
@@ -717,23 +717,6 @@ class LiveSegmenter:
             out["held"] += table
             out["features"] += table
             return out
-
-
-def _rekind(codec: FeatureCodec, rows: np.ndarray, width: int, exact: bool) -> tuple[np.ndarray, FeatureCodec]:
-    """``rows`` of ``codec`` as the other kind of row (``width`` columns) and its codec: the same mean
-    and axes (the leading ones, as many as fit), float16 coordinates or int8 steps from their reach."""
-    coordinates = codec.coordinates(rows)
-    k = min(codec.axes, width)
-    basis, coordinates = codec.basis[:k], coordinates[:, :k]
-    if exact:
-        new = FeatureCodec(codec.mean, basis.contiguous(), torch.ones(k), width, exact=True, baseline=codec.baseline)
-        return new.encode_coordinates(coordinates), new
-    reach = coordinates.abs().amax(0) if len(coordinates) else torch.zeros(k)
-    step = torch.clamp(HEADROOM * reach / CODE_LIMIT, min=1e-6)
-    order = torch.argsort(step, descending=True)  # the fine digits go to the widest axes, as ``fit`` does
-    new = FeatureCodec(codec.mean, basis[order].contiguous(), step[order].contiguous(), width,
-                       fine=min(k, width - k), baseline=codec.baseline)
-    return new.encode_coordinates(coordinates[:, order]), new
 
 
 def _encoded(fitted: tuple[FeatureCodec, torch.Tensor | None], features: torch.Tensor) -> np.ndarray:
