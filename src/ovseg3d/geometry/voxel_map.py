@@ -90,10 +90,6 @@ class VoxelMap:
         """uint8 colours of the voxels at ``index`` only (as ``points_at``)."""
         return _colors(take_rows(self.rgb, index))
 
-    def rows_at(self, name: str, index: np.ndarray) -> np.ndarray:
-        """A copy of field ``name``'s rows at ``index`` (e.g. the labels of the labelled voxels)."""
-        return take_rows(getattr(self, name), index)
-
     def _take(self, keep: np.ndarray) -> None:
         """Keep the voxels where ``keep`` is set (``_drop`` the others)."""
         self._drop(np.flatnonzero(~keep[: self._n]))
