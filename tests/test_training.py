@@ -444,6 +444,52 @@ def test_unformed_outputs_give_the_formed_losses_and_gradients():
     assert (formed[0] > 0).all()
 
 
+def test_sas_losses_from_shared_superpoint_means_equal_their_per_point_forms():
+    """The training step's SAS terms (eq. 10's point loss, the superpoint loss) from one set of
+    per-superpoint teacher means equal the same losses on targets formed per point: values and
+    gradients, on formed and unformed outputs."""
+    from ovseg3d_train.affine_features import AffineFeatures
+    from ovseg3d_train.losses import segment_targets, superpoint_target_distillation
+
+    g = torch.Generator().manual_seed(1)
+    n, c, d = 500, 10, 48
+    x0, w0, b0 = torch.randn(n, c, generator=g), torch.randn(c, d, generator=g) * 0.3, torch.randn(d, generator=g)
+    target = torch.randn(n, d, generator=g)
+    mask = torch.rand(n, generator=g) > 0.3
+    sp = torch.randint(0, 40, (n,), generator=g) * 3
+    sp[:25] = 1000  # a superpoint no camera saw: no target, so eq. 10 gives its points none
+    mask[:25] = False
+    mean = torch.nn.functional.normalize(torch.randn(d, generator=g), dim=0) * 0.8
+
+    def run(unformed: bool, shared: bool):
+        x, w, b = (t.clone().requires_grad_(True) for t in (x0, w0, b0))
+        pred = AffineFeatures(x, w, b) if unformed else x @ w + b
+        if shared:
+            st = segment_targets(target, sp, mask)
+            losses = [superpoint_target_distillation(pred, st, mean),
+                      superpoint_distillation(pred, target, sp, mask, mean=mean, segments=st)]
+        else:  # the per-point reference: eq. 10's targets formed on every point
+            t, m = superpoint_targets(target, sp, mask)
+            assert not m[:25].any()
+            rows, unit = pred - mean, torch.nn.functional.normalize(target, dim=1) - mean  # SAS's superpoint loss
+            sp_loss = torch.stack([1 - torch.nn.functional.cosine_similarity(
+                rows[(sp == k) & mask].mean(0), unit[(sp == k) & mask].mean(0), dim=0) for k in sp[mask].unique()])
+            losses = [cosine_distillation(pred, t, m, mean), sp_loss.mean()]
+        sum(losses).backward()
+        return torch.stack([v.detach() for v in losses]), x.grad, w.grad, b.grad
+
+    reference = run(False, False)
+    assert (reference[0] > 0.1).all()
+    for unformed in (False, True):
+        got = run(unformed, True)
+        for a, b in zip(reference, got):
+            assert torch.allclose(a, b, atol=1e-5, rtol=1e-4), (unformed, a, b)
+    # and the shared means are what eq. 10 puts on each point
+    st = segment_targets(target, sp, mask)
+    t, m = superpoint_targets(target, sp, mask)
+    assert torch.equal(st.mean[st.seg][m], t[m])
+
+
 def test_right_angle_rotations_keep_an_axis_aligned_room_on_the_grid(synth_root, targets, tmp_path):
     """``augment.rotate_z_step=90``: every augmented room is the room turned by a multiple of 90 degrees."""
     import numpy as np

@@ -58,6 +58,18 @@ class AffineFeatures(NamedTuple):
         return dot / (self.norms(eps) * target.norm(dim=1).clamp(min=eps))
 
 
+def rows_cosine_to_table(pred: torch.Tensor | AffineFeatures, table: torch.Tensor, index: torch.Tensor
+                         ) -> torch.Tensor:
+    """(N,) cosine of each row with ``table[index]`` without forming the (N, D) gathered targets:
+    the table's (n, D) rows are projected into the narrow space once, then gathered."""
+    if not isinstance(pred, AffineFeatures):
+        return F.cosine_similarity(pred, table.to(pred.dtype)[index], dim=1)
+    table = table.to(pred.x.dtype)
+    projected = (table @ pred.weight.T)[index]  # (N, C)
+    dot = (projected * pred.x).sum(1) + (table @ pred.bias)[index]
+    return dot / (pred.norms() * table.norm(dim=1).clamp(min=1e-8)[index])
+
+
 def rows_cosine(pred: torch.Tensor | AffineFeatures, target: torch.Tensor) -> torch.Tensor:
     """(N,) row-wise cosine, formed or not."""
     if isinstance(pred, AffineFeatures):

@@ -18,14 +18,16 @@ import torch
 from .config import LossSection
 from .data import Sample
 from .losses import (
+    SegmentTargets,
     adept_expert_loss,
     cosine_distillation,
     instance_distillation,
     reconstruct_instance_masks,
     relation_consistency,
+    segment_targets,
     superpoint_distillation,
     superpoint_pseudo_labels,
-    superpoint_targets,
+    superpoint_target_distillation,
     text_cross_entropy,
 )
 
@@ -49,13 +51,20 @@ def _mean(t: Trainer) -> torch.Tensor | None:
     return t.target_mean if t.cfg.loss.center_targets else None
 
 
+def _segments(s: Sample, extra: dict) -> SegmentTargets:
+    """The sample's per-superpoint teacher means, computed once for both of SAS's terms."""
+    if "segment_targets" not in extra:
+        extra["segment_targets"] = segment_targets(s.target, s.superpoints, s.mask)
+    return extra["segment_targets"]
+
+
 def _cosine(t: Trainer, pred: torch.Tensor, s: Sample, extra: dict) -> torch.Tensor | None:
     L = t.cfg.loss
     if not L.cosine > 0:
         return None
-    target, mask = superpoint_targets(s.target, s.superpoints, s.mask) if L.superpoint_point_targets \
-        else (s.target, s.mask)
-    return cosine_distillation(pred, target, mask, _mean(t))
+    if L.superpoint_point_targets:  # SAS eq. 10: each point learns its superpoint's mean teacher feature
+        return superpoint_target_distillation(pred, _segments(s, extra), _mean(t))
+    return cosine_distillation(pred, s.target, s.mask, _mean(t))
 
 
 def _superpoint(t: Trainer, pred: torch.Tensor, s: Sample, extra: dict) -> torch.Tensor | None:
@@ -63,7 +72,7 @@ def _superpoint(t: Trainer, pred: torch.Tensor, s: Sample, extra: dict) -> torch
     if not L.superpoint > 0:
         return None
     return superpoint_distillation(pred, s.target, s.superpoints, s.mask, uncertainty=L.superpoint_uncertainty,
-                                   mean=_mean(t))
+                                   mean=_mean(t), segments=None if L.superpoint_uncertainty else _segments(s, extra))
 
 
 def _relation(t: Trainer, pred: torch.Tensor, s: Sample, extra: dict) -> torch.Tensor | None:

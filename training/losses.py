@@ -24,12 +24,14 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 
 from ovseg3d.geometry.voxels import segment_mean
 
-from .affine_features import AffineFeatures, rows_cosine
+from .affine_features import AffineFeatures, rows_cosine, rows_cosine_to_table
 
 Features = torch.Tensor | AffineFeatures  # per-point student outputs, formed or as (inputs, weight, bias)
 
@@ -77,10 +79,54 @@ def cosine_distillation(pred: Features, target: torch.Tensor, mask: torch.Tensor
     return (1.0 - rows_cosine(pred, target)).mean()
 
 
+class SegmentTargets(NamedTuple):
+    """A sample's teacher features averaged per superpoint, once: both of SAS's losses (eq. 10's point
+    targets and the superpoint loss) need these means, and forming them per point is (N, 512) work."""
+
+    seg: torch.Tensor  # (N,) each row's superpoint as 0..n-1
+    mean: torch.Tensor  # (n, D) mean unit teacher feature of the superpoint's rows that have one
+    count: torch.Tensor  # (n,) how many of its rows have one
+
+
+def segment_targets(target: torch.Tensor, superpoints: torch.Tensor, mask: torch.Tensor) -> SegmentTargets:
+    seg, n = _dense_ids(superpoints)
+    rows = target[mask]
+    unit = F.normalize(rows.to(torch.promote_types(rows.dtype, torch.float32)), dim=1)
+    mean, count = segment_mean(unit, seg[mask], n)
+    return SegmentTargets(seg, mean, count)
+
+
+def _shifted(pred: Features, mean: torch.Tensor | None) -> Features:
+    if mean is None:
+        return pred
+    if isinstance(pred, AffineFeatures):
+        return pred.shifted(mean)
+    return pred - mean.to(pred.device, pred.dtype)
+
+
 def superpoint_distillation(pred: Features, target: torch.Tensor, superpoints: torch.Tensor,
                             mask: torch.Tensor | None = None, uncertainty: bool = False,
-                            mean: torch.Tensor | None = None) -> torch.Tensor:
-    """1 - cos between superpoint-averaged student and teacher features, over superpoints with targets."""
+                            mean: torch.Tensor | None = None, segments: SegmentTargets | None = None) -> torch.Tensor:
+    """1 - cos between superpoint-averaged student and teacher features, over superpoints with targets.
+
+    ``segments``: the sample's ``segment_targets``, when the caller already has them."""
+    if uncertainty:
+        return _weighted_superpoint_distillation(pred, target, superpoints, mask, mean)
+    mask = torch.ones(len(target), dtype=torch.bool, device=target.device) if mask is None else mask
+    st = segments if segments is not None else segment_targets(target, superpoints, mask)
+    has = st.count > 0
+    if not bool(has.any()):
+        return zero_loss(pred)
+    sp_pred = _segment_mean(_shifted(rows_of(pred, mask), mean), st.seg[mask], len(st.count))[has]
+    sp_target = st.mean[has].to(sp_pred.dtype)
+    if mean is not None:
+        sp_target = sp_target - mean.to(sp_target.device, sp_target.dtype)
+    return (1.0 - F.cosine_similarity(sp_pred, sp_target, dim=1)).mean()
+
+
+def _weighted_superpoint_distillation(pred: Features, target: torch.Tensor, superpoints: torch.Tensor,
+                                      mask: torch.Tensor | None, mean: torch.Tensor | None) -> torch.Tensor:
+    """GeoGuide's variant: each superpoint weighted by how much its points' teacher features agree."""
     if mask is not None:
         pred, target, superpoints = rows_of(pred, mask), target[mask], superpoints[mask]
     if _num_rows(pred) == 0:
@@ -90,8 +136,6 @@ def superpoint_distillation(pred: Features, target: torch.Tensor, superpoints: t
     sp_pred = _segment_mean(pred, seg, n)
     sp_target, _ = segment_mean(target, seg, n)
     loss = 1.0 - F.cosine_similarity(sp_pred, sp_target, dim=1)
-    if not uncertainty:
-        return loss.mean()
     agree, _ = segment_mean(F.cosine_similarity(target, sp_target[seg], dim=1)[:, None], seg, n)
     w = agree[:, 0].clamp(min=0).detach()
     return (w * loss).sum() / w.sum().clamp(min=1e-12)
@@ -106,9 +150,19 @@ def superpoint_targets(target: torch.Tensor, superpoints: torch.Tensor, mask: to
     """
     if not mask.any():
         return target, mask
-    seg, n = _dense_ids(superpoints)
-    mean, count = segment_mean(F.normalize(target[mask].float(), dim=1), seg[mask], n)
-    return mean[seg].to(target.dtype), count[seg] > 0
+    st = segment_targets(target, superpoints, mask)
+    return st.mean[st.seg].to(target.dtype), st.count[st.seg] > 0
+
+
+def superpoint_target_distillation(pred: Features, segments: SegmentTargets,
+                                   mean: torch.Tensor | None = None) -> torch.Tensor:
+    """``cosine_distillation`` on ``superpoint_targets`` (SAS eq. 10) without forming a target per
+    point: each superpoint's target is projected once, then gathered for its points."""
+    keep = segments.count[segments.seg] > 0
+    if not bool(keep.any()):
+        return zero_loss(pred)
+    pred, table = center(rows_of(pred, keep), segments.mean, mean)
+    return (1.0 - rows_cosine_to_table(pred, table, segments.seg[keep])).mean()
 
 
 def relation_consistency(a: torch.Tensor, b: torch.Tensor, instances: torch.Tensor) -> torch.Tensor:
