@@ -28,6 +28,18 @@ def test_ovseg3d_info_reports_every_part():
         assert f"ok       {part}" in proc.stdout
 
 
+def test_a_reader_that_goes_away_ends_the_command_quietly():
+    """`ovseg3d info | head -1`: once the pipe's reader has gone, writing ends the command with
+    SIGPIPE's status and no traceback (Python would print BrokenPipeError twice)."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line is written
+    proc = subprocess.run([str(BIN / "ovseg3d"), "info"], stdout=write, stderr=subprocess.PIPE, text=True,
+                          timeout=120)
+    os.close(write)
+    assert proc.returncode == 141, proc.stderr
+    assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr, proc.stderr
+
+
 def test_unknown_subcommand_is_one_clear_error():
     proc = subprocess.run([str(BIN / "ovseg3d"), "no-such-command"], capture_output=True, text=True,
                           timeout=120)
