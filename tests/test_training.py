@@ -186,6 +186,14 @@ def test_resume_check_reads_keys_added_since_as_their_defaults():
     cfg.optim.epochs += 1
     with pytest.raises(UserError, match=r"optim\.epochs"):
         check_resumable(cfg, stored, Path("old.pt"))
+    cfg.optim.epochs -= 1
+    cfg.data.scenes, cfg.data.targets = "/moved/x", "/moved/y"  # the data moved: the same run
+    check_resumable(cfg, stored, Path("old.pt"))
+    for key, value in (("voxel_samples", True), ("max_points", 30000), ("val", ["scene0009_00"])):
+        setattr(cfg.data, key, value)  # what it samples changed: another run
+        with pytest.raises(UserError, match=rf"data\.{key} "):
+            check_resumable(cfg, stored, Path("old.pt"))
+        setattr(cfg.data, key, stored["data"][key])
 
 
 def test_missing_data_is_named(tmp_path, synth_root):

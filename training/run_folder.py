@@ -23,7 +23,9 @@ from ovseg3d.student.model import Student, default_device
 from .config import TrainConfig, save_config, to_dict
 
 # sections that change what an epoch does: a run folder resumes only with the same values
-RESUME_SECTIONS = ("task", "student", "augment", "loss", "optim", "affinity")
+RESUME_SECTIONS = ("task", "student", "data", "augment", "loss", "optim", "affinity")
+# where the data lives may change between machines; which scenes and how they are sampled may not
+RESUME_IGNORED = ("data.scenes", "data.targets")
 
 
 def world() -> tuple[int, int]:
@@ -69,7 +71,8 @@ def check_resumable(cfg: TrainConfig, stored: dict, path: Path) -> None:
     """
     now, defaults = to_dict(cfg), to_dict(TrainConfig())
     differ = [f"{key} {old!r} -> {new!r}" for section in RESUME_SECTIONS
-              for key, old, new in _differences(section, stored.get(section), now[section], defaults[section])]
+              for key, old, new in _differences(section, stored.get(section), now[section], defaults[section])
+              if key not in RESUME_IGNORED]
     if differ:
         raise SettingsChanged(f"{path} was trained with other settings ({'; '.join(differ[:3])}); "
                         "use a new run name, or --fresh to start this one again")
