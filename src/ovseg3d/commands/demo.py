@@ -45,8 +45,11 @@ NO_AUGMENTATION = ("augment.rotate_z=false", "augment.flip_x=false", "augment.sc
 # 20-room student scores 84.2 where fusion scores 72.0: it is short of rooms, not of epochs. 20 rooms for 25
 # epochs with SAS's eq. 10 (point targets averaged over superpoints, which alone score 90.6 there) 67.4,
 # without it 64.4; one point per voxel (data.voxel_samples) 68.3 at 1.5x the time a step, 16 epochs of that
-# 61.3; right-angle turns and flips 62.7 at epoch 20. Rooms cost about 17 s each to make and extract.
+# 61.3; right-angle turns and flips 62.7 at epoch 20. Rooms cost about 17 s each to make and extract. In the
+# seed-1 world's held-out room one point per voxel gave 62.1 against 50.1 (fusion 66.3), so the demo spends
+# its remaining minutes on it: a step sees every voxel of the room instead of the ~60 % a 30k-point subset hits.
 SAS_TARGETS = "loss.superpoint_point_targets=true"
+WHOLE_VOXELS = "data.voxel_samples=true"
 DEFAULT_SCENES, DEFAULT_EPOCHS = 21, 25
 INPUT_WORDS = {"occupancy": "geometry only", "height": "geometry and height", "color": "geometry and colour",
                "color_height": "geometry, height and colour"}
@@ -69,7 +72,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--replay-rate", type=float, default=2.0, help="bag playback speed for the node (default 2)")
     p.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE",
                    help="one more ovseg3d-train override for the student (repeatable), "
-                        "e.g. data.voxel_samples=true (later overrides win)")
+                        "e.g. loss.superpoint=0 (later overrides win)")
 
 
 def _step(title: str, same_as: str, timings: dict, key: str, work: Callable[[], object]) -> object:
@@ -125,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
                  f"name=demo{tag}", "student.arch=MinkUNetSmall", "student.voxel_size=0.1",
                  f"student.input={args.input}", f"optim.epochs={args.epochs}", "data.max_points=30000",
                  "student.instance_hidden=128", "loss.instance_distill=1.0", "loss.instance_label_ce=0.2",
-                 *NO_AUGMENTATION, SAS_TARGETS, f"val_every={max(1, args.epochs // 4)}", "optim.lr=0.004",
+                 *NO_AUGMENTATION, SAS_TARGETS, WHOLE_VOXELS, f"val_every={max(1, args.epochs // 4)}", "optim.lr=0.004",
                  *args.train_set]
     config = Path(ovseg3d_train.__file__).parent / "configs" / "synthetic.yaml"
     load_config(config, overrides)  # a bad --train-set fails here, not after minutes of synth and extract
@@ -149,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
           timings, "extract",
           lambda: extract_scenes(data, features, ExtractOptions(teachers=[args.teacher], instance_teacher=True)))
     _step(f"3/7 distilling a small 3D student on the CPU from {args.scenes - 1} rooms ({INPUT_WORDS[args.input]}; "
-          "SAS's superpoint-averaged targets; no augmentation at this budget)",
+          "SAS's superpoint-averaged targets, one point per voxel; no augmentation at this budget)",
           f"ovseg3d-train --config {config} {' '.join(overrides)}",
           timings, "train", lambda: _train(config, overrides))
     val = data / held_out
