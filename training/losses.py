@@ -53,14 +53,21 @@ def _segment_mean(pred: Features, segments: torch.Tensor, n: int) -> torch.Tenso
     return pred.segment_mean(segments, n) if isinstance(pred, AffineFeatures) else segment_mean(pred, segments, n)[0]
 
 
+def _shifted(pred: Features, mean: torch.Tensor | None) -> Features:
+    """Student features with a fixed vector subtracted (``mean=None``: as they are)."""
+    if mean is None:
+        return pred
+    if isinstance(pred, AffineFeatures):
+        return pred.shifted(mean)
+    return pred - mean.to(pred.device, pred.dtype)
+
+
 def center(pred: Features, target: torch.Tensor, mean: torch.Tensor | None):
     """Student and (unit) teacher features with a fixed mean direction removed (``mean=None``: as is)."""
     dtype = pred.x.dtype if isinstance(pred, AffineFeatures) else pred.dtype
     if mean is None:
         return pred, target.to(dtype)
-    mean = mean.to(target.device, dtype)
-    shifted = pred.shifted(mean) if isinstance(pred, AffineFeatures) else pred - mean
-    return shifted, F.normalize(target.to(dtype), dim=1) - mean
+    return _shifted(pred, mean), F.normalize(target.to(dtype), dim=1) - mean.to(target.device, dtype)
 
 
 def _dense_ids(ids: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -94,14 +101,6 @@ def segment_targets(target: torch.Tensor, superpoints: torch.Tensor, mask: torch
     unit = F.normalize(rows.to(torch.promote_types(rows.dtype, torch.float32)), dim=1)
     mean, count = segment_mean(unit, seg[mask], n)
     return SegmentTargets(seg, mean, count)
-
-
-def _shifted(pred: Features, mean: torch.Tensor | None) -> Features:
-    if mean is None:
-        return pred
-    if isinstance(pred, AffineFeatures):
-        return pred.shifted(mean)
-    return pred - mean.to(pred.device, pred.dtype)
 
 
 def superpoint_distillation(pred: Features, target: torch.Tensor, superpoints: torch.Tensor,
