@@ -47,7 +47,8 @@ NO_AUGMENTATION = ("augment.rotate_z=false", "augment.flip_x=false", "augment.sc
 # without it 64.4; one point per voxel (data.voxel_samples) 68.3 at 1.5x the time a step, 16 epochs of that
 # 61.3; right-angle turns and flips 62.7 at epoch 20. Rooms cost about 17 s each to make and extract. In the
 # seed-1 world's held-out room one point per voxel gave 62.1 against 50.1 (fusion 66.3), so the demo spends
-# its remaining minutes on it: a step sees every voxel of the room instead of the ~60 % a 30k-point subset hits.
+# its remaining minutes on it: a step sees up to 30k of a room's 32-37k voxels instead of the ~60 % that a
+# 30k-point subset of its 5 cm points hits.
 SAS_TARGETS = "loss.superpoint_point_targets=true"
 WHOLE_VOXELS = "data.voxel_samples=true"
 DEFAULT_SCENES, DEFAULT_EPOCHS = 21, 25
