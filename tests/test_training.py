@@ -515,3 +515,91 @@ def test_right_angle_rotations_keep_an_axis_aligned_room_on_the_grid(synth_root,
     for epoch in range(6):
         turned = data.sample(0, epoch).points - centre
         assert any(np.allclose(turned[:, :2], centred[:, :2] @ r.T, atol=1e-4) for r in turns), epoch
+
+
+
+def test_random_shift_moves_the_whole_sample_by_less_than_half_a_shift(synth_root, targets, tmp_path):
+    """``augment.shift``: each epoch's sample is the room moved by one random vector in [-shift/2, shift/2]^3."""
+    import numpy as np
+
+    from ovseg3d_train.data import DistillDataset
+
+    cfg = _cfg(synth_root, targets, tmp_path, "augment.shift=0.1", "augment.rotate_z=false", "augment.flip_x=false",
+               "augment.scale=[1.0,1.0]", "augment.jitter=0", "data.max_points=1000000")
+    data = DistillDataset(cfg, ["scene0000_00"])
+    plain = data.sample(0, 0, augment=False).points
+    moves = []
+    for epoch in range(4):
+        moved = data.sample(0, epoch).points - plain
+        assert np.allclose(moved, moved[0], atol=1e-4), epoch  # one vector for the whole room
+        assert (np.abs(moved[0]) <= 0.05 + 1e-4).all(), moved[0]
+        moves.append(moved[0])
+    assert len({tuple(np.round(m, 4)) for m in moves}) == 4  # a new shift every epoch
+
+
+def test_class_balance_weights_and_teacher_classes_by_hand():
+    from ovseg3d_train.losses import class_balance_weights, teacher_classes
+
+    counts = torch.tensor([300, 30, 0, 3])
+    w = class_balance_weights(counts, 0.5)
+    share = counts.double() / counts.sum()
+    assert w[2] == 0  # a class no point has weighs nothing
+    assert math.isclose(float((share * w.double()).sum()), 1.0, rel_tol=1e-6)  # mean weight over the points: 1
+    assert math.isclose(float(w[3] / w[0]), 10.0, rel_tol=1e-5)  # (300 / 3) ** 0.5
+    assert torch.allclose(class_balance_weights(counts, 0.0), torch.tensor([1.0, 1.0, 0.0, 1.0]))
+    text = torch.eye(3)
+    rows = torch.tensor([[0.1, 0.9, 0.0], [2.0, 1.0, 0.0], [0.0, -1.0, 0.5]])
+    assert teacher_classes(rows, text).tolist() == [1, 0, 2]
+
+
+@pytest.mark.parametrize("unformed", [False, True])
+def test_class_balanced_point_losses_are_the_weighted_means_of_the_plain_ones(unformed):
+    """Weights of one give the plain losses; other weights give the weighted mean of the per-point
+    losses (eq. 10's weights are per superpoint, given to each of its points)."""
+    from ovseg3d_train.affine_features import AffineFeatures
+    from ovseg3d_train.losses import segment_targets, superpoint_target_distillation
+
+    g = torch.Generator().manual_seed(2)
+    n, c, d = 400, 8, 32
+    x, w, b = torch.randn(n, c, generator=g), torch.randn(c, d, generator=g), torch.randn(d, generator=g)
+    pred = AffineFeatures(x, w, b) if unformed else x @ w + b
+    formed = x @ w + b
+    target = torch.randn(n, d, generator=g)
+    mask = torch.rand(n, generator=g) > 0.3
+    sp = torch.randint(0, 30, (n,), generator=g)
+    st = segment_targets(target, sp, mask)
+    ones = torch.ones(len(st.count))
+    unweighted = superpoint_target_distillation(pred, st)
+    assert torch.allclose(superpoint_target_distillation(pred, st, None, ones), unweighted)
+    sp_w = torch.rand(len(st.count), generator=g) * 3
+    t, m = superpoint_targets(target, sp, mask)
+    per_point = 1 - torch.nn.functional.cosine_similarity(formed[m], t[m], dim=1)
+    pw = sp_w[st.seg[m]]
+    assert torch.allclose(superpoint_target_distillation(pred, st, None, sp_w), (pw * per_point).sum() / pw.sum(),
+                          atol=1e-5)
+    point_w = torch.rand(n, generator=g)
+    plain = 1 - torch.nn.functional.cosine_similarity(formed[mask], target[mask], dim=1)
+    want = (point_w[mask] * plain).sum() / point_w[mask].sum()
+    assert torch.allclose(cosine_distillation(pred, target, mask, None, point_w), want, atol=1e-5)
+    assert torch.allclose(cosine_distillation(pred, target, mask, None, torch.ones(n)),
+                          cosine_distillation(pred, target, mask), atol=1e-6)
+
+
+def test_class_balance_counts_the_training_rooms_teacher_classes(synth_root, targets, tmp_path):
+    """``loss.class_balance``: the trainer weighs each target row by its teacher class's share of the
+    training rooms' eq. 10 targets; the commonest class weighs least."""
+    from ovseg3d_train.losses import class_balance_weights
+
+    cfg = _cfg(synth_root, targets, tmp_path, "loss.class_balance=0.5", "loss.superpoint_point_targets=true",
+               "name=balance")
+    t = Trainer(cfg)
+    text = t.vocab.class_embeddings().float()
+    counts = t.data.teacher_class_counts(text, superpoint_means=True)
+    plain = t.data.teacher_class_counts(text, superpoint_means=False)
+    # eq. 10 gives targets to points no camera saw, in superpoints that have some
+    assert int(counts.sum()) > int(plain.sum()) > 0
+    weights = t.class_weights(text)  # each class's text embedding is its own best match
+    assert torch.allclose(weights, class_balance_weights(counts, 0.5).to(weights.device))
+    seen = counts > 0
+    assert int(seen.sum()) >= 5 and weights[counts.argmax()] == weights[seen].min() < 1 < weights[seen].max()
+    assert (weights[~seen] == 0).all()

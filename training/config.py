@@ -54,6 +54,9 @@ class AugmentSection:
     scale: list[float] = field(default_factory=lambda: [0.9, 1.1])
     jitter: float = 0.005  # metres, Gaussian
     flip_x: bool = True
+    # metres: a random shift of the whole sample, uniform in [-shift/2, shift/2] per axis; one student voxel
+    # re-cuts every voxel's neighbourhood each epoch, which neither turns nor flips of a room on the grid do
+    shift: float = 0.0
 
 
 @dataclass
@@ -70,6 +73,13 @@ class LossSection:
     # instead of the point's own, and points without one inherit their superpoint's: the teacher's
     # view-to-view noise is averaged out of the point targets too, not only out of the superpoint loss.
     superpoint_point_targets: bool = False
+    # Ours: the point loss weighs each point by how rare its teacher class is in the training rooms,
+    # (share of points) ** -class_balance, normalised to a mean weight of 1 (0: off; 0.5: inverse square
+    # root). A point's class is the training vocabulary's (``labels``) best match to its target (eq. 10's
+    # superpoint mean where that is on): no annotation is read. mIoU weighs every class alike, while the
+    # plain loss is mostly walls and floors, and the rare classes (sinks, toilets) are those a student
+    # trained for a few minutes learns last.
+    class_balance: float = 0.0
     superpoint_k_thresh: float = 0.01
     superpoint_min_verts: int = 20
     # GeoGuide inter-instance relation consistency, with superpoints as the geometric instances:

@@ -22,6 +22,7 @@ from ovseg3d.labels import load_label_set
 from ovseg3d.segment.instances import majority_label
 
 from .config import TrainConfig, uses_instances
+from .losses import segment_targets, teacher_classes
 
 
 @dataclass
@@ -91,6 +92,20 @@ class DistillDataset:
         if not count:
             raise UserError("the training targets mark no point as seen by the teacher")
         return total / count
+
+    def teacher_class_counts(self, text: torch.Tensor, superpoint_means: bool) -> torch.Tensor:
+        """Points of these scenes per vocabulary class of their teacher targets (``loss.class_balance``):
+        each point's own target, or with ``superpoint_means`` its superpoint's mean (eq. 10's)."""
+        counts = torch.zeros(len(text), dtype=torch.long)
+        for name in self.names:
+            _, _, target, mask, sp, _ = self._load(name)
+            if superpoint_means:
+                st = segment_targets(target, sp, mask)
+                classes = teacher_classes(st.mean, text)[st.seg[st.count[st.seg] > 0]]
+            else:
+                classes = teacher_classes(target[mask], text)
+            counts += torch.bincount(classes, minlength=len(text))
+        return counts
 
     def points(self, name: str) -> np.ndarray:
         """(N, 3) float32 points of a scene, as loaded for training (not augmented)."""
@@ -181,4 +196,6 @@ class DistillDataset:
         pts = pts * rng.uniform(a.scale[0], a.scale[1])
         if a.jitter > 0:
             pts = pts + rng.normal(0, a.jitter, pts.shape)
+        if a.shift > 0:
+            pts = pts + rng.uniform(-a.shift / 2, a.shift / 2, 3)
         return pts + centre

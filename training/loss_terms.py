@@ -62,9 +62,11 @@ def _cosine(t: Trainer, pred: torch.Tensor, s: Sample, extra: dict) -> torch.Ten
     L = t.cfg.loss
     if not L.cosine > 0:
         return None
+    balance = L.class_balance > 0
     if L.superpoint_point_targets:  # SAS eq. 10: each point learns its superpoint's mean teacher feature
-        return superpoint_target_distillation(pred, _segments(s, extra), _mean(t))
-    return cosine_distillation(pred, s.target, s.mask, _mean(t))
+        st = _segments(s, extra)
+        return superpoint_target_distillation(pred, st, _mean(t), t.class_weights(st.mean) if balance else None)
+    return cosine_distillation(pred, s.target, s.mask, _mean(t), t.class_weights(s.target) if balance else None)
 
 
 def _superpoint(t: Trainer, pred: torch.Tensor, s: Sample, extra: dict) -> torch.Tensor | None:

@@ -76,14 +76,36 @@ def _dense_ids(ids: torch.Tensor) -> tuple[torch.Tensor, int]:
     return seg, len(unique)
 
 
+def _weighted_mean(loss: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    if weights is None:
+        return loss.mean()
+    weights = weights.to(loss.dtype)
+    return (weights * loss).sum() / weights.sum().clamp(min=1e-12)
+
+
 def cosine_distillation(pred: Features, target: torch.Tensor, mask: torch.Tensor | None = None,
-                        mean: torch.Tensor | None = None) -> torch.Tensor:
+                        mean: torch.Tensor | None = None, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """``weights``: (N,) per point (``class_balance``), or None for the plain mean."""
     if mask is not None:
         pred, target = rows_of(pred, mask), target[mask]
+        weights = None if weights is None else weights[mask]
     if _num_rows(pred) == 0:
         return zero_loss(pred)
     pred, target = center(pred, target, mean)
-    return (1.0 - rows_cosine(pred, target)).mean()
+    return _weighted_mean(1.0 - rows_cosine(pred, target), weights)
+
+
+def teacher_classes(features: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """(N,) the vocabulary class whose text embedding best matches each teacher feature row."""
+    return (features.float() @ text.to(features.device, torch.float32).T).argmax(1)
+
+
+def class_balance_weights(counts: torch.Tensor, power: float) -> torch.Tensor:
+    """Per-class weights (share of points) ** -power, normalised so that the mean weight over the
+    counted points is 1; a class with no point weighs 0."""
+    share = counts.double() / counts.sum().clamp(min=1)
+    w = torch.where(counts > 0, share.clamp(min=1e-12) ** -power, torch.zeros_like(share))
+    return (w / (share * w).sum().clamp(min=1e-12)).float()
 
 
 class SegmentTargets(NamedTuple):
@@ -153,15 +175,18 @@ def superpoint_targets(target: torch.Tensor, superpoints: torch.Tensor, mask: to
     return st.mean[st.seg].to(target.dtype), st.count[st.seg] > 0
 
 
-def superpoint_target_distillation(pred: Features, segments: SegmentTargets,
-                                   mean: torch.Tensor | None = None) -> torch.Tensor:
+def superpoint_target_distillation(pred: Features, segments: SegmentTargets, mean: torch.Tensor | None = None,
+                                   weights: torch.Tensor | None = None) -> torch.Tensor:
     """``cosine_distillation`` on ``superpoint_targets`` (SAS eq. 10) without forming a target per
-    point: each superpoint's target is projected once, then gathered for its points."""
+    point: each superpoint's target is projected once, then gathered for its points.
+
+    ``weights``: (n,) per superpoint, given to each of its points (``class_balance``), or None."""
     keep = segments.count[segments.seg] > 0
     if not bool(keep.any()):
         return zero_loss(pred)
+    seg = segments.seg[keep]
     pred, table = center(rows_of(pred, keep), segments.mean, mean)
-    return (1.0 - rows_cosine_to_table(pred, table, segments.seg[keep])).mean()
+    return _weighted_mean(1.0 - rows_cosine_to_table(pred, table, seg), None if weights is None else weights[seg])
 
 
 def relation_consistency(a: torch.Tensor, b: torch.Tensor, instances: torch.Tensor) -> torch.Tensor:

@@ -34,7 +34,7 @@ from .affine_features import AffineFeatures
 from .config import TrainConfig, student_config, uses_instances
 from .data import DistillDataset, split_scenes
 from .loss_terms import LOSS_TERMS, LOSSES, on_device
-from .losses import label_guided_targets, rows_of, zero_loss
+from .losses import class_balance_weights, label_guided_targets, rows_of, teacher_classes, zero_loss
 from .run_folder import RunFolder, world
 
 LOG_FIELDS = ["epoch", "lr", "loss", *(f"loss_{k}" for k in LOSSES), "val_miou", "val_macc", "val_instance_acc",
@@ -92,6 +92,7 @@ class Trainer:
         self.labels = load_label_set(cfg.labels)
         self._vocab = None
         self._class_iou: np.ndarray | None = None
+        self._class_weights: torch.Tensor | None = None  # loss.class_balance: per vocabulary class
         self._instance_targets: dict[str, tuple] = {}  # FOLK: per scene (ids, target, usable, labels)
         # the losses that are on need no formed (N, 512) outputs: train on (inputs, weight, bias), same numbers
         L = cfg.loss
@@ -107,6 +108,19 @@ class Trainer:
                 raise UserError(f"the text encoder gives {self._vocab.dim}-d embeddings but student.feature_dim "
                                 f"is {self.cfg.student.feature_dim}")
         return self._vocab
+
+    def class_weights(self, targets: torch.Tensor) -> torch.Tensor:
+        """``loss.class_balance``: each target row's weight, from its teacher class's share of the
+        training rooms' points (counted once, on first use)."""
+        text = self.vocab.class_embeddings().float()
+        if self._class_weights is None:
+            counts = self.data.teacher_class_counts(text, self.cfg.loss.superpoint_point_targets)
+            self._class_weights = class_balance_weights(counts, self.cfg.loss.class_balance).to(self.device)
+            if self.rank == 0:
+                top = sorted(zip(self._class_weights.tolist(), self.labels.names), reverse=True)
+                print("ovseg3d-train: class-balanced point loss, weights by teacher class: "
+                      + ", ".join(f"{n} {w:.2f}" for w, n in top), flush=True)
+        return self._class_weights[teacher_classes(targets, text)]
 
     def _clone(self) -> Student:
         """A frozen copy of the student (MinkowskiEngine modules do not survive copy.deepcopy)."""
