@@ -538,8 +538,12 @@ def test_random_shift_moves_the_whole_sample_by_less_than_half_a_shift(synth_roo
 
 
 def test_class_balance_weights_and_teacher_classes_by_hand():
+    from ovseg3d_train.config import validate
     from ovseg3d_train.losses import class_balance_weights, teacher_classes
 
+    for bad in ("loss.class_balance=-0.5", "augment.shift=-0.1"):
+        with pytest.raises(UserError, match="must be >= 0"):
+            validate(load_config(CONFIG, ["data.scenes=x", "data.targets=y", bad]))
     counts = torch.tensor([300, 30, 0, 3])
     w = class_balance_weights(counts, 0.5)
     share = counts.double() / counts.sum()

@@ -288,6 +288,8 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError(f"config key 'optim.schedule' must be cosine or constant, got {cfg.optim.schedule!r}")
     if len(cfg.augment.scale) != 2 or cfg.augment.scale[0] <= 0 or cfg.augment.scale[0] > cfg.augment.scale[1]:
         raise UserError("config key 'augment.scale' must be [low, high] with 0 < low <= high")
+    if cfg.loss.class_balance < 0 or cfg.augment.shift < 0:
+        raise UserError("config keys 'loss.class_balance' and 'augment.shift' must be >= 0")
     if cfg.loss.snapshot_experts > 0 and not cfg.data.val:
         raise UserError("config key 'loss.snapshot_experts' needs validation scenes (data.val) to find "
                         "each snapshot's adept classes")
