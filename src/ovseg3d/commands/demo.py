@@ -124,7 +124,7 @@ def _held_out_folder(folder: Path, data: Path, rooms: list[str]) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from ovseg3d.data.scannet import ScanNetScene
-    from ovseg3d.data.synth.generate import SYNTH_NOTE, SYNTH_PRESETS
+    from ovseg3d.data.synth.generate import SYNTH_NOTE, SYNTH_PRESETS, scene_name
     from ovseg3d.errors import UserError
     from ovseg3d.paths import config_dir
     from ovseg3d.pipelines.context import load_context
@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out
     tag = "" if args.teacher == "simulated" else f"_{args.teacher}"  # features and student kept apart per teacher
     data, features, runs = out / "data", out / f"features{tag}", out / "runs"
-    rooms = [f"scene{i:04d}_{0:02d}" for i in range(args.scenes)]
+    rooms = [scene_name(i) for i in range(args.scenes)]
     train_rooms, held = rooms[:-args.held_out], rooms[-args.held_out:]
     held_out = held[-1]  # replayed through the node and queried
     # the student after its last epoch: the last held-out room is validated on for the progress lines
@@ -229,8 +229,8 @@ def run(args: argparse.Namespace) -> int:
     if "eval" in replay:
         e = replay["eval"]
         print(f"| ROS 2 node on the replayed bag of {held_out} (map points) | {e['miou']:.1f} | {e['macc']:.1f} |")
-    rooms_line = [f"{room} {100 * evaluate_predictions(out / 'pred_2d', data / room)['mIoU']:.1f} / "
-                  f"{100 * evaluate_predictions(out / 'pred_3d', data / room)['mIoU']:.1f}" for room in held]
+    rooms_line = [f"{name} {100 * evaluate_predictions(out / 'pred_2d', data / name)['mIoU']:.1f} / "
+                  f"{100 * evaluate_predictions(out / 'pred_3d', data / name)['mIoU']:.1f}" for name in held]
     print("mIoU of each held-out room alone, fusion / student: " + ", ".join(rooms_line))
     inst, inst_2d = results["3d"].get("instances"), results["2d"].get("instances")
     if inst:
