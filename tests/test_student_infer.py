@@ -37,6 +37,39 @@ def test_student_slices_back_to_every_point_in_order(checkpoint):
     assert data["version"] == 1 and data["student"]["voxel_size"] == 0.05
 
 
+def test_the_stem_kernel_is_an_option_that_old_checkpoints_and_saved_maps_read_as_five(tmp_path):
+    """``student.stem_kernel``: a 3^3 stem is a 3^3 convolution, saved and loaded with its student; a
+    checkpoint written before the option existed loads with MinkUNet's 5^3 stem, and the fingerprint
+    that saved maps record is the one it had before the option existed."""
+    import hashlib
+
+    from ovseg3d.student.checkpoint import student_fingerprint
+
+    torch.manual_seed(0)
+    small = Student(StudentConfig(arch="MinkUNetSmall", feature_dim=32, voxel_size=0.1, stem_kernel=3))
+    assert small.net.stem[0].kernel.shape[0] == 27
+    pts = np.random.default_rng(2).uniform(0, 2, (800, 3))
+    saved = save_checkpoint(tmp_path / "k3.pt", small, {}, "scannet20")
+    loaded, _ = load_student(saved, "cpu")
+    assert loaded.cfg.stem_kernel == 3 and torch.allclose(loaded.predict(pts), small.predict(pts), atol=1e-6)
+
+    old = Student(StudentConfig(arch="MinkUNetSmall", feature_dim=32, voxel_size=0.1))
+    data = torch.load(save_checkpoint(tmp_path / "k5.pt", old, {}, "scannet20"), weights_only=False)
+    del data["student"]["stem_kernel"]  # as written before the option
+    torch.save(data, tmp_path / "old.pt")
+    before, _ = load_student(tmp_path / "old.pt", "cpu")
+    assert before.net.stem[0].kernel.shape[0] == 125
+    digest = hashlib.sha256(json.dumps(data["student"], sort_keys=True).encode())
+    for name, tensor in sorted(old.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    assert student_fingerprint(before) == student_fingerprint(old) == digest.hexdigest()[:16]
+    assert student_fingerprint(small) != student_fingerprint(old)
+    for bad in (0, 4):
+        with pytest.raises(UserError, match="stem_kernel"):
+            StudentConfig(stem_kernel=bad).validate()
+
+
 @pytest.mark.parametrize("extra", [{"instance_hidden": 16}, {"adapter_hidden": 32}])
 def test_features_per_voxel_are_what_every_point_gets(extra):
     """``predict_voxels`` (the live map's: one row per student voxel) against ``predict_instance``."""

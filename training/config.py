@@ -27,6 +27,7 @@ class StudentSection:
     input: str = "occupancy"  # occupancy (geometry only) | color
     adapter_hidden: int = 0  # GeoGuide: > 0 puts a two-layer MLP adapter on the backbone instead of the head
     instance_hidden: int = 0  # FOLK: > 0 adds an instance head (two-layer MLP of this width) on the backbone
+    stem_kernel: int = 5  # the first convolution's kernel in voxels (3: a fifth cheaper a step at 10 cm voxels)
     init: str = ""  # checkpoint whose weights start the run (e.g. a pretrained 3D backbone)
     freeze_backbone: bool = False  # GeoGuide: train only the adapter (or head) on a frozen backbone
 

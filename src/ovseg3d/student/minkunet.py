@@ -2,7 +2,8 @@
 
 A ResNet-18-style encoder (two BasicBlocks per stage, four stride-2 stages) and a decoder of
 transposed convolutions with skip connections, the "A" channel plan: encoder 32-64-128-256,
-decoder 128-128-96-96, stem 32 (5^3 kernel), and a 1x1 head to the feature dimension.
+decoder 128-128-96-96, stem 32 (5^3 kernel), and a 1x1 head to the feature dimension. The stem's
+kernel is a parameter: at 10 cm voxels on the CPU a 3^3 stem trains as well a fifth faster a step.
 """
 
 from __future__ import annotations
@@ -46,10 +47,10 @@ def _stage(cin: int, cout: int, blocks: int, D: int = 3) -> nn.Sequential:
 
 class MinkUNet18A(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, D: int = 3, planes=PLANES_18A, layers=LAYERS_18,
-                 init_dim: int = 32):
+                 init_dim: int = 32, stem_kernel: int = 5):
         super().__init__()
         p = planes
-        self.stem = _conv_bn_relu(in_channels, init_dim, kernel=5, D=D)
+        self.stem = _conv_bn_relu(in_channels, init_dim, kernel=stem_kernel, D=D)
         self.down1 = _conv_bn_relu(init_dim, init_dim, kernel=2, stride=2, D=D)
         self.enc1 = _stage(init_dim, p[0], layers[0], D)
         self.down2 = _conv_bn_relu(p[0], p[0], kernel=2, stride=2, D=D)
