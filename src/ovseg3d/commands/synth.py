@@ -18,6 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, help="RGB-D frames per scene (overrides the preset)")
     p.add_argument("--sweeps", type=int, help="LiDAR sweeps per scene (overrides the preset)")
     p.add_argument("--first-index", type=int, default=0, help="number of the first scene (sceneXXXX_00)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="rooms made at once, in worker processes (default 1; the files are the same either way)")
     p.add_argument("--reconstruct", type=float, metavar="VOXEL",
                    help="replace each scene's points by the voxel centres (VOXEL m) of its fused depth images, "
                         "labelled by the nearest mesh vertex, as ScanNet's points are a depth reconstruction; "
@@ -49,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     if args.robot and not args.bag:
         raise UserError("--robot shapes the bags: give --bag too")
     storages = () if not args.bag else ("sqlite3", "mcap") if args.bag_storage == "both" else (args.bag_storage,)
-    paths = make_scenes(args.out, args.scenes, args.seed, cfg, args.first_index, args.reconstruct)
+    paths = make_scenes(args.out, args.scenes, args.seed, cfg, args.first_index, args.reconstruct, args.workers)
     if storages:
         from ovseg3d.ros_tools.bag import write_scene_bag
 

@@ -112,8 +112,8 @@ def generate_scene(out_root: Path, index: int, seed: int, cfg: SynthConfig,
     return scene_dir
 
 
-def generate_dataset(out_root: Path, scenes: int, seed: int, cfg: SynthConfig, first_index: int = 0,
-                     on_step: Callable[[str], None] | None = None) -> list[Path]:
+def prepare_dataset(out_root: Path, scenes: int) -> Path:
+    """Check the arguments and write the label map: what a dataset root needs before its scenes."""
     if scenes < 1:
         raise UserError(f"--scenes must be at least 1, got {scenes}")
     out_root = Path(out_root)
@@ -121,4 +121,10 @@ def generate_dataset(out_root: Path, scenes: int, seed: int, cfg: SynthConfig, f
         raise UserError(f"{out_root} exists and is not a directory")
     out_root.mkdir(parents=True, exist_ok=True)
     write_label_map(out_root)
+    return out_root
+
+
+def generate_dataset(out_root: Path, scenes: int, seed: int, cfg: SynthConfig, first_index: int = 0,
+                     on_step: Callable[[str], None] | None = None) -> list[Path]:
+    out_root = prepare_dataset(out_root, scenes)
     return [generate_scene(out_root, first_index + i, seed, cfg, on_step) for i in range(scenes)]
