@@ -67,6 +67,25 @@ def test_shards_split_the_scenes(synth_root, tmp_path):
     assert writing.read_bytes() == b"half"  # shard 1 left shard 0's file alone
 
 
+def test_workers_write_what_one_process_writes(synth_root, tmp_path):
+    """``--workers 2`` (the demo's: shards side by side in processes) gives the same features and
+    instance targets as one process, with one manifest per shard."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    run("extract", synth_root, "--teacher", "simulated", "--out", one, "--instance-teacher", *FAST)
+    proc = run("extract", synth_root, "--teacher", "simulated", "--out", two, "--instance-teacher", "--workers", "2",
+               *FAST)
+    assert "extract 1/2" in proc.stderr and "extract 2/2" in proc.stderr  # each shard's progress named
+    for name in ("scene0000_00", "scene0001_00"):
+        a, b = load_fused(one / f"{name}_0.pt"), load_fused(two / f"{name}_0.pt")
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+        ia = torch.load(one / f"{name}_instances.pt", weights_only=False)
+        ib = torch.load(two / f"{name}_instances.pt", weights_only=False)
+        assert ia.keys() == ib.keys() and all(
+            torch.equal(ia[k], ib[k]) if isinstance(ia[k], torch.Tensor) else ia[k] == ib[k] for k in ia)
+    shards = [json.loads((two / f"extract.{i}of2.json").read_text())["scenes"] for i in range(2)]
+    assert [[r["scene"] for r in s] for s in shards] == [["scene0000_00"], ["scene0001_00"]]
+
+
 def test_two_teachers_with_capability_tables(synth_root, tmp_path):
     caps = []
     for t in ("simulated_a", "simulated_b"):
@@ -89,6 +108,8 @@ def test_two_teachers_with_capability_tables(synth_root, tmp_path):
     (["--teacher", "simulated", "--teacher", "simulated_a"], "needs 2 --capability tables"),
     (["--teacher", "simulated", "--stride", "0"], "--stride must be >= 1"),
     (["--teacher", "simulated", "--shard", "2/2"], "out of range"),
+    (["--teacher", "simulated", "--workers", "0"], "--workers must be at least 1"),
+    (["--teacher", "simulated", "--workers", "2", "--shard", "0/2"], "give --workers or --shard, not both"),
 ])
 def test_bad_input_is_one_clear_line(synth_root, tmp_path, args, message):
     proc = run("extract", synth_root, "--out", tmp_path / "o", *args, check=False)

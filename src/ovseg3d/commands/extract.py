@@ -30,6 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "instance from its best views (visibility x viewpoint diversity), by the first --teacher "
                         "on crops; needs instance annotation")
     p.add_argument("--instance-views", type=int, default=5, help="views per instance (default 5)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="shards run side by side in worker processes on the CPU (default 1; same files)")
     add_clip_args(p)
     add_shard_args(p)
 
@@ -50,7 +52,7 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
 
 def run(args: argparse.Namespace) -> int:
     from ovseg3d.commands.common import clip_spec, shard, teacher_options, templates
-    from ovseg3d.pipelines.extract import ExtractOptions, extract_scenes
+    from ovseg3d.pipelines.extract import ExtractOptions, extract_in_workers
 
     names = list(args.teacher)
     opts = ExtractOptions(teachers=names, teacher_options={n: teacher_options(args, n) for n in names},
@@ -59,5 +61,5 @@ def run(args: argparse.Namespace) -> int:
                           image_size=parse_size(args.image_size), occlusion_ratio=args.occlusion_ratio,
                           overwrite=args.overwrite, instance_teacher=args.instance_teacher,
                           instance_views=args.instance_views, shard=shard(args))
-    extract_scenes(args.data, args.out, opts)
+    extract_in_workers(args.data, args.out, opts, args.workers)
     return 0
