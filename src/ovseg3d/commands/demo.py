@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -57,10 +58,22 @@ WHOLE_VOXELS = "data.voxel_samples=true"
 # seed 1 66.3 -> 69.3 (fusion 70.0; sink 19 -> 38), seed 0 70.3 -> 70.0 (fusion 70.4); the full inverse
 # (class_balance=1) 65.7 in seed 1. A random shift of each sample by up to half a voxel: 66.6 in seed 1.
 CLASS_BALANCE = "loss.class_balance=0.5"
+# Three quarters of a CPU step are MinkowskiEngine convolutions, most of them at full resolution; the 5^3
+# stem alone was 181 ms of a forward pass. A 3^3 stem scored 69.1 against 69.3 on the seed-1 world's 5
+# held-out rooms (25 epochs, 2026-12-05) at 18.3 against 22.6 s an epoch.
+SMALL_STEM = "student.stem_kernel=3"
 # One held-out room is a lottery of a few single objects: the same recipe retrained on the same rooms
 # scored 62.1 and 65.1 on the seed-1 world's scene0020 (fusion 66.3). The demo scores the student on
 # the last three rooms together, as ScanNet's benchmark pools its scenes.
-DEFAULT_SCENES, DEFAULT_HELD_OUT, DEFAULT_EPOCHS = 23, 3, 25
+# Rooms rather than epochs (2026-12-05, 3^3 stem and class balance, the 5 held-out rooms scene0020-0024 of
+# each world, fusion 70.0 in seed 1 and 70.4 in seed 0; one run each, runs differ by 2-3 points): 20 rooms
+# for 25 epochs (500 steps) 69.1 in seed 1; 25 rooms for 16 epochs 70.8 / 70.7 (seed 1 / seed 0); 28 rooms
+# for 16 epochs 70.8 in seed 1; 30 rooms for 17 epochs (510 steps) 72.3 / 74.5. A room costs ~12 s to make
+# and extract (two at once), a step ~0.9 s: 30 rooms for 15 epochs is what fits 15 minutes on 2 cores.
+DEFAULT_SCENES, DEFAULT_HELD_OUT, DEFAULT_EPOCHS = 33, 3, 15
+# Making and extracting a room is partly single-threaded: two rooms at once on 2 cores, synth 7.8 -> 5.6 s a
+# room and extract 11.0 -> 7.9 s (4 rooms, 2026-12-05); more workers than 4 would each hold a CLIP model.
+MAX_WORKERS = 4
 INPUT_WORDS = {"occupancy": "geometry only", "height": "geometry and height", "color": "geometry and colour",
                "color_height": "geometry, height and colour"}
 
@@ -129,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     from ovseg3d.paths import config_dir
     from ovseg3d.pipelines.context import load_context
     from ovseg3d.pipelines.evaluate import evaluate_predictions, print_scores
-    from ovseg3d.pipelines.extract import ExtractOptions, build_teachers, extract_scenes
+    from ovseg3d.pipelines.extract import ExtractOptions, build_teachers, extract_in_workers
     from ovseg3d.pipelines.infer import InferOptions, infer_scenes
     from ovseg3d.pipelines.query import print_result, query_scene, save_pictures
     from ovseg3d.pipelines.synth import make_scenes
@@ -154,35 +167,43 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = [f"data.scenes={data}", f"data.targets={features}", f"data.train=[{','.join(train_rooms)}]",
                  f"data.val=[{held_out}]", f"out={runs}",
-                 f"name=demo{tag}", "student.arch=MinkUNetSmall", "student.voxel_size=0.1",
+                 f"name=demo{tag}", "student.arch=MinkUNetSmall", SMALL_STEM, "student.voxel_size=0.1",
                  f"student.input={args.input}", f"optim.epochs={args.epochs}", "data.max_points=30000",
                  "student.instance_hidden=128", "loss.instance_distill=1.0", "loss.instance_label_ce=0.2",
-                 *NO_AUGMENTATION, SAS_TARGETS, WHOLE_VOXELS, CLASS_BALANCE, f"val_every={max(1, args.epochs // 4)}",
+                 *NO_AUGMENTATION, SAS_TARGETS, WHOLE_VOXELS, CLASS_BALANCE,
+                 f"val_every={max(1, -(-args.epochs // 3))}",  # three progress lines
                  "optim.lr=0.004",
                  *args.train_set]
     config = Path(ovseg3d_train.__file__).parent / "configs" / "synthetic.yaml"
-    load_config(config, overrides)  # a bad --train-set fails here, not after minutes of synth and extract
+    student = load_config(config, overrides).student  # a bad --train-set fails here, not after synth and extract
     print("ovseg3d demo: the 2D teacher is SIMULATED and the CLIP text encoder has RANDOM weights, because no "
           "pretrained vision-language weights can be had offline here; " + SYNTH_NOTE + ". The numbers test the "
           "pipeline, not real-world recognition.\n" + REAL_DATA, flush=True)
     t_all = time.perf_counter()
     timings: dict[str, float] = {}
+    workers = min(MAX_WORKERS, os.cpu_count() or 1)
     if not (data / held_out / "synth.json").exists():
         _step("1/7 synthetic scenes (test instrument), reconstructed from their depth like ScanNet's",
-              f"ovseg3d synth {data} --scenes {args.scenes} --seed {args.seed} --preset test --reconstruct 0.05",
+              f"ovseg3d synth {data} --scenes {args.scenes} --seed {args.seed} --preset test --reconstruct 0.05 "
+              f"--workers {workers}",
               timings, "synth",
-              lambda: make_scenes(data, args.scenes, args.seed, SYNTH_PRESETS["test"], reconstruct=0.05))
+              lambda: make_scenes(data, args.scenes, args.seed, SYNTH_PRESETS["test"], reconstruct=0.05,
+                                  workers=workers))
     else:
         print(f"\n=== 1/7 synthetic scenes: reusing {data}")
     bag = data / held_out / "rosbag2_mcap"
     if not bag.exists():
         write_scene_bag(data / held_out, "mcap")
     _step(f"2/7 {args.teacher} 2D teacher (test instrument), fused onto the points (OpenScene files), and FOLK's "
-          "instance teacher", f"ovseg3d extract {data} --teacher {args.teacher} --out {features} --instance-teacher",
+          "instance teacher", f"ovseg3d extract {data} --teacher {args.teacher} --out {features} --instance-teacher "
+          f"--workers {workers}",
           timings, "extract",
-          lambda: extract_scenes(data, features, ExtractOptions(teachers=[args.teacher], instance_teacher=True)))
-    _step(f"3/7 distilling a small 3D student on the CPU from {len(train_rooms)} rooms ({INPUT_WORDS[args.input]}; "
-          "SAS's superpoint-averaged targets, one point per voxel, class-balanced; no augmentation at this budget)",
+          lambda: extract_in_workers(data, features, ExtractOptions(teachers=[args.teacher], instance_teacher=True),
+                                     workers))
+    _step(f"3/7 distilling a small 3D student ({student.arch}, {student.stem_kernel}^3 stem, "
+          f"{student.voxel_size * 100:g} cm voxels) on the CPU from {len(train_rooms)} rooms "
+          f"({INPUT_WORDS[args.input]}; SAS's superpoint-averaged targets, one point per voxel, class-balanced; "
+          "no augmentation at this budget)",
           f"ovseg3d-train --config {config} {' '.join(overrides)}",
           timings, "train", lambda: _train(config, overrides))
     val, room = _held_out_folder(out / "held_out", data, held), data / held_out
