@@ -34,9 +34,13 @@ def make_scenes(out: Path, scenes: int, seed: int, cfg: SynthConfig, first_index
             spawn = multiprocessing.get_context("spawn")  # no fork of a process that may hold torch's threads
             with ProcessPoolExecutor(min(workers, scenes), mp_context=spawn) as pool:
                 jobs = [pool.submit(_make_room, out, first_index + i, seed, cfg, reconstruct) for i in range(scenes)]
-                for job in jobs:
-                    job.result()
-                    pbar.update(steps)
+                try:
+                    for job in jobs:
+                        job.result()
+                        pbar.update(steps)
+                except BaseException:  # a failed room or Ctrl-C: the rooms not yet started are not made
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise
             paths, points = zip(*(job.result() for job in jobs))
     dt = time.perf_counter() - t0
     print(f"wrote {len(paths)} scene(s) to {out} in {dt:.1f} s ({dt / len(paths):.1f} s per scene, "
